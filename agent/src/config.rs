@@ -1,0 +1,265 @@
+//! Agent settings: command-line flags, an optional TOML file with the same
+//! keys, and the runtime endpoint auto-detection.
+//!
+//! Precedence: flag, then file, then built-in default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default socket the agent serves the CRI on.
+pub const DEFAULT_LISTEN: &str = "/run/keelson/cri.sock";
+/// Default directory for the agent's persistent state.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/keelson";
+/// Runtime sockets tried, in this order, when no endpoint is given.
+pub const RUNTIME_CANDIDATES: &[&str] = &[
+    "/run/containerd/containerd.sock",
+    "/run/crio/crio.sock",
+    "/run/cri-dockerd.sock",
+    "/var/run/containerd/containerd.sock",
+    "/var/run/crio/crio.sock",
+    "/var/run/cri-dockerd.sock",
+];
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `key=value` text lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Keys accepted in the config file (all optional, same names as flags).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<PathBuf>,
+    pub runtime_endpoint: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub logging_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+    pub socket_group: Option<String>,
+    pub shutdown_timeout_seconds: Option<u64>,
+    pub worker_threads: Option<usize>,
+}
+
+/// Settings after merging flags, file and defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: PathBuf,
+    /// `None`: auto-detect at start-up.
+    pub runtime_endpoint: Option<String>,
+    pub state_dir: PathBuf,
+    pub logging_format: LogFormat,
+    pub log_level: String,
+    pub socket_group: Option<String>,
+    pub shutdown_timeout: Duration,
+    /// 1 runs everything on one thread (fewest cross-CPU hand-offs).
+    pub worker_threads: usize,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("runtime endpoint {0:?}: only unix sockets are supported (unix:///path or /path)")]
+    Scheme(String),
+    #[error("no container runtime socket found; tried {}", .tried.join(", "))]
+    NoRuntime { tried: Vec<String> },
+    #[error("runtime endpoint {path} does not exist or is not a socket")]
+    MissingEndpoint { path: PathBuf },
+    #[error("worker-threads must be at least 1")]
+    Workers,
+}
+
+impl FileConfig {
+    /// Reads a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// Flag values; `None` where the flag was not given.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<PathBuf>,
+    pub runtime_endpoint: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub logging_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+    pub socket_group: Option<String>,
+    pub shutdown_timeout_seconds: Option<u64>,
+    pub worker_threads: Option<usize>,
+}
+
+impl Config {
+    /// Merges flags over the file over defaults.
+    pub fn merge(flags: Overrides, file: FileConfig) -> Result<Self, ConfigError> {
+        let worker_threads = flags.worker_threads.or(file.worker_threads).unwrap_or(1);
+        if worker_threads == 0 {
+            return Err(ConfigError::Workers);
+        }
+        Ok(Self {
+            listen: flags
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            runtime_endpoint: flags.runtime_endpoint.or(file.runtime_endpoint),
+            state_dir: flags
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            logging_format: flags
+                .logging_format
+                .or(file.logging_format)
+                .unwrap_or_default(),
+            log_level: flags
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            socket_group: flags.socket_group.or(file.socket_group),
+            shutdown_timeout: Duration::from_secs(
+                flags
+                    .shutdown_timeout_seconds
+                    .or(file.shutdown_timeout_seconds)
+                    .unwrap_or(30),
+            ),
+            worker_threads,
+        })
+    }
+
+    /// The runtime socket path: the configured one (which must exist), or
+    /// the first candidate that is a socket.
+    pub fn resolve_runtime(&self) -> Result<PathBuf, ConfigError> {
+        match &self.runtime_endpoint {
+            Some(ep) => {
+                let path = endpoint_path(ep)?;
+                if is_socket(&path) {
+                    Ok(path)
+                } else {
+                    Err(ConfigError::MissingEndpoint { path })
+                }
+            }
+            None => detect_runtime(RUNTIME_CANDIDATES),
+        }
+    }
+}
+
+/// Parses `unix:///path`, `unix:/path` or a plain path.
+pub fn endpoint_path(endpoint: &str) -> Result<PathBuf, ConfigError> {
+    if let Some(rest) = endpoint.strip_prefix("unix://") {
+        return Ok(PathBuf::from(rest));
+    }
+    if let Some(rest) = endpoint.strip_prefix("unix:") {
+        return Ok(PathBuf::from(rest));
+    }
+    if endpoint.contains("://") {
+        return Err(ConfigError::Scheme(endpoint.into()));
+    }
+    Ok(PathBuf::from(endpoint))
+}
+
+/// The first of `candidates` that exists as a socket.
+pub fn detect_runtime(candidates: &[&str]) -> Result<PathBuf, ConfigError> {
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| is_socket(p))
+        .ok_or_else(|| ConfigError::NoRuntime {
+            tried: candidates.iter().map(|s| s.to_string()).collect(),
+        })
+}
+
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse() {
+        assert_eq!(
+            endpoint_path("unix:///run/c.sock").unwrap(),
+            PathBuf::from("/run/c.sock")
+        );
+        assert_eq!(
+            endpoint_path("unix:/run/c.sock").unwrap(),
+            PathBuf::from("/run/c.sock")
+        );
+        assert_eq!(
+            endpoint_path("/run/c.sock").unwrap(),
+            PathBuf::from("/run/c.sock")
+        );
+        assert!(matches!(
+            endpoint_path("tcp://1.2.3.4:5"),
+            Err(ConfigError::Scheme(_))
+        ));
+    }
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let file: FileConfig = toml::from_str(
+            "listen = \"/tmp/f.sock\"\nstate-dir = \"/tmp/state\"\nlogging-format = \"json\"\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            listen: Some("/tmp/flag.sock".into()),
+            ..Default::default()
+        };
+        let c = Config::merge(flags, file).unwrap();
+        assert_eq!(c.listen, PathBuf::from("/tmp/flag.sock"));
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/state"));
+        assert_eq!(c.logging_format, LogFormat::Json);
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.worker_threads, 1);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let err = toml::from_str::<FileConfig>("listne = \"/x\"").unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn detection_names_what_it_tried() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.sock");
+        let plain = dir.path().join("plain.sock");
+        std::fs::write(&plain, b"").unwrap();
+        let sock = dir.path().join("real.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let (m, p, s) = (
+            missing.to_str().unwrap(),
+            plain.to_str().unwrap(),
+            sock.to_str().unwrap(),
+        );
+        assert_eq!(detect_runtime(&[m, p, s]).unwrap(), sock);
+        let err = detect_runtime(&[m, p]).unwrap_err().to_string();
+        assert!(err.contains(m) && err.contains(p), "{err}");
+    }
+}

@@ -1,0 +1,28 @@
+//! The CRI proxy core: serves the CRI on the agent's socket and forwards
+//! every call to the runtime, opaque by default, through hooks when a
+//! feature registered for the method.
+//!
+//! The core knows gRPC framing and hooks; it knows nothing of what any
+//! feature does.
+
+pub mod body;
+pub mod grpc;
+pub mod hook;
+pub mod methods;
+pub mod proxy;
+pub mod server;
+pub mod upstream;
+
+pub use hook::{
+    After, Before, Call, Hook, HookError, HookFuture, HookSet, Interest, Outcome, Reply,
+};
+pub use proxy::Proxy;
+pub use upstream::Upstream;
+
+/// HTTP/2 flow-control windows used on both sides. Large enough that a big
+/// list reply (thousands of containers) needs no WINDOW_UPDATE round trip.
+pub(crate) mod window {
+    pub const STREAM: u32 = 4 << 20;
+    pub const CONNECTION: u32 = 16 << 20;
+    pub const FRAME: u32 = 1 << 20;
+}

@@ -1,0 +1,81 @@
+//! Keelson's node agent as a library: the CRI proxy core ([`cri`]), its
+//! socket handling ([`listener`]), settings ([`config`]) and the assembly
+//! that runs them ([`run`]). Node features plug in as [`cri::Hook`]s.
+
+pub mod config;
+pub mod cri;
+pub mod listener;
+pub mod logging;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use config::Config;
+use cri::server::{Drained, serve};
+use cri::{HookSet, Proxy, Upstream};
+
+/// Runs the agent until SIGTERM or SIGINT: opens the socket, connects to
+/// the runtime, serves, then drains in-flight calls.
+pub async fn run(config: Config, hooks: HookSet) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let runtime = config.resolve_runtime()?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+
+    let mut listening = listener::open(
+        &config.listen,
+        &listener::SocketAccess {
+            group: config.socket_group.clone(),
+        },
+    )?;
+    let std_listener = listening.take().context("taking listener")?;
+    let listener =
+        tokio::net::UnixListener::from_std(std_listener).context("registering listener")?;
+
+    let upstream = Upstream::new(&runtime);
+    if let Err(err) = upstream.warm_up().await {
+        tracing::warn!(error = %err, "runtime not reachable yet; calls will retry the connection");
+    }
+    let proxy = Arc::new(Proxy::new(upstream, hooks));
+    tracing::info!(
+        listen = %config.listen.display(),
+        activated = listening.is_activated(),
+        runtime = %runtime.display(),
+        startup_us = started.elapsed().as_micros() as u64,
+        "serving CRI"
+    );
+
+    let drained = serve(
+        listener,
+        proxy.clone(),
+        stop_signal(),
+        config.shutdown_timeout,
+    )
+    .await;
+    match drained {
+        Drained::Clean => tracing::info!(hook_faults = proxy.hooks().faults(), "stopped cleanly"),
+        Drained::TimedOut { connections } => {
+            tracing::warn!(connections, "grace period over; abandoning in-flight calls")
+        }
+    }
+    drop(listening);
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = which, "stopping");
+}

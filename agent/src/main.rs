@@ -1,0 +1,97 @@
+//! `keelson-agent`: parses flags, sets up logging and runs the agent.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use keelson_agent::config::{Config, FileConfig, LogFormat, Overrides};
+use keelson_agent::cri::HookSet;
+
+/// Keelson node agent: a CRI proxy between kubelet and the container runtime.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TOML file with the same keys as these flags (flags win).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Unix socket to serve the CRI on [default: /run/keelson/cri.sock].
+    #[arg(long)]
+    listen: Option<PathBuf>,
+    /// Runtime socket (unix:///path or /path) [default: auto-detect containerd, CRI-O, cri-dockerd].
+    #[arg(long)]
+    runtime_endpoint: Option<String>,
+    /// Directory for persistent state [default: /var/lib/keelson].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    logging_format: Option<LogFormat>,
+    /// Log level or filter directive [default: info].
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Group allowed to use the CRI socket (mode 0660); root only (0600) when unset.
+    #[arg(long)]
+    socket_group: Option<String>,
+    /// Seconds to let in-flight calls finish on SIGTERM [default: 30].
+    #[arg(long)]
+    shutdown_timeout_seconds: Option<u64>,
+    /// Async worker threads; 1 runs on a single thread [default: 1].
+    #[arg(long)]
+    worker_threads: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let file = match &args.config {
+        Some(path) => match FileConfig::load(path) {
+            Ok(f) => f,
+            Err(err) => return fail(&err),
+        },
+        None => FileConfig::default(),
+    };
+    let flags = Overrides {
+        listen: args.listen,
+        runtime_endpoint: args.runtime_endpoint,
+        state_dir: args.state_dir,
+        logging_format: args.logging_format,
+        log_level: args.log_level,
+        socket_group: args.socket_group,
+        shutdown_timeout_seconds: args.shutdown_timeout_seconds,
+        worker_threads: args.worker_threads,
+    };
+    let config = match Config::merge(flags, file) {
+        Ok(c) => c,
+        Err(err) => return fail(&err),
+    };
+    if let Err(err) = keelson_agent::logging::init(config.logging_format, &config.log_level) {
+        eprintln!("keelson-agent: {err}");
+        return ExitCode::from(2);
+    }
+    let runtime = if config.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(err) => return fail(&err),
+    };
+    match runtime.block_on(keelson_agent::run(config, HookSet::new())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "agent failed");
+            eprintln!("keelson-agent: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fail(err: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("keelson-agent: {err}");
+    ExitCode::from(2)
+}

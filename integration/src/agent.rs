@@ -1,0 +1,118 @@
+//! The `keelson-agent` binary under test: started against a runtime socket
+//! with its own listen socket and state dir, stopped by signal.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+
+use crate::proc::{signal, wait_until};
+
+/// A running agent process.
+pub struct Agent {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+/// Where the built `keelson-agent` is: `$KEELSON_AGENT_BIN`, else next to
+/// the running test or benchmark in cargo's target dir.
+pub fn binary() -> crate::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KEELSON_AGENT_BIN") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join("keelson-agent");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "keelson-agent binary not found near {}: run `cargo build --workspace --bins` first (the README's test command does)",
+        exe.display()
+    )
+}
+
+impl Agent {
+    /// Starts the agent in front of `runtime` and waits until it serves.
+    pub fn start(runtime: &Path, extra: &[&str]) -> crate::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("keelson-agent-")
+            .tempdir()?;
+        let mut me = Self { child: None, dir };
+        let log = fs::File::create(me.log())?;
+        let child = Command::new(binary()?)
+            .arg("--listen")
+            .arg(me.socket())
+            .arg("--runtime-endpoint")
+            .arg(runtime)
+            .arg("--state-dir")
+            .arg(me.dir.path().join("state"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting keelson-agent")?;
+        me.child = Some(child);
+        let sock = me.socket();
+        let served = wait_until(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+        if !served {
+            bail!(
+                "agent did not serve {} within 10 s; log:\n{}",
+                sock.display(),
+                me.log_text()
+            );
+        }
+        Ok(me)
+    }
+
+    /// The agent's CRI socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("cri.sock")
+    }
+
+    /// The agent's log file.
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    /// The whole log, for assertions and error messages.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn stop(&mut self) -> crate::Result<ExitStatus> {
+        let mut child = self.child.take().context("agent not running")?;
+        signal(child.id(), Signal::SIGTERM);
+        for _ in 0..1000 {
+            if let Some(st) = child.try_wait()? {
+                return Ok(st);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("agent ignored SIGTERM for 10 s")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! A real containerd (Debian's package) in a temp dir with its own root,
+//! state, sockets, runc root and CNI config, and a teardown that leaves no
+//! process, mount or cgroup behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+
+use crate::images::{self, Images, PAUSE};
+use crate::proc::{pids_with_arg, signal, stop_child, wait_until};
+
+/// Cgroup parent of every pod the harness starts (cgroupfs driver).
+pub const CGROUP_ROOT: &str = "keelson-it";
+
+/// A running containerd and the temp dir it lives in.
+pub struct Containerd {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    images: Images,
+}
+
+impl Containerd {
+    /// Starts containerd with a fresh temp dir and the test images imported.
+    /// `cache` is where built image layouts are kept between runs.
+    pub fn start(cache: &Path) -> crate::Result<Self> {
+        crate::require_runtime()?;
+        let images = images::build(cache)?;
+        let dir = tempfile::Builder::new().prefix("keelson-ctrd-").tempdir()?;
+        let mut me = Self {
+            dir,
+            child: None,
+            images,
+        };
+        me.write_config()?;
+        me.spawn()?;
+        me.images.import(&me.socket())?;
+        Ok(me)
+    }
+
+    /// containerd's gRPC socket (serves CRI too).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    /// The temp dir (logs, pod log dirs, CNI config live here).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The test image set.
+    pub fn images(&self) -> &Images {
+        &self.images
+    }
+
+    /// containerd's own log file.
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("containerd.log")
+    }
+
+    /// Restarts containerd (running pods survive, as in production).
+    pub fn restart(&mut self) -> crate::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c, Duration::from_secs(10));
+        }
+        self.spawn()
+    }
+
+    fn write_config(&self) -> crate::Result<()> {
+        let d = self.dir.path();
+        for sub in ["root", "state", "opt", "runc", "cni", "certs.d", "pods"] {
+            fs::create_dir_all(d.join(sub))?;
+        }
+        let p = |s: &str| d.join(s).display().to_string();
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+
+[grpc]
+  address = "{sock}"
+
+[ttrpc]
+  address = "{sock}.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  enable_selinux = false
+  systemd_cgroup = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "{runc}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{certs}"
+"#,
+            root = p("root"),
+            state = p("state"),
+            sock = self.socket().display(),
+            opt = p("opt"),
+            pause = PAUSE,
+            runc = p("runc"),
+            cni = p("cni"),
+            certs = p("certs.d"),
+        );
+        fs::write(d.join("config.toml"), config)?;
+        Ok(())
+    }
+
+    fn spawn(&mut self) -> crate::Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting containerd")?;
+        self.child = Some(child);
+        let sock = self.socket();
+        if !wait_until(Duration::from_secs(20), || sock.exists()) {
+            bail!(
+                "containerd did not create {} within 20 s; log:\n{}",
+                sock.display(),
+                self.log_tail()
+            );
+        }
+        Ok(())
+    }
+
+    /// The last lines of containerd's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(self.log()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Stops every pod through CRI, then containerd, its shims, mounts and
+    /// cgroups. Called on drop; safe to call twice.
+    pub fn teardown(&mut self) {
+        let sock = self.socket();
+        if self.child.is_some() {
+            let _ = stop_all_pods(&sock);
+        }
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c, Duration::from_secs(10));
+        }
+        // Shims run detached; they carry our socket address as an argument.
+        let addr = sock.display().to_string();
+        for pid in pids_with_arg(&addr) {
+            signal(pid, Signal::SIGKILL);
+        }
+        let _ = wait_until(Duration::from_secs(5), || pids_with_arg(&addr).is_empty());
+        unmount_below(self.dir.path());
+        remove_cgroups(CGROUP_ROOT);
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Stops and removes every sandbox through CRI (best effort, bounded).
+///
+/// Runs on a thread of its own so it also works from inside a test's async
+/// runtime.
+fn stop_all_pods(sock: &Path) -> crate::Result<()> {
+    let sock = sock.to_path_buf();
+    std::thread::spawn(move || stop_all_pods_blocking(&sock))
+        .join()
+        .map_err(|_| anyhow::anyhow!("pod clean-up thread panicked"))?
+}
+
+fn stop_all_pods_blocking(sock: &Path) -> crate::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let fut = async {
+            let (mut client, _) = crate::client::clients(sock).await?;
+            let pods = client
+                .list_pod_sandbox(cri_proto::ListPodSandboxRequest::default())
+                .await?
+                .into_inner()
+                .items;
+            for p in pods {
+                let _ = client
+                    .stop_pod_sandbox(cri_proto::StopPodSandboxRequest {
+                        pod_sandbox_id: p.id.clone(),
+                    })
+                    .await;
+                let _ = client
+                    .remove_pod_sandbox(cri_proto::RemovePodSandboxRequest {
+                        pod_sandbox_id: p.id,
+                    })
+                    .await;
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        tokio::time::timeout(Duration::from_secs(60), fut)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("stopping pods timed out")))
+    })
+}
+
+/// Unmounts every mount point under `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.display().to_string();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mount)
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn unescape_mount(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// Removes the (empty) cgroup trees named `name` under every hierarchy.
+pub fn remove_cgroups(name: &str) {
+    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    for line in mounts.lines() {
+        let mut f = line.split(' ');
+        let (Some(_), Some(point), Some(kind)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if kind == "cgroup" || kind == "cgroup2" {
+            remove_tree(&Path::new(point).join(name));
+        }
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}

@@ -1,0 +1,422 @@
+//! A CRI driver that calls the runtime the way kubelet does: a sandbox with
+//! kubelet's labels and annotations, then CreateContainer + StartContainer
+//! for each container in spec order, recording an error and going on to the
+//! next container when one fails.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cri_proto as cri;
+use tonic::Status;
+
+use crate::client::{Images, Runtime, clients};
+use crate::containerd::CGROUP_ROOT;
+
+/// Kubelet's label and annotation keys (pkg/kubelet/types/labels.go and
+/// kuberuntime/labels.go upstream).
+pub mod keys {
+    pub const POD_NAME: &str = "io.kubernetes.pod.name";
+    pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+    pub const POD_UID: &str = "io.kubernetes.pod.uid";
+    pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+    pub const CONTAINER_HASH: &str = "io.kubernetes.container.hash";
+    pub const RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
+    pub const TERMINATION_MESSAGE_PATH: &str = "io.kubernetes.container.terminationMessagePath";
+    pub const TERMINATION_MESSAGE_POLICY: &str = "io.kubernetes.container.terminationMessagePolicy";
+    pub const GRACE_PERIOD: &str = "io.kubernetes.pod.terminationGracePeriod";
+    pub const CONFIG_SOURCE: &str = "kubernetes.io/config.source";
+    pub const CONFIG_SEEN: &str = "kubernetes.io/config.seen";
+}
+
+/// One container of a pod spec.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl ContainerSpec {
+    /// A busybox container running `sh -c script`.
+    pub fn shell(name: &str, script: &str) -> Self {
+        Self {
+            name: name.into(),
+            image: crate::images::BUSYBOX.into(),
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            env: vec![],
+        }
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// A pod as kubelet would receive it from the API server.
+#[derive(Debug, Clone)]
+pub struct PodSpec {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub host_network: bool,
+    pub labels: HashMap<String, String>,
+    pub annotations: HashMap<String, String>,
+    pub containers: Vec<ContainerSpec>,
+    pub grace_period_seconds: i64,
+}
+
+impl PodSpec {
+    /// A host-network pod in namespace `default` with a fresh uid.
+    pub fn new(name: &str, containers: Vec<ContainerSpec>) -> Self {
+        Self {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: fresh_uid(),
+            host_network: true,
+            labels: HashMap::new(),
+            annotations: HashMap::new(),
+            containers,
+            grace_period_seconds: 30,
+        }
+    }
+
+    /// Adds a pod annotation.
+    pub fn annotate(mut self, key: &str, value: &str) -> Self {
+        self.annotations.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// A started pod: the sandbox and what happened to each container.
+#[derive(Debug)]
+pub struct Pod {
+    pub spec: PodSpec,
+    pub sandbox_id: String,
+    pub containers: Vec<ContainerRun>,
+}
+
+/// The outcome of creating and starting one container.
+#[derive(Debug)]
+pub struct ContainerRun {
+    pub name: String,
+    /// Set when CreateContainer succeeded.
+    pub id: Option<String>,
+    /// The first error from CreateContainer or StartContainer.
+    pub error: Option<Status>,
+}
+
+impl Pod {
+    /// The container id of `name`, if it was created.
+    pub fn id(&self, name: &str) -> Option<&str> {
+        self.containers
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.id.as_deref())
+    }
+}
+
+/// The driver: runtime and image clients plus where pod logs go.
+pub struct Kubelet {
+    pub runtime: Runtime,
+    pub images: Images,
+    log_root: PathBuf,
+}
+
+impl Kubelet {
+    /// Connects to the CRI server at `socket`; pod logs go under `log_root`.
+    pub async fn connect(socket: &Path, log_root: &Path) -> crate::Result<Self> {
+        let (runtime, images) = clients(socket).await?;
+        Ok(Self {
+            runtime,
+            images,
+            log_root: log_root.into(),
+        })
+    }
+
+    /// The sandbox config kubelet would send for `spec`.
+    pub fn sandbox_config(&self, spec: &PodSpec) -> cri::PodSandboxConfig {
+        let mut labels = spec.labels.clone();
+        labels.insert(keys::POD_NAME.into(), spec.name.clone());
+        labels.insert(keys::POD_NAMESPACE.into(), spec.namespace.clone());
+        labels.insert(keys::POD_UID.into(), spec.uid.clone());
+        let mut annotations = spec.annotations.clone();
+        annotations.insert(keys::CONFIG_SOURCE.into(), "api".into());
+        annotations.insert(keys::CONFIG_SEEN.into(), "2026-01-01T00:00:00Z".into());
+        let network = if spec.host_network {
+            cri::NamespaceMode::Node
+        } else {
+            cri::NamespaceMode::Pod
+        };
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: spec.name.clone(),
+                uid: spec.uid.clone(),
+                namespace: spec.namespace.clone(),
+                attempt: 0,
+            }),
+            // Kubelet leaves the hostname empty for host-network pods.
+            hostname: if spec.host_network {
+                String::new()
+            } else {
+                spec.name.clone()
+            },
+            log_directory: self.pod_log_dir(spec).display().to_string(),
+            labels,
+            annotations,
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: format!("/{CGROUP_ROOT}/pod{}", spec.uid),
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: network as i32,
+                        pid: cri::NamespaceMode::Pod as i32,
+                        ipc: cri::NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The container config kubelet would send for `c` (restart `attempt`).
+    pub fn container_config(
+        &self,
+        spec: &PodSpec,
+        c: &ContainerSpec,
+        attempt: u32,
+    ) -> cri::ContainerConfig {
+        let labels = HashMap::from([
+            (keys::POD_NAME.to_string(), spec.name.clone()),
+            (keys::POD_NAMESPACE.to_string(), spec.namespace.clone()),
+            (keys::POD_UID.to_string(), spec.uid.clone()),
+            (keys::CONTAINER_NAME.to_string(), c.name.clone()),
+        ]);
+        let annotations = HashMap::from([
+            (
+                keys::CONTAINER_HASH.to_string(),
+                format!("{:x}", simple_hash(&c.name)),
+            ),
+            (keys::RESTART_COUNT.to_string(), attempt.to_string()),
+            (
+                keys::TERMINATION_MESSAGE_PATH.to_string(),
+                "/dev/termination-log".into(),
+            ),
+            (keys::TERMINATION_MESSAGE_POLICY.to_string(), "File".into()),
+            (
+                keys::GRACE_PERIOD.to_string(),
+                spec.grace_period_seconds.to_string(),
+            ),
+        ]);
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: c.name.clone(),
+                attempt,
+            }),
+            image: Some(cri::ImageSpec {
+                image: c.image.clone(),
+                user_specified_image: c.image.clone(),
+                ..Default::default()
+            }),
+            command: c.command.clone(),
+            envs: c
+                .env
+                .iter()
+                .map(|(k, v)| cri::KeyValue {
+                    key: k.clone(),
+                    value: v.clone().into_bytes(),
+                })
+                .collect(),
+            labels,
+            annotations,
+            log_path: format!("{}/{attempt}.log", c.name),
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: if spec.host_network {
+                            cri::NamespaceMode::Node as i32
+                        } else {
+                            cri::NamespaceMode::Pod as i32
+                        },
+                        pid: cri::NamespaceMode::Container as i32,
+                        ipc: cri::NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Runs the sandbox, then creates and starts each container in order,
+    /// continuing after a failed one (as kubelet's SyncPod does).
+    pub async fn run_pod(&mut self, spec: PodSpec) -> crate::Result<Pod> {
+        std::fs::create_dir_all(self.pod_log_dir(&spec))?;
+        let config = self.sandbox_config(&spec);
+        let sandbox_id = self
+            .runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .context("RunPodSandbox")?
+            .into_inner()
+            .pod_sandbox_id;
+        let mut runs = Vec::new();
+        for c in &spec.containers {
+            runs.push(
+                self.start_container(&spec, &sandbox_id, &config, c, 0)
+                    .await,
+            );
+        }
+        Ok(Pod {
+            spec,
+            sandbox_id,
+            containers: runs,
+        })
+    }
+
+    /// CreateContainer + StartContainer for one container.
+    pub async fn start_container(
+        &mut self,
+        spec: &PodSpec,
+        sandbox_id: &str,
+        sandbox_config: &cri::PodSandboxConfig,
+        c: &ContainerSpec,
+        attempt: u32,
+    ) -> ContainerRun {
+        let created = self
+            .runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id.into(),
+                config: Some(self.container_config(spec, c, attempt)),
+                sandbox_config: Some(sandbox_config.clone()),
+            })
+            .await;
+        let id = match created {
+            Ok(r) => r.into_inner().container_id,
+            Err(error) => {
+                return ContainerRun {
+                    name: c.name.clone(),
+                    id: None,
+                    error: Some(error),
+                };
+            }
+        };
+        let error = self
+            .runtime
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .err();
+        ContainerRun {
+            name: c.name.clone(),
+            id: Some(id),
+            error,
+        }
+    }
+
+    /// Stops and removes the pod's sandbox (and so its containers).
+    pub async fn remove_pod(&mut self, pod: &Pod) -> crate::Result<()> {
+        self.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod.sandbox_id.clone(),
+            })
+            .await
+            .context("StopPodSandbox")?;
+        self.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod.sandbox_id.clone(),
+            })
+            .await
+            .context("RemovePodSandbox")?;
+        Ok(())
+    }
+
+    /// The container's status.
+    pub async fn status(&mut self, id: &str) -> crate::Result<cri::ContainerStatus> {
+        self.runtime
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .context("ContainerStatus")?
+            .into_inner()
+            .status
+            .context("ContainerStatus without status")
+    }
+
+    /// Polls until the container has exited; returns its final status.
+    pub async fn wait_exited(
+        &mut self,
+        id: &str,
+        timeout: Duration,
+    ) -> crate::Result<cri::ContainerStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.status(id).await?;
+            if st.state == cri::ContainerState::ContainerExited as i32 {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                bail!("container {id} still {:?} after {timeout:?}", st.state);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The text of the container's log file (CRI log format lines).
+    pub fn log_of(&self, pod: &Pod, container: &str, attempt: u32) -> crate::Result<String> {
+        let p = self
+            .pod_log_dir(&pod.spec)
+            .join(format!("{container}/{attempt}.log"));
+        std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    }
+
+    fn pod_log_dir(&self, spec: &PodSpec) -> PathBuf {
+        self.log_root
+            .join(format!("{}_{}_{}", spec.namespace, spec.name, spec.uid))
+    }
+}
+
+/// The message part of CRI log lines (`<time> <stream> <tag> <message>`).
+pub fn log_messages(cri_log: &str) -> Vec<String> {
+    cri_log
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3).map(str::to_string))
+        .collect()
+}
+
+fn simple_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// A pod uid unique within this machine's test runs.
+pub fn fresh_uid() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:08x}-{:04x}-4000-8000-{:012x}",
+        std::process::id(),
+        n & 0xffff,
+        t & 0xffff_ffff_ffff
+    )
+}
