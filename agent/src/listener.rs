@@ -66,7 +66,9 @@ pub enum Listening {
 pub struct BoundSocket {
     listener: Option<StdUnixListener>,
     path: PathBuf,
-    inode: u64,
+    /// Identity of the file we created: inode plus change time, since a
+    /// successor's socket may get the same inode number.
+    identity: (u64, i64, i64),
     _lock: Flock<File>,
 }
 
@@ -93,7 +95,7 @@ impl Drop for BoundSocket {
     fn drop(&mut self) {
         // Remove the file only if it is still the socket we created: a
         // successor may already have replaced it.
-        if fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+        if fs::symlink_metadata(&self.path).is_ok_and(|m| identity(&m) == self.identity) {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -228,20 +230,18 @@ pub fn bind(path: &Path, access: &SocketAccess) -> Result<BoundSocket, ListenErr
     let _ = fs::remove_file(&tmp);
     let listener = StdUnixListener::bind(&tmp).map_err(io_err("binding", &tmp))?;
     let mode = if gid.is_some() { 0o660 } else { 0o600 };
-    let finish = || -> Result<u64, ListenError> {
+    let finish = || -> Result<(u64, i64, i64), ListenError> {
         fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
             .map_err(io_err("setting mode of", &tmp))?;
         if let Some(gid) = gid {
             chown(&tmp, None, Some(Gid::from_raw(gid.as_raw())))
                 .map_err(|e| io_err("setting group of", &tmp)(e.into()))?;
         }
-        let inode = fs::symlink_metadata(&tmp)
-            .map_err(io_err("inspecting", &tmp))?
-            .ino();
         fs::rename(&tmp, path).map_err(io_err("renaming into place", path))?;
-        Ok(inode)
+        let meta = fs::symlink_metadata(path).map_err(io_err("inspecting", path))?;
+        Ok(identity(&meta))
     };
-    let inode = match finish() {
+    let identity = match finish() {
         Ok(i) => i,
         Err(e) => {
             let _ = fs::remove_file(&tmp);
@@ -254,9 +254,13 @@ pub fn bind(path: &Path, access: &SocketAccess) -> Result<BoundSocket, ListenErr
     Ok(BoundSocket {
         listener: Some(listener),
         path: path.into(),
-        inode,
+        identity,
         _lock: lock,
     })
+}
+
+fn identity(meta: &fs::Metadata) -> (u64, i64, i64) {
+    (meta.ino(), meta.ctime(), meta.ctime_nsec())
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {

@@ -1,0 +1,534 @@
+//! The proxy core against a fake runtime: opaque forwarding, hook outcomes,
+//! unknown fields, errors, streaming, garbage and graceful stop.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use cri_proto as cri;
+use keelson_agent::cri::grpc::{self, Code, Status};
+use keelson_agent::cri::methods::runtime as m;
+use keelson_agent::cri::server::Drained;
+use keelson_agent::cri::{
+    After, Before, Call, Hook, HookError, HookFuture, HookSet, Interest, Outcome, Reply,
+};
+use prost::Message;
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, mpsc};
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// `message` with a varint field `number` appended that no CRI message has.
+fn with_unknown_field(message: &[u8], number: u32, value: u64) -> Bytes {
+    let mut b = BytesMut::from(message);
+    prost::encoding::encode_key(number, prost::encoding::WireType::Varint, &mut b);
+    prost::encoding::encode_varint(value, &mut b);
+    b.freeze()
+}
+
+/// Hook that decodes a request to look and passes.
+struct Looker(&'static str, AtomicUsize);
+impl Hook for Looker {
+    fn name(&self) -> &str {
+        "looker"
+    }
+    fn interest(&self) -> Interest {
+        Interest {
+            before: vec![self.0],
+            after: vec![self.0],
+        }
+    }
+    fn before<'a>(&'a self, call: &'a Call) -> HookFuture<'a, Before> {
+        Box::pin(async move {
+            let v: cri::VersionRequest = call.decode()?;
+            assert_eq!(v.version, "0.1.0");
+            self.1.fetch_add(1, Ordering::SeqCst);
+            Ok(Before::Pass)
+        })
+    }
+}
+
+#[tokio::test]
+async fn no_hooks_is_byte_for_byte_and_unknown_methods_pass() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let mut proxy = RunningProxy::start(dir.path(), &rt.socket, HookSet::new()).await;
+    let body = grpc::frame(b"\x0a\x03abc");
+    let got = call(
+        &proxy.socket,
+        "/runtime.v1.RuntimeService/NoSuchMethod",
+        &[("x-meta", "kept"), ("grpc-timeout", "5S")],
+        body.clone(),
+    )
+    .await;
+    let seen = rt.calls();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/runtime.v1.RuntimeService/NoSuchMethod");
+    assert_eq!(seen[0].headers["x-meta"], "kept");
+    assert_eq!(seen[0].headers["grpc-timeout"], "5S");
+    assert_eq!(seen[0].body, body);
+    assert_eq!(got.body, body, "reply bytes unchanged");
+    assert_eq!(got.headers["x-fake"], "1", "response metadata kept");
+    let trailers = got.trailers.as_ref().unwrap();
+    assert_eq!(trailers["x-trailer"], "t", "trailers kept");
+    assert_eq!(got.status(), (0, String::new()));
+    assert_eq!(proxy.stop().await, Drained::Clean);
+}
+
+#[tokio::test]
+async fn unknown_fields_survive_a_hooked_method_both_ways() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let looker = Arc::new(Looker(m::Version, AtomicUsize::new(0)));
+    let mut hooks = HookSet::new();
+    hooks.register(looker.clone());
+    let proxy = RunningProxy::start(dir.path(), &rt.socket, hooks).await;
+
+    let req = with_unknown_field(
+        &cri::VersionRequest {
+            version: "0.1.0".into(),
+        }
+        .encode_to_vec(),
+        999,
+        42,
+    );
+    let reply = with_unknown_field(
+        &cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "fake".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        777,
+        7,
+    );
+    rt.set(Answer::Message(reply.clone()));
+    let got = call(&proxy.socket, m::Version, &[], grpc::frame(&req)).await;
+    assert_eq!(looker.1.load(Ordering::SeqCst), 1, "the hook ran");
+    assert_eq!(
+        rt.calls()[0].body,
+        grpc::frame(&req),
+        "request bytes incl. field 999 reached the runtime"
+    );
+    assert_eq!(
+        got.body,
+        grpc::frame(&reply),
+        "reply bytes incl. field 777 reached the caller"
+    );
+    // prost itself would have dropped them:
+    let reencoded = cri::VersionRequest::decode(req.clone())
+        .unwrap()
+        .encode_to_vec();
+    assert_ne!(reencoded, req.to_vec());
+}
+
+/// Holds Version calls until released.
+struct Delay(Arc<Notify>);
+impl Hook for Delay {
+    fn name(&self) -> &str {
+        "delay"
+    }
+    fn interest(&self) -> Interest {
+        Interest {
+            before: vec![m::Version],
+            after: vec![],
+        }
+    }
+    fn before<'a>(&'a self, _call: &'a Call) -> HookFuture<'a, Before> {
+        Box::pin(async move {
+            self.0.notified().await;
+            Ok(Before::Pass)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_delaying_hook_holds_the_call_until_it_passes() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let gate = Arc::new(Notify::new());
+    let mut hooks = HookSet::new();
+    hooks.register(Arc::new(Delay(gate.clone())));
+    let proxy = RunningProxy::start(dir.path(), &rt.socket, hooks).await;
+    let sock = proxy.socket.clone();
+    let pending = tokio::spawn(async move { call(&sock, m::Version, &[], grpc::frame(b"")).await });
+    // Other methods are not held meanwhile.
+    let other = call(&proxy.socket, m::Status, &[], grpc::frame(b"")).await;
+    assert_eq!(other.status().0, 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        rt.calls().iter().all(|c| c.path != m::Version),
+        "held call has not reached the runtime"
+    );
+    assert!(!pending.is_finished());
+    gate.notify_one();
+    let got = pending.await.unwrap();
+    assert_eq!(got.status().0, 0);
+    assert!(rt.calls().iter().any(|c| c.path == m::Version));
+}
+
+/// Answers Status itself; rejects StartContainer with a precondition error.
+struct Answerer;
+impl Hook for Answerer {
+    fn name(&self) -> &str {
+        "answerer"
+    }
+    fn interest(&self) -> Interest {
+        Interest {
+            before: vec![m::Status, m::StartContainer],
+            after: vec![],
+        }
+    }
+    fn before<'a>(&'a self, call: &'a Call) -> HookFuture<'a, Before> {
+        Box::pin(async move {
+            Ok(Before::Answer(if call.method() == m::Status {
+                Reply::Message(Bytes::from_static(b"\x12\x00"))
+            } else {
+                Reply::Status(Status::new(
+                    Code::FailedPrecondition,
+                    "waiting for sidecar \"a\" to run",
+                ))
+            }))
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_answering_hook_keeps_the_call_from_the_runtime() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let mut hooks = HookSet::new();
+    hooks.register(Arc::new(Answerer));
+    let proxy = RunningProxy::start(dir.path(), &rt.socket, hooks).await;
+    let got = call(&proxy.socket, m::Status, &[], grpc::frame(b"")).await;
+    assert_eq!(got.body, grpc::frame(b"\x12\x00"));
+    assert_eq!(got.status().0, 0);
+    let got = call(
+        &proxy.socket,
+        m::StartContainer,
+        &[],
+        grpc::frame(b"\x0a\x01x"),
+    )
+    .await;
+    assert_eq!(
+        got.status(),
+        (
+            Code::FailedPrecondition as u16,
+            "waiting for sidecar \"a\" to run".into()
+        )
+    );
+    assert!(rt.calls().is_empty(), "runtime saw nothing");
+}
+
+/// Rewrites ContainerStatus replies to exit code 0 / reason Completed by
+/// appending fields, and StopContainer requests to a 2 s timeout.
+struct Rewriter;
+impl Hook for Rewriter {
+    fn name(&self) -> &str {
+        "rewriter"
+    }
+    fn interest(&self) -> Interest {
+        Interest {
+            before: vec![m::StopContainer],
+            after: vec![m::ContainerStatus],
+        }
+    }
+    fn before<'a>(&'a self, call: &'a Call) -> HookFuture<'a, Before> {
+        Box::pin(async move {
+            let mut req: cri::StopContainerRequest = call.decode()?;
+            req.timeout = 2;
+            Ok(Before::Rewrite(req.encode_to_vec().into()))
+        })
+    }
+    fn after<'a>(&'a self, _call: &'a Call, outcome: &'a Outcome) -> HookFuture<'a, After> {
+        Box::pin(async move {
+            if outcome.decode::<cri::ContainerStatusResponse>()?.is_none() {
+                return Ok(After::Keep);
+            }
+            // status { exit_code: 0 (written explicitly), reason: "Completed" }
+            let mut inner = BytesMut::new();
+            prost::encoding::int32::encode(7, &0, &mut inner);
+            prost::encoding::string::encode(10, &"Completed".to_string(), &mut inner);
+            let mut out = BytesMut::new();
+            prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut out);
+            prost::encoding::encode_varint(inner.len() as u64, &mut out);
+            out.put(inner);
+            Ok(After::Append(out.freeze()))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_rewriting_hook_changes_only_what_it_appends() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let mut hooks = HookSet::new();
+    hooks.register(Arc::new(Rewriter));
+    let proxy = RunningProxy::start(dir.path(), &rt.socket, hooks).await;
+
+    let runtime_reply = cri::ContainerStatusResponse {
+        status: Some(cri::ContainerStatus {
+            id: "c1".into(),
+            exit_code: 143,
+            reason: "Error".into(),
+            state: cri::ContainerState::ContainerExited as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let reply_bytes = with_unknown_field(&runtime_reply.encode_to_vec(), 555, 1);
+    rt.set(Answer::Message(reply_bytes.clone()));
+    let req = cri::ContainerStatusRequest {
+        container_id: "c1".into(),
+        verbose: false,
+    }
+    .encode_to_vec();
+    let got = call(&proxy.socket, m::ContainerStatus, &[], grpc::frame(&req)).await;
+    let msg = grpc::single_message(&got.body).unwrap();
+    assert!(
+        msg.starts_with(&reply_bytes),
+        "original bytes (incl. unknown field) kept"
+    );
+    let decoded = cri::ContainerStatusResponse::decode(msg)
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(
+        (decoded.exit_code, decoded.reason.as_str()),
+        (0, "Completed")
+    );
+    assert_eq!(decoded.id, "c1");
+    assert_eq!(decoded.state, cri::ContainerState::ContainerExited as i32);
+
+    rt.set(Answer::Echo);
+    let stop = cri::StopContainerRequest {
+        container_id: "c1".into(),
+        timeout: 30,
+    }
+    .encode_to_vec();
+    call(&proxy.socket, m::StopContainer, &[], grpc::frame(&stop)).await;
+    let seen = rt.calls().pop().unwrap();
+    let sent =
+        cri::StopContainerRequest::decode(grpc::single_message(&seen.body).unwrap()).unwrap();
+    assert_eq!(sent.timeout, 2, "request rewritten before forwarding");
+}
+
+/// Fails on Version, panics on Status.
+struct Broken;
+impl Hook for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    fn interest(&self) -> Interest {
+        Interest {
+            before: vec![m::Version, m::Status],
+            after: vec![m::Version],
+        }
+    }
+    fn before<'a>(&'a self, call: &'a Call) -> HookFuture<'a, Before> {
+        Box::pin(async move {
+            if call.method() == m::Status {
+                panic!("hook bug");
+            }
+            Err(HookError::Internal("state store unavailable".into()))
+        })
+    }
+    fn after<'a>(&'a self, _call: &'a Call, _o: &'a Outcome) -> HookFuture<'a, After> {
+        Box::pin(async { Err(HookError::Internal("after failed".into())) })
+    }
+}
+
+#[tokio::test]
+async fn a_failing_hook_lets_the_call_through_and_is_counted() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let mut hooks = HookSet::new();
+    hooks.register(Arc::new(Broken));
+    let proxy = RunningProxy::start(dir.path(), &rt.socket, hooks).await;
+    let body = grpc::frame(b"\x0a\x050.1.0");
+    let got = call(&proxy.socket, m::Version, &[], body.clone()).await;
+    assert_eq!(got.body, body, "echoed unchanged");
+    assert_eq!(got.trailers.as_ref().unwrap()["x-trailer"], "t");
+    let got = call(&proxy.socket, m::Status, &[], body.clone()).await;
+    assert_eq!(got.body, body);
+    assert_eq!(rt.calls().len(), 2);
+    assert_eq!(
+        proxy.proxy.hooks().faults(),
+        3,
+        "before+after on Version, before on Status"
+    );
+}
+
+#[tokio::test]
+async fn runtime_errors_come_back_verbatim_with_and_without_hooks() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let mut hooks = HookSet::new();
+    hooks.register(Arc::new(Looker(m::Version, AtomicUsize::new(0))));
+    let proxy = RunningProxy::start(dir.path(), &rt.socket, hooks).await;
+    rt.set(Answer::Error(
+        5,
+        "an error occurred when try to find container \"nope\": not found",
+    ));
+    for path in [m::ContainerStatus, m::Version] {
+        let req = cri::VersionRequest {
+            version: "0.1.0".into(),
+        }
+        .encode_to_vec();
+        let got = call(&proxy.socket, path, &[], grpc::frame(&req)).await;
+        assert_eq!(
+            got.status(),
+            (
+                5,
+                "an error occurred when try to find container \"nope\": not found".into()
+            ),
+            "{path}"
+        );
+        assert!(got.body.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn server_streams_are_streamed() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let proxy = RunningProxy::start(dir.path(), &rt.socket, HookSet::new()).await;
+    let (tx, rx) = mpsc::channel(4);
+    rt.set(Answer::Stream(Arc::new(std::sync::Mutex::new(Some(rx)))));
+    let mut send = connect(&proxy.socket).await;
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://localhost{}", m::GetContainerEvents))
+        .header("content-type", "application/grpc")
+        .body(http_body_util::Full::new(grpc::frame(b"")))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let mut body = resp.into_body();
+    use http_body_util::BodyExt;
+    tx.send(Bytes::from_static(b"one")).await.unwrap();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(
+        first,
+        grpc::frame(b"one"),
+        "first event arrives before the stream ends"
+    );
+    tx.send(Bytes::from_static(b"two")).await.unwrap();
+    let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(second, grpc::frame(b"two"));
+    drop(tx);
+    let trailers = body
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_trailers()
+        .unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+}
+
+#[tokio::test]
+async fn garbage_and_stalled_callers_do_not_hurt_others() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let mut hooks = HookSet::new();
+    hooks.register(Arc::new(Looker(m::Version, AtomicUsize::new(0))));
+    let proxy = RunningProxy::start(dir.path(), &rt.socket, hooks).await;
+
+    // Not HTTP/2 at all.
+    let mut junk = tokio::net::UnixStream::connect(&proxy.socket)
+        .await
+        .unwrap();
+    junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00\xff\xfe garbage")
+        .await
+        .unwrap();
+    // A valid preface, then a truncated frame header.
+    let mut trunc = tokio::net::UnixStream::connect(&proxy.socket)
+        .await
+        .unwrap();
+    trunc
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04")
+        .await
+        .unwrap();
+    // Connects and says nothing.
+    let _stalled = tokio::net::UnixStream::connect(&proxy.socket)
+        .await
+        .unwrap();
+    // A gRPC body that claims more than it sends, on a hooked method.
+    let got = call(
+        &proxy.socket,
+        m::Version,
+        &[],
+        Bytes::from_static(b"\x00\x00\x00\x00\x09abc"),
+    )
+    .await;
+    assert_eq!(
+        rt.calls().last().unwrap().body,
+        Bytes::from_static(b"\x00\x00\x00\x00\x09abc")
+    );
+    assert_eq!(
+        got.status().0,
+        0,
+        "malformed body forwarded for the runtime to judge"
+    );
+
+    // An oversized message on a hooked method bypasses the hook and streams.
+    let big = vec![7u8; 17 << 20];
+    let mut framed = BytesMut::new();
+    framed.put_u8(0);
+    framed.put_u32(big.len() as u32);
+    framed.put_slice(&big);
+    let framed = framed.freeze();
+    let got = call(&proxy.socket, m::Version, &[], framed.clone()).await;
+    assert_eq!(got.body.len(), framed.len());
+    assert_eq!(rt.calls().last().unwrap().body, framed);
+
+    // Others are still served promptly.
+    let ok = tokio::time::timeout(
+        Duration::from_secs(5),
+        call(&proxy.socket, m::Status, &[], grpc::frame(b"")),
+    )
+    .await;
+    assert_eq!(ok.expect("served while a caller stalls").status().0, 0);
+}
+
+#[tokio::test]
+async fn runtime_down_is_unavailable_and_reconnects() {
+    let dir = tmp();
+    let rt_dir = tmp();
+    let missing = rt_dir.path().join("fake-runtime.sock");
+    let proxy = RunningProxy::start(dir.path(), &missing, HookSet::new()).await;
+    let got = call(&proxy.socket, m::Version, &[], grpc::frame(b"")).await;
+    assert_eq!(got.status().0, Code::Unavailable as u16);
+    let rt = FakeRuntime::start(rt_dir.path()).await;
+    let got = call(&proxy.socket, m::Version, &[], grpc::frame(b"x")).await;
+    assert_eq!(got.status().0, 0);
+    assert_eq!(rt.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn stopping_finishes_in_flight_calls() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let gate = Arc::new(Notify::new());
+    let mut hooks = HookSet::new();
+    hooks.register(Arc::new(Delay(gate.clone())));
+    let mut proxy = RunningProxy::start(dir.path(), &rt.socket, hooks).await;
+    let sock = proxy.socket.clone();
+    let in_flight =
+        tokio::spawn(async move { call(&sock, m::Version, &[], grpc::frame(b"v")).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stopping = tokio::spawn(async move { proxy.stop().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!stopping.is_finished(), "waits for the in-flight call");
+    gate.notify_one();
+    let got = in_flight.await.unwrap();
+    assert_eq!(got.status().0, 0);
+    assert_eq!(got.body, grpc::frame(b"v"));
+    assert_eq!(stopping.await.unwrap(), Drained::Clean);
+}
