@@ -42,3 +42,63 @@ pub async fn clients(path: &Path) -> crate::Result<(Runtime, Images)> {
             .max_encoding_message_size(MAX_MESSAGE),
     ))
 }
+
+/// A reply to a raw gRPC call: status, and the message bytes if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawReply {
+    pub code: u16,
+    pub message: String,
+    pub body: Vec<u8>,
+}
+
+/// Calls `path` with an already-encoded request message over a fresh
+/// HTTP/2 connection (authority `localhost`), returning the raw reply.
+/// Used to call methods no generated client knows and to compare bytes.
+pub async fn raw_call(socket: &Path, path: &str, request: &[u8]) -> crate::Result<RawReply> {
+    use http_body_util::BodyExt;
+    let stream = UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(TokioIo::new(stream))
+            .await?;
+    let conn = tokio::spawn(conn);
+    let mut body = Vec::with_capacity(request.len() + 5);
+    body.push(0);
+    body.extend_from_slice(&(request.len() as u32).to_be_bytes());
+    body.extend_from_slice(request);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let resp = send.send_request(req).await?;
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let data = collected.to_bytes();
+    conn.abort();
+    let pick = |k: &str| {
+        trailers
+            .get(k)
+            .or_else(|| parts.headers.get(k))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let code = pick("grpc-status")
+        .context("reply without grpc-status")?
+        .parse()?;
+    let message = pick("grpc-message").unwrap_or_default();
+    let body = if data.len() >= 5 {
+        data[5..].to_vec()
+    } else {
+        vec![]
+    };
+    Ok(RawReply {
+        code,
+        message,
+        body,
+    })
+}

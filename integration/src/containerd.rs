@@ -13,8 +13,13 @@ use nix::sys::signal::Signal;
 use crate::images::{self, Images, PAUSE};
 use crate::proc::{pids_with_arg, signal, stop_child, wait_until};
 
-/// Cgroup parent of every pod the harness starts (cgroupfs driver).
-pub const CGROUP_ROOT: &str = "keelson-it";
+/// Where a driver puts pods of this containerd: log dirs and the cgroup
+/// parent (cgroupfs driver), both unique per harness instance.
+#[derive(Debug, Clone)]
+pub struct PodEnv {
+    pub log_root: PathBuf,
+    pub cgroup_root: String,
+}
 
 /// A running containerd and the temp dir it lives in.
 pub struct Containerd {
@@ -54,6 +59,23 @@ impl Containerd {
     /// The test image set.
     pub fn images(&self) -> &Images {
         &self.images
+    }
+
+    /// Log and cgroup locations for pods started on this containerd.
+    pub fn pod_env(&self) -> PodEnv {
+        PodEnv {
+            log_root: self.dir.path().join("pods"),
+            cgroup_root: self.cgroup_root(),
+        }
+    }
+
+    fn cgroup_root(&self) -> String {
+        let name = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        format!("keelson-it-{}", name.unwrap_or_default())
     }
 
     /// containerd's own log file.
@@ -174,7 +196,7 @@ state = "{state}"
         }
         let _ = wait_until(Duration::from_secs(5), || pids_with_arg(&addr).is_empty());
         unmount_below(self.dir.path());
-        remove_cgroups(CGROUP_ROOT);
+        remove_cgroups(&self.cgroup_root());
     }
 }
 

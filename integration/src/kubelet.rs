@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -12,7 +13,7 @@ use cri_proto as cri;
 use tonic::Status;
 
 use crate::client::{Images, Runtime, clients};
-use crate::containerd::CGROUP_ROOT;
+use crate::containerd::PodEnv;
 
 /// Kubelet's label and annotation keys (pkg/kubelet/types/labels.go and
 /// kuberuntime/labels.go upstream).
@@ -124,17 +125,18 @@ impl Pod {
 pub struct Kubelet {
     pub runtime: Runtime,
     pub images: Images,
-    log_root: PathBuf,
+    env: PodEnv,
 }
 
 impl Kubelet {
-    /// Connects to the CRI server at `socket`; pod logs go under `log_root`.
-    pub async fn connect(socket: &Path, log_root: &Path) -> crate::Result<Self> {
+    /// Connects to the CRI server at `socket`; pods get logs and cgroups
+    /// where `env` says.
+    pub async fn connect(socket: &Path, env: PodEnv) -> crate::Result<Self> {
         let (runtime, images) = clients(socket).await?;
         Ok(Self {
             runtime,
             images,
-            log_root: log_root.into(),
+            env,
         })
     }
 
@@ -169,7 +171,7 @@ impl Kubelet {
             labels,
             annotations,
             linux: Some(cri::LinuxPodSandboxConfig {
-                cgroup_parent: format!("/{CGROUP_ROOT}/pod{}", spec.uid),
+                cgroup_parent: format!("/{}/pod{}", self.env.cgroup_root, spec.uid),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(cri::NamespaceOption {
                         network: network as i32,
@@ -385,7 +387,8 @@ impl Kubelet {
     }
 
     fn pod_log_dir(&self, spec: &PodSpec) -> PathBuf {
-        self.log_root
+        self.env
+            .log_root
             .join(format!("{}_{}_{}", spec.namespace, spec.name, spec.uid))
     }
 }

@@ -9,10 +9,12 @@
 
 pub mod agent;
 pub mod client;
+pub mod cni;
 pub mod containerd;
 pub mod images;
 pub mod kubelet;
 pub mod proc;
+pub mod registry;
 pub mod stats;
 
 /// Result type of the harness (errors carry context for the test log).
@@ -52,4 +54,43 @@ pub fn image_cache() -> std::path::PathBuf {
     std::env::var_os("KEELSON_IMAGE_CACHE")
         .map(Into::into)
         .unwrap_or_else(|| "/var/tmp/keelson-test-images".into())
+}
+
+/// Replaces every 64-hex-digit id (container, sandbox, exec ids) with
+/// `<id>`, so messages about different objects can be compared.
+pub fn mask_ids(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let run = b[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            .count();
+        if run == 64 {
+            out.push_str("<id>");
+            i += 64;
+        } else if run > 0 {
+            out.push_str(&s[i..i + run]);
+            i += run;
+        } else {
+            let ch = s[i..].chars().next().unwrap_or('\u{fffd}');
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn masks_ids_only() {
+        let id = "a".repeat(64);
+        assert_eq!(
+            super::mask_ids(&format!("exec \"{id}\": x {}", "b".repeat(63))),
+            format!("exec \"<id>\": x {}", "b".repeat(63))
+        );
+        assert_eq!(super::mask_ids("é ok"), "é ok");
+    }
 }

@@ -1,0 +1,48 @@
+//! Set-up shared by the end-to-end tests.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use keelson_integration::agent::Agent;
+use keelson_integration::containerd::Containerd;
+use keelson_integration::image_cache;
+use keelson_integration::kubelet::{ContainerSpec, Kubelet, PodSpec};
+
+/// A real containerd with the agent in front of it.
+pub struct Node {
+    pub agent: Agent,
+    pub containerd: Containerd,
+}
+
+impl Node {
+    pub fn start() -> Node {
+        let containerd = Containerd::start(&image_cache()).expect("start containerd");
+        let agent = Agent::start(&containerd.socket(), &[]).expect("start agent");
+        Node { agent, containerd }
+    }
+
+    /// A driver talking to the agent.
+    pub async fn via_agent(&self) -> Kubelet {
+        Kubelet::connect(&self.agent.socket(), self.containerd.pod_env())
+            .await
+            .expect("connect to agent")
+    }
+
+    /// A driver talking to containerd directly.
+    pub async fn direct(&self) -> Kubelet {
+        Kubelet::connect(&self.containerd.socket(), self.containerd.pod_env())
+            .await
+            .expect("connect to containerd")
+    }
+}
+
+/// A pod with one long-running container.
+pub fn sleeper(name: &str) -> PodSpec {
+    PodSpec::new(
+        name,
+        vec![ContainerSpec::shell("main", "echo ready; exec sleep 600")],
+    )
+}
+
+pub const WAIT: Duration = Duration::from_secs(30);
