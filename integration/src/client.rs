@@ -102,3 +102,37 @@ pub async fn raw_call(socket: &Path, path: &str, request: &[u8]) -> crate::Resul
         body,
     })
 }
+
+/// Whether a failed call provably never left the client: the connection
+/// was going away (HTTP/2 GOAWAY) before the request was written. grpc-go,
+/// and so kubelet, retries such calls transparently; tonic does not, so
+/// drivers that mimic kubelet use [`transparently`].
+pub fn never_sent(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_canceled() {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Runs `call`, retrying (up to 3 times) while it fails without having been
+/// sent, as grpc-go's transparent retry does. Returns the result and the
+/// number of transparent retries.
+pub async fn transparently<T, F, Fut>(mut call: F) -> (Result<T, tonic::Status>, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut retries = 0;
+    loop {
+        match call().await {
+            Err(e) if retries < 3 && never_sent(&e) => retries += 1,
+            other => return (other, retries),
+        }
+    }
+}
