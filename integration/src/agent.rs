@@ -39,6 +39,23 @@ pub fn binary() -> crate::Result<PathBuf> {
 impl Agent {
     /// Starts the agent in front of `runtime` and waits until it serves.
     pub fn start(runtime: &Path, extra: &[&str]) -> crate::Result<Self> {
+        let me = Self::start_nowait(runtime, extra)?;
+        let sock = me.socket();
+        let served = wait_until(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+        if !served {
+            bail!(
+                "agent did not serve {} within 10 s; log:\n{}",
+                sock.display(),
+                me.log_text()
+            );
+        }
+        Ok(me)
+    }
+
+    /// Spawns the agent without waiting for its socket.
+    pub fn start_nowait(runtime: &Path, extra: &[&str]) -> crate::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("keelson-agent-")
             .tempdir()?;

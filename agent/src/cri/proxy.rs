@@ -1,20 +1,53 @@
 //! Per-call forwarding: the opaque fast path and the hooked path.
+//!
+//! A call arrives as an HTTP/2 stream from the caller. Without hooks its
+//! headers, data and trailers are relayed to a new stream on the runtime
+//! connection and back, frame by frame, never decoded. With hooks, a unary
+//! request is buffered (up to a limit), shown to the hooks and sent on with
+//! its headers and data in one write; the reply is buffered only when an
+//! after-hook wants it. Until the reply starts, a reset from the caller
+//! (kubelet's deadline passed) abandons the call and resets the runtime's
+//! stream.
 
-use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Request, Response, Uri};
-use hyper::body::Incoming;
 
-use super::body::{Collected, Limited, ProxyBody, collect_limited};
 use super::grpc::{self, Code, Status};
 use super::hook::{After, Before, Call, Chain, HookSet, Outcome, Reply, append_fields};
+use super::relay::{self, Collected, Limited, RelayError};
 use super::upstream::Upstream;
 
 /// Largest request or reply the hooked path buffers (CRI messages are capped
 /// at 16 MiB by kubelet). Larger bodies bypass the hooks and stream.
-pub const DEFAULT_BUFFER_LIMIT: usize = 16 << 20 | grpc::FRAME_HEADER_LEN;
+pub const DEFAULT_BUFFER_LIMIT: usize = (16 << 20) + grpc::FRAME_HEADER_LEN;
+
+/// The rest of a request still being relayed to the runtime.
+type Pending = Pin<Box<dyn Future<Output = Result<(), RelayError>> + Send>>;
+
+/// What to send back once the call is decided.
+enum Ready {
+    /// Relay the runtime's reply as it streams in: its head, bytes of its
+    /// body already read (if any), the rest of the body; and the rest of
+    /// the request still to relay (if any).
+    Relay(
+        http::response::Parts,
+        Option<Bytes>,
+        RecvStream,
+        Option<Pending>,
+    ),
+    /// Send a reply read whole, unchanged.
+    Whole(http::response::Parts, Collected),
+    /// Send a reply the proxy or a hook made (keeping the runtime's
+    /// response headers when given).
+    Answer(Reply, Option<HeaderMap>),
+}
 
 /// Forwards calls from the agent's socket to the runtime.
 pub struct Proxy {
@@ -43,58 +76,57 @@ impl Proxy {
         &self.hooks
     }
 
-    /// Handles one call from the caller. Never fails at the HTTP level: any
-    /// problem of the proxy's own becomes a gRPC status.
-    pub async fn handle(
+    /// Handles one call until its reply is complete.
+    pub async fn serve(
         self: Arc<Self>,
-        req: Request<Incoming>,
-    ) -> Result<Response<ProxyBody>, Infallible> {
-        let resp = match self.hooks.chain(req.uri().path()) {
-            Some(chain) if grpc::is_grpc(req.headers()) => {
-                let chain = chain.clone();
-                self.hooked(req, &chain).await
+        req: Request<RecvStream>,
+        mut respond: SendResponse<Bytes>,
+    ) {
+        let ready = tokio::select! {
+            biased;
+            reset = poll_fn(|cx| respond.poll_reset(cx)) => {
+                tracing::debug!(reason = ?reset.ok(), "caller reset the call before its reply");
+                return;
             }
-            _ => {
-                let (parts, body) = req.into_parts();
-                self.forward(parts, ProxyBody::Stream(body)).await
+            ready = self.decide(req) => ready,
+        };
+        let result = match ready {
+            Ok(ready) => send(&mut respond, ready).await,
+            Err(msg) => {
+                send(
+                    &mut respond,
+                    Ready::Answer(Reply::Status(Status::new(Code::Unavailable, msg)), None),
+                )
+                .await
             }
         };
-        Ok(resp)
-    }
-
-    /// The opaque path: headers and body go upstream as they are, and the
-    /// runtime's headers, body and trailers come back as they are.
-    async fn forward(
-        &self,
-        mut parts: http::request::Parts,
-        body: ProxyBody,
-    ) -> Response<ProxyBody> {
-        parts.uri = upstream_uri(&parts.uri);
-        match self.upstream.send(Request::from_parts(parts, body)).await {
-            Ok(resp) => resp.map(ProxyBody::Stream),
-            Err(err) => unavailable(&err),
+        if let Err(err) = result {
+            tracing::debug!(error = %err, "call ended early");
         }
     }
 
-    async fn hooked(&self, req: Request<Incoming>, chain: &Chain) -> Response<ProxyBody> {
-        let (parts, body) = req.into_parts();
+    /// Runs hooks and the runtime call up to the point where the reply can
+    /// be sent. `Err` is a message for an UNAVAILABLE status.
+    async fn decide(&self, req: Request<RecvStream>) -> Result<Ready, String> {
+        let chain = match self.hooks.chain(req.uri().path()) {
+            Some(chain) if grpc::is_grpc(req.headers()) => chain,
+            _ => return self.forward(req).await,
+        };
+        let (parts, mut body) = req.into_parts();
         let method: Arc<str> = parts.uri.path().into();
-        let collected = match collect_limited(body, self.buffer_limit).await {
+        let collected = match relay::collect(&mut body, self.buffer_limit).await {
             Ok(Limited::Complete(c)) => c,
-            Ok(Limited::TooLarge(body)) => {
+            Ok(Limited::TooLarge(head)) => {
                 tracing::debug!(%method, "request larger than the hook buffer; forwarding without hooks");
-                return self.forward(parts, body).await;
+                return self.forward_parts(parts, Some(head), body).await;
             }
-            Err(err) => {
-                let status = Status::new(Code::Cancelled, format!("reading request: {err}"));
-                return grpc::trailers_only(&status, ProxyBody::empty());
-            }
+            Err(e) => return Err(format!("keelson-agent: reading request: {e}")),
         };
         let message = match grpc::single_message(&collected.data) {
             Ok(m) => m,
             Err(why) => {
                 tracing::debug!(%method, %why, "request is not one plain gRPC message; forwarding without hooks");
-                return self.forward(parts, restore(collected)).await;
+                return self.forward_whole(&parts, collected, None).await;
             }
         };
 
@@ -111,42 +143,112 @@ impl Proxy {
                     call = Call::new(method.clone(), parts.headers.clone(), bytes);
                     rewritten = true;
                 }
-                Some(Before::Answer(reply)) => return answer(reply, None),
+                Some(Before::Answer(reply)) => return Ok(Ready::Answer(reply, None)),
             }
         }
-
-        let body = if rewritten {
-            ProxyBody::buffered(grpc::frame(call.message()), collected.trailers)
+        let collected = if rewritten {
+            Collected {
+                data: grpc::frame(call.message()),
+                trailers: collected.trailers,
+            }
         } else {
-            restore(collected)
+            collected
         };
-        let resp = self.forward(parts, body).await;
-        if chain.after.is_empty() {
-            return resp;
-        }
-        self.after(resp, &call, chain).await
+        let after = (!chain.after.is_empty()).then_some((&call, chain));
+        self.forward_whole(&parts, collected, after).await
     }
 
-    /// Runs the after-hooks on the runtime's answer.
+    /// The opaque path: relay everything.
+    async fn forward(&self, req: Request<RecvStream>) -> Result<Ready, String> {
+        let (parts, body) = req.into_parts();
+        self.forward_parts(parts, None, body).await
+    }
+
+    /// Opens the runtime stream and relays the request (after `head`, bytes
+    /// already read from it) while waiting for the reply's head.
+    async fn forward_parts(
+        &self,
+        parts: http::request::Parts,
+        head: Option<Bytes>,
+        body: RecvStream,
+    ) -> Result<Ready, String> {
+        let eos = head.is_none() && body.is_end_stream();
+        let (resp, mut up_send) = self
+            .upstream
+            .open(upstream_request(&parts), eos)
+            .await
+            .map_err(|e| unreachable_runtime(&e))?;
+        let mut pending: Option<Pending> = (!eos).then(|| {
+            Box::pin(async move {
+                if let Some(head) = head {
+                    relay::write(&mut up_send, head, false).await?;
+                }
+                relay::relay(body, up_send).await
+            }) as Pending
+        });
+        tokio::pin!(resp);
+        let resp = loop {
+            tokio::select! {
+                biased;
+                r = &mut resp => break r,
+                done = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
+                    if let Err(e) = done {
+                        tracing::debug!(error = %e, "request body not fully relayed");
+                    }
+                    pending = None;
+                }
+            }
+        };
+        let (parts, body) = resp
+            .map_err(|e| format!("keelson-agent: runtime stream failed: {e}"))?
+            .into_parts();
+        Ok(Ready::Relay(parts, None, body, pending))
+    }
+
+    /// Sends a buffered request (headers and data in one write), then waits
+    /// for the reply, running after-hooks on it when given.
+    async fn forward_whole(
+        &self,
+        parts: &http::request::Parts,
+        body: Collected,
+        after: Option<(&Call, &Chain)>,
+    ) -> Result<Ready, String> {
+        let eos = body.data.is_empty() && body.trailers.is_none();
+        let (resp, mut up_send) = self
+            .upstream
+            .open(upstream_request(parts), eos)
+            .await
+            .map_err(|e| unreachable_runtime(&e))?;
+        if !eos {
+            relay::send_buffered(&mut up_send, body.data, body.trailers)
+                .await
+                .map_err(|e| format!("keelson-agent: sending request: {e}"))?;
+        }
+        let resp = resp
+            .await
+            .map_err(|e| format!("keelson-agent: runtime stream failed: {e}"))?;
+        match after {
+            None => {
+                let (parts, body) = resp.into_parts();
+                Ok(Ready::Relay(parts, None, body, None))
+            }
+            Some((call, chain)) => self.after(resp, call, chain).await,
+        }
+    }
+
+    /// Runs the after-hooks on the runtime's reply.
     async fn after(
         &self,
-        resp: Response<ProxyBody>,
+        resp: Response<RecvStream>,
         call: &Call,
         chain: &Chain,
-    ) -> Response<ProxyBody> {
-        let (parts, body) = resp.into_parts();
-        let ProxyBody::Stream(incoming) = body else {
-            // Our own error reply (runtime unreachable): nothing to look at.
-            return Response::from_parts(parts, body);
-        };
-        let collected = match collect_limited(incoming, self.buffer_limit).await {
+    ) -> Result<Ready, String> {
+        let (parts, mut body) = resp.into_parts();
+        let collected = match relay::collect(&mut body, self.buffer_limit).await {
             Ok(Limited::Complete(c)) => c,
-            Ok(Limited::TooLarge(body)) => return Response::from_parts(parts, body),
-            Err(err) => {
-                let status =
-                    Status::new(Code::Unavailable, format!("reading runtime reply: {err}"));
-                return grpc::trailers_only(&status, ProxyBody::empty());
-            }
+            // Too big to look at: pass it on as it is.
+            Ok(Limited::TooLarge(head)) => return Ok(Ready::Relay(parts, Some(head), body, None)),
+            Err(e) => return Err(format!("keelson-agent: reading runtime reply: {e}")),
         };
         let status = collected
             .trailers
@@ -159,9 +261,7 @@ impl Proxy {
         } else {
             match grpc::single_message(&collected.data) {
                 Ok(m) => Some(m),
-                Err(_) => {
-                    return Response::from_parts(parts, restore(collected));
-                }
+                Err(_) => return Ok(Ready::Whole(parts, collected)),
             }
         };
         let mut outcome = Outcome { status, message };
@@ -201,65 +301,107 @@ impl Proxy {
             }
         }
         if !changed {
-            return Response::from_parts(parts, restore(collected));
+            return Ok(Ready::Whole(parts, collected));
         }
         let reply = match outcome.message {
             Some(m) if outcome.status.code == Code::Ok as u16 => Reply::Message(m),
             _ => Reply::Status(outcome.status),
         };
-        answer(reply, Some(parts.headers))
+        Ok(Ready::Answer(reply, Some(parts.headers)))
     }
 }
 
-/// Builds the caller's response for a reply the proxy (or a hook) made.
-/// `headers` are the runtime's response headers to keep, if any.
-fn answer(reply: Reply, headers: Option<HeaderMap>) -> Response<ProxyBody> {
-    let mut headers = headers.unwrap_or_else(grpc::reply_headers);
-    headers.remove("grpc-status");
-    headers.remove("grpc-message");
-    match reply {
-        Reply::Message(m) => {
-            let mut trailers = HeaderMap::new();
-            Status::new(Code::Ok, "").write_to(&mut trailers);
-            let mut resp = Response::new(ProxyBody::buffered(grpc::frame(&m), Some(trailers)));
-            *resp.headers_mut() = headers;
-            resp
-        }
-        Reply::Status(s) => {
-            let mut resp = grpc::trailers_only(&s, ProxyBody::empty());
-            for (k, v) in headers.iter() {
-                if !resp.headers().contains_key(k) {
-                    resp.headers_mut().insert(k.clone(), v.clone());
+/// Sends the decided reply to the caller.
+async fn send(respond: &mut SendResponse<Bytes>, ready: Ready) -> Result<(), RelayError> {
+    match ready {
+        Ready::Relay(parts, head, body, pending) => {
+            let eos = head.is_none() && body.is_end_stream();
+            let mut send = respond
+                .send_response(Response::from_parts(parts, ()), eos)
+                .map_err(RelayError::Send)?;
+            let reply = async {
+                if eos {
+                    return Ok(());
+                }
+                if let Some(head) = head {
+                    relay::write(&mut send, head, false).await?;
+                }
+                relay::relay(body, send).await
+            };
+            match pending {
+                None => reply.await,
+                Some(p) => {
+                    let (req, reply) = tokio::join!(p, reply);
+                    if let Err(e) = req {
+                        tracing::debug!(error = %e, "request body not fully relayed");
+                    }
+                    reply
                 }
             }
-            resp
+        }
+        Ready::Whole(parts, body) => {
+            let eos = body.data.is_empty() && body.trailers.is_none();
+            let mut send = respond
+                .send_response(Response::from_parts(parts, ()), eos)
+                .map_err(RelayError::Send)?;
+            if eos {
+                return Ok(());
+            }
+            relay::send_buffered(&mut send, body.data, body.trailers).await
+        }
+        Ready::Answer(reply, headers) => {
+            let mut headers = headers.unwrap_or_else(grpc::reply_headers);
+            headers.remove("grpc-status");
+            headers.remove("grpc-message");
+            match reply {
+                Reply::Message(m) => {
+                    let mut resp = Response::new(());
+                    *resp.headers_mut() = headers;
+                    let mut send = respond
+                        .send_response(resp, false)
+                        .map_err(RelayError::Send)?;
+                    let mut trailers = HeaderMap::new();
+                    Status::new(Code::Ok, "").write_to(&mut trailers);
+                    relay::send_buffered(&mut send, grpc::frame(&m), Some(trailers)).await
+                }
+                Reply::Status(s) => {
+                    let mut resp = grpc::trailers_only(&s, ());
+                    for (k, v) in headers.iter() {
+                        if !resp.headers().contains_key(k) {
+                            resp.headers_mut().insert(k.clone(), v.clone());
+                        }
+                    }
+                    respond
+                        .send_response(resp, true)
+                        .map(|_| ())
+                        .map_err(RelayError::Send)
+                }
+            }
         }
     }
 }
 
-fn restore(c: Collected) -> ProxyBody {
-    ProxyBody::buffered(c.data, c.trailers)
-}
-
-fn unavailable(err: &dyn std::error::Error) -> Response<ProxyBody> {
+fn unreachable_runtime(err: &dyn std::error::Error) -> String {
     tracing::warn!(error = %err, "runtime unreachable");
-    let status = Status::new(Code::Unavailable, format!("keelson-agent: {err}"));
-    grpc::trailers_only(&status, ProxyBody::empty())
+    format!("keelson-agent: {err}")
 }
 
-/// The URI sent upstream: the caller's path on `http://<authority>`,
-/// keeping the caller's authority when it has one (kubelet sends
-/// `localhost`).
-fn upstream_uri(uri: &Uri) -> Uri {
-    let mut parts = uri.clone().into_parts();
-    if parts.scheme.is_none() {
-        parts.scheme = Some(Scheme::HTTP);
+/// The request head sent upstream: the caller's method, path and headers on
+/// `http://<authority>` (the caller's authority; kubelet sends `localhost`).
+fn upstream_request(parts: &http::request::Parts) -> Request<()> {
+    let mut uri = parts.uri.clone().into_parts();
+    if uri.scheme.is_none() {
+        uri.scheme = Some(Scheme::HTTP);
     }
-    if parts.authority.is_none() {
-        parts.authority = Some(Authority::from_static("localhost"));
+    if uri.authority.is_none() {
+        uri.authority = Some(Authority::from_static("localhost"));
     }
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
-    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://localhost/"))
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("http://localhost/"));
+    *req.headers_mut() = parts.headers.clone();
+    req
 }

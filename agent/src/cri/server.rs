@@ -1,15 +1,15 @@
 //! Accepting callers on the agent's socket: one HTTP/2 connection task per
-//! caller, and a graceful stop that finishes in-flight calls.
+//! caller, one task per call, and a graceful stop that finishes in-flight
+//! calls.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::UnixListener;
+use bytes::Bytes;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Notify, watch};
 
 use super::proxy::Proxy;
 use super::window;
@@ -23,25 +23,34 @@ pub enum Drained {
     TimedOut { connections: usize },
 }
 
+/// Counts open caller connections and wakes the drain when the last closes.
+#[derive(Default)]
+struct Connections {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+struct ConnectionGuard(Arc<Connections>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 /// Serves `proxy` on `listener` until `stop` resolves, then stops
-/// accepting, tells callers to go away (HTTP/2 GOAWAY) and waits up to
-/// `grace` for in-flight calls.
+/// accepting, tells callers to go away (HTTP/2 GOAWAY, graceful: calls
+/// already sent still complete) and waits up to `grace` for them.
 pub async fn serve(
     listener: UnixListener,
     proxy: Arc<Proxy>,
     stop: impl Future<Output = ()>,
     grace: Duration,
 ) -> Drained {
-    let graceful = GracefulShutdown::new();
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(window::STREAM)
-        .initial_connection_window_size(window::CONNECTION)
-        .max_frame_size(window::FRAME)
-        .adaptive_window(false)
-        .max_header_list_size(1 << 20)
-        .max_concurrent_streams(1024);
+    let conns = Arc::new(Connections::default());
+    let (stopping_tx, stopping) = watch::channel(false);
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -57,26 +66,87 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let proxy = proxy.clone();
-                let service = service_fn(move |req| proxy.clone().handle(req));
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(err) = conn.await {
-                        tracing::debug!(error = %err, "caller connection ended with an error");
-                    }
-                });
+                conns.open.fetch_add(1, Ordering::AcqRel);
+                let guard = ConnectionGuard(conns.clone());
+                tokio::spawn(connection(stream, proxy.clone(), stopping.clone(), guard));
             }
         }
     }
     drop(listener);
-    let open = graceful.count();
+    let open = conns.open.load(Ordering::Acquire);
     tracing::info!(
         connections = open,
         "stopped accepting; draining in-flight calls"
     );
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
+    let _ = stopping_tx.send(true);
+    let drained = async {
+        loop {
+            let idle = conns.idle.notified();
+            if conns.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    };
+    match tokio::time::timeout(grace, drained).await {
         Ok(()) => Drained::Clean,
-        Err(_) => Drained::TimedOut { connections: open },
+        Err(_) => Drained::TimedOut {
+            connections: conns.open.load(Ordering::Acquire),
+        },
+    }
+}
+
+/// Serves one caller connection: accepts its calls until it closes or the
+/// agent stops (then GOAWAY, and the calls already sent finish).
+async fn connection(
+    stream: UnixStream,
+    proxy: Arc<Proxy>,
+    mut stopping: watch::Receiver<bool>,
+    _guard: ConnectionGuard,
+) {
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(window::STREAM)
+        .initial_connection_window_size(window::CONNECTION)
+        .max_frame_size(window::FRAME)
+        .max_header_list_size(window::HEADER_LIST)
+        .max_concurrent_streams(window::MAX_STREAMS)
+        .max_send_buffer_size(window::SEND_BUFFER)
+        .handshake::<_, Bytes>(stream);
+    // A caller that connects and never speaks must not hold a task forever.
+    let mut conn = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "caller handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("caller sent no HTTP/2 preface within 10 s; closing");
+            return;
+        }
+    };
+    let mut shutting_down = *stopping.borrow();
+    if shutting_down {
+        conn.graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            biased;
+            changed = stopping.changed(), if !shutting_down => {
+                if changed.is_err() || *stopping.borrow() {
+                    shutting_down = true;
+                    conn.graceful_shutdown();
+                }
+            }
+            next = conn.accept() => match next {
+                Some(Ok((req, respond))) => {
+                    tokio::spawn(proxy.clone().serve(req, respond));
+                }
+                Some(Err(err)) => {
+                    tracing::debug!(error = %err, "caller connection error");
+                    return;
+                }
+                None => return,
+            }
+        }
     }
 }

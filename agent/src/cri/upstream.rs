@@ -5,13 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
+use h2::SendStream;
+use h2::client::{self, ResponseFuture, SendRequest};
+use http::Request;
 use tokio::net::UnixStream;
 
-use super::body::ProxyBody;
 use super::window;
 
 /// Why a call could not be handed to the runtime.
@@ -27,16 +26,16 @@ pub enum UpstreamError {
     Handshake {
         path: PathBuf,
         #[source]
-        source: hyper::Error,
+        source: h2::Error,
     },
     #[error("runtime connection failed: {0}")]
-    Send(#[source] hyper::Error),
+    Send(#[source] h2::Error),
 }
 
 /// The runtime endpoint and its current connection.
 pub struct Upstream {
     path: PathBuf,
-    current: Mutex<Option<SendRequest<ProxyBody>>>,
+    current: Mutex<Option<SendRequest<Bytes>>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
@@ -55,21 +54,28 @@ impl Upstream {
         &self.path
     }
 
-    /// Sends `req` to the runtime. A request that never left because the
-    /// connection had just closed is retried once on a new connection.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = self.sender().await?;
-        match sender.try_send_request(req).await {
-            Ok(resp) => Ok(resp),
-            Err(mut err) => match err.take_message() {
-                Some(req) => {
-                    self.forget(&sender);
-                    let mut sender = self.sender().await?;
-                    sender.send_request(req).await.map_err(UpstreamError::Send)
-                }
-                None => Err(UpstreamError::Send(err.into_error())),
-            },
-        }
+    /// Opens a stream to the runtime with `req`'s headers. A request that
+    /// could not be sent because the connection had gone away is sent once
+    /// more on a new connection (nothing reached the runtime the first time).
+    pub async fn open(
+        &self,
+        req: Request<()>,
+        end_of_stream: bool,
+    ) -> Result<(ResponseFuture, SendStream<Bytes>), UpstreamError> {
+        let sender = self.sender().await?;
+        let mut sender = match sender.ready().await {
+            Ok(s) => s,
+            Err(err) => {
+                // Nothing was sent on the dead connection: try a fresh one.
+                tracing::debug!(error = %err, "runtime connection unusable; reconnecting");
+                self.forget();
+                let sender = self.sender().await?;
+                sender.ready().await.map_err(UpstreamError::Send)?
+            }
+        };
+        sender
+            .send_request(req, end_of_stream)
+            .map_err(UpstreamError::Send)
     }
 
     /// Opens the connection now (used at start-up to report a bad endpoint
@@ -78,22 +84,18 @@ impl Upstream {
         self.sender().await.map(|_| ())
     }
 
-    fn cached(&self) -> Option<SendRequest<ProxyBody>> {
-        let guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().filter(|s| !s.is_closed()).cloned()
+    fn cached(&self) -> Option<SendRequest<Bytes>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    fn forget(&self, dead: &SendRequest<ProxyBody>) {
-        let mut guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if guard
-            .as_ref()
-            .is_some_and(|s| s.is_closed() || dead.is_closed())
-        {
-            *guard = None;
-        }
+    fn forget(&self) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    async fn sender(&self) -> Result<SendRequest<ProxyBody>, UpstreamError> {
+    async fn sender(&self) -> Result<SendRequest<Bytes>, UpstreamError> {
         if let Some(s) = self.cached() {
             return Ok(s);
         }
@@ -106,7 +108,7 @@ impl Upstream {
         Ok(sender)
     }
 
-    async fn connect(&self) -> Result<SendRequest<ProxyBody>, UpstreamError> {
+    async fn connect(&self) -> Result<SendRequest<Bytes>, UpstreamError> {
         let stream =
             UnixStream::connect(&self.path)
                 .await
@@ -114,13 +116,13 @@ impl Upstream {
                     path: self.path.clone(),
                     source,
                 })?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(window::STREAM)
+        let (sender, conn) = client::Builder::new()
+            .initial_window_size(window::STREAM)
             .initial_connection_window_size(window::CONNECTION)
             .max_frame_size(window::FRAME)
-            .adaptive_window(false)
-            .handshake(TokioIo::new(stream))
+            .max_header_list_size(window::HEADER_LIST)
+            .max_send_buffer_size(window::SEND_BUFFER)
+            .handshake::<_, Bytes>(stream)
             .await
             .map_err(|source| UpstreamError::Handshake {
                 path: self.path.clone(),
@@ -128,10 +130,11 @@ impl Upstream {
             })?;
         let path = self.path.clone();
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::warn!(runtime = %path.display(), error = %err, "runtime connection closed");
-            } else {
-                tracing::debug!(runtime = %path.display(), "runtime connection closed");
+            match conn.await {
+                Ok(()) => tracing::debug!(runtime = %path.display(), "runtime connection closed"),
+                Err(err) => {
+                    tracing::warn!(runtime = %path.display(), error = %err, "runtime connection closed")
+                }
             }
         });
         tracing::info!(runtime = %self.path.display(), "connected to runtime");

@@ -1,0 +1,323 @@
+//! Benchmark: what the agent's hop costs, measured side by side in one run.
+//!
+//! Starts a real containerd and the agent in front of it, fills the node
+//! with containers, then interleaves calls to the two targets call by call
+//! (direct, agent, agent, direct, …) so machine drift hits both equally.
+//! Prints p50/p99 per method and target, the ratios, throughput with
+//! concurrent callers, pod start latency, and the agent's RSS and
+//! start-to-serving time.
+//!
+//! Run: `cargo run --release -p keelson-integration --bin bench-proxy`
+//! (after `cargo build --release -p keelson-agent`). Options:
+//! `--calls N` (unary calls per target and method, default 5000),
+//! `--containers N` (default 100), `--pods N` (pod starts per target,
+//! default 20), `--agent-arg ARG` (repeatable, passed to the agent).
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cri_proto as cri;
+use keelson_integration::agent::{Agent, binary};
+use keelson_integration::client::{Runtime, clients};
+use keelson_integration::containerd::Containerd;
+use keelson_integration::image_cache;
+use keelson_integration::kubelet::{ContainerSpec, Kubelet, PodSpec};
+use keelson_integration::stats::{Summary, summarize};
+
+struct Options {
+    calls: usize,
+    containers: usize,
+    pods: usize,
+    agent_args: Vec<String>,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut o = Options {
+        calls: 5000,
+        containers: 100,
+        pods: 20,
+        agent_args: vec![],
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--calls" => o.calls = value("--calls")?.parse()?,
+            "--containers" => o.containers = value("--containers")?.parse()?,
+            "--pods" => o.pods = value("--pods")?.parse()?,
+            "--agent-arg" => o.agent_args.push(value("--agent-arg")?),
+            other => anyhow::bail!("unknown option {other}; see the doc comment of bench-proxy.rs"),
+        }
+    }
+    Ok(o)
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = options()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(o))
+}
+
+async fn run(o: Options) -> anyhow::Result<()> {
+    let ctrd = Containerd::start(&image_cache())?;
+    println!("agent binary: {}", binary()?.display());
+    let startup = measure_startup(&ctrd.socket(), &o.agent_args, 10).await?;
+
+    let args: Vec<&str> = o.agent_args.iter().map(String::as_str).collect();
+    let agent = Agent::start(&ctrd.socket(), &args)?;
+    let pid = agent.pid().context("agent pid")?;
+    let (mut via, mut direct) = (
+        clients(&agent.socket()).await?.0,
+        clients(&ctrd.socket()).await?.0,
+    );
+    // One warm-up call each so both connections exist.
+    via.version(cri::VersionRequest::default()).await?;
+    direct.version(cri::VersionRequest::default()).await?;
+    let rss_idle = rss_kib(pid, "VmRSS")?;
+
+    let mut kubelet = Kubelet::connect(&ctrd.socket(), ctrd.pod_env()).await?;
+    let per_pod = 25;
+    let mut pods = vec![];
+    for p in 0..o.containers.div_ceil(per_pod) {
+        let n = per_pod.min(o.containers - p * per_pod);
+        let containers = (0..n)
+            .map(|i| ContainerSpec::shell(&format!("c{i}"), "exec sleep 3600"))
+            .collect();
+        pods.push(
+            kubelet
+                .run_pod(PodSpec::new(&format!("bench-{p}"), containers))
+                .await?,
+        );
+    }
+    let listed = direct
+        .list_containers(cri::ListContainersRequest::default())
+        .await?
+        .into_inner()
+        .containers
+        .len();
+    let some_id = pods[0].id("c0").context("container c0")?.to_string();
+    println!("containers present: {listed}");
+
+    println!(
+        "\nunary calls, interleaved call by call ({} per target), microseconds",
+        o.calls
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "method", "direct p50", "agent p50", "direct p99", "agent p99", "p50 x", "p99 x"
+    );
+    let version = interleave(o.calls, &mut direct, &mut via, |mut c| async move {
+        c.version(cri::VersionRequest::default()).await.map(|_| ())
+    })
+    .await?;
+    row("Version", version);
+    let status = interleave(o.calls, &mut direct, &mut via, |mut c| {
+        let id = some_id.clone();
+        async move {
+            c.container_status(cri::ContainerStatusRequest {
+                container_id: id,
+                verbose: false,
+            })
+            .await
+            .map(|_| ())
+        }
+    })
+    .await?;
+    row("ContainerStatus", status);
+    let list = interleave(o.calls / 5, &mut direct, &mut via, |mut c| async move {
+        c.list_containers(cri::ListContainersRequest::default())
+            .await
+            .map(|_| ())
+    })
+    .await?;
+    row(&format!("ListContainers({listed})"), list);
+
+    println!(
+        "\nthroughput, Version with 16 callers in flight, alternating 250 ms blocks x 8 per target"
+    );
+    let (td, ta) = throughput(&direct, &via, 16, Duration::from_millis(250), 8).await?;
+    println!(
+        "direct {td:>9.0} calls/s   agent {ta:>9.0} calls/s   agent/direct {:.3}",
+        ta / td
+    );
+
+    println!(
+        "\npod start (RunPodSandbox + CreateContainer + StartContainer), interleaved, {} per target, ms",
+        o.pods
+    );
+    let mut k_via = Kubelet::connect(&agent.socket(), ctrd.pod_env()).await?;
+    let (pd, pa) = pod_starts(&mut kubelet, &mut k_via, o.pods).await?;
+    println!(
+        "direct p50 {:.1} p99 {:.1}   agent p50 {:.1} p99 {:.1}   p50 x {:.3}",
+        pd.p50 / 1e3,
+        pd.p99 / 1e3,
+        pa.p50 / 1e3,
+        pa.p99 / 1e3,
+        pa.p50 / pd.p50
+    );
+
+    let rss_peak = rss_kib(pid, "VmHWM")?;
+    println!("\nagent RSS: idle {} KiB, peak {} KiB", rss_idle, rss_peak);
+    println!(
+        "agent start-to-serving (spawn until a Version answer through it), {} starts: p50 {:.1} ms, max {:.1} ms",
+        startup.n,
+        startup.p50 / 1e3,
+        startup.p99 / 1e3
+    );
+    for p in &pods {
+        kubelet.remove_pod(p).await?;
+    }
+    drop(agent);
+    Ok(())
+}
+
+fn row(name: &str, (d, a): (Summary, Summary)) {
+    println!(
+        "{:<28} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>8.3} {:>8.3}",
+        name,
+        d.p50,
+        a.p50,
+        d.p99,
+        a.p99,
+        a.p50 / d.p50,
+        a.p99 / d.p99
+    );
+}
+
+/// Calls `f` on both targets `n` times, alternating which goes first.
+async fn interleave<F, Fut>(
+    n: usize,
+    direct: &mut Runtime,
+    via: &mut Runtime,
+    f: F,
+) -> anyhow::Result<(Summary, Summary)>
+where
+    F: Fn(Runtime) -> Fut,
+    Fut: Future<Output = Result<(), tonic::Status>>,
+{
+    let (mut d, mut a) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n / 10 {
+        f(direct.clone()).await?;
+        f(via.clone()).await?;
+    }
+    for i in 0..n {
+        let order: [bool; 2] = if i % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for agent in order {
+            let client = if agent { via.clone() } else { direct.clone() };
+            let t = Instant::now();
+            f(client).await?;
+            let e = t.elapsed();
+            if agent { a.push(e) } else { d.push(e) }
+        }
+    }
+    Ok((summarize(&mut d), summarize(&mut a)))
+}
+
+/// Calls per second with `inflight` concurrent Version calls, alternating
+/// blocks of `block` between the targets `rounds` times.
+async fn throughput(
+    direct: &Runtime,
+    via: &Runtime,
+    inflight: usize,
+    block: Duration,
+    rounds: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let mut totals = [(0u64, Duration::ZERO); 2];
+    for r in 0..rounds * 2 {
+        let agent = (r % 2 == 1) ^ (r / 2 % 2 == 1);
+        let client = if agent { via.clone() } else { direct.clone() };
+        let start = Instant::now();
+        let mut tasks = vec![];
+        for _ in 0..inflight {
+            let mut c = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while start.elapsed() < block {
+                    c.version(cri::VersionRequest::default()).await?;
+                    n += 1;
+                }
+                Ok::<_, tonic::Status>(n)
+            }));
+        }
+        let mut n = 0;
+        for t in tasks {
+            n += t.await??;
+        }
+        let slot = &mut totals[agent as usize];
+        slot.0 += n;
+        slot.1 += start.elapsed();
+    }
+    let rate = |(n, t): (u64, Duration)| n as f64 / t.as_secs_f64();
+    Ok((rate(totals[0]), rate(totals[1])))
+}
+
+async fn pod_starts(
+    direct: &mut Kubelet,
+    via: &mut Kubelet,
+    n: usize,
+) -> anyhow::Result<(Summary, Summary)> {
+    let (mut d, mut a) = (vec![], vec![]);
+    for i in 0..n * 2 {
+        let agent = (i % 2 == 1) ^ (i / 2 % 2 == 1);
+        let k = if agent { &mut *via } else { &mut *direct };
+        let spec = PodSpec::new(
+            &format!("start-{i}"),
+            vec![ContainerSpec::shell("main", "exec sleep 3600")],
+        );
+        let t = Instant::now();
+        let pod = k.run_pod(spec).await?;
+        let e = t.elapsed();
+        if let Some(err) = &pod.containers[0].error {
+            anyhow::bail!("pod start failed: {err}");
+        }
+        k.remove_pod(&pod).await?;
+        if agent { a.push(e) } else { d.push(e) }
+    }
+    Ok((summarize(&mut d), summarize(&mut a)))
+}
+
+async fn measure_startup(runtime: &Path, extra: &[String], n: usize) -> anyhow::Result<Summary> {
+    let args: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut samples = vec![];
+    for _ in 0..n {
+        let t = Instant::now();
+        let agent = Agent::start_nowait(runtime, &args)?;
+        loop {
+            if let Ok((mut c, _)) = clients(&agent.socket()).await {
+                if c.version(cri::VersionRequest::default()).await.is_ok() {
+                    break;
+                }
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                anyhow::bail!("agent did not serve within 10 s");
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        samples.push(t.elapsed());
+    }
+    Ok(summarize(&mut samples))
+}
+
+fn rss_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim_start_matches(':')
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .with_context(|| format!("{field} in /proc/{pid}/status"))
+}
