@@ -188,14 +188,14 @@ pub fn bind(path: &Path, access: &SocketAccess) -> Result<BoundSocket, ListenErr
                 .ok_or_else(|| ListenError::NoSuchGroup(name.clone()))?,
         ),
     };
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(dir)
-                .map_err(io_err("creating directory", dir))?;
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(io_err("creating directory", dir))?;
     }
 
     let lock_path = sibling(path, ".lock");

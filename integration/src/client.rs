@@ -110,10 +110,11 @@ pub async fn raw_call(socket: &Path, path: &str, request: &[u8]) -> crate::Resul
 pub fn never_sent(status: &tonic::Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(err) = source {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            if h.is_canceled() {
-                return true;
-            }
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
         }
         source = err.source();
     }

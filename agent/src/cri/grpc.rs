@@ -64,10 +64,11 @@ impl Status {
     /// Writes this status into a header or trailer map.
     pub fn write_to(&self, map: &mut HeaderMap) {
         map.insert("grpc-status", HeaderValue::from(self.code));
-        if !self.message.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&percent_encode(&self.message)) {
-                map.insert("grpc-message", v);
-            }
+        if self.message.is_empty() {
+            return;
+        }
+        if let Ok(v) = HeaderValue::from_str(&percent_encode(&self.message)) {
+            map.insert("grpc-message", v);
         }
     }
 }

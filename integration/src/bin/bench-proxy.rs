@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cri_proto as cri;
 use keelson_integration::agent::{Agent, binary};
-use keelson_integration::client::{Runtime, clients};
+use keelson_integration::client::{Runtime, clients, raw_call};
 use keelson_integration::containerd::Containerd;
 use keelson_integration::image_cache;
 use keelson_integration::kubelet::{ContainerSpec, Kubelet, PodSpec};
@@ -291,15 +291,15 @@ async fn measure_startup(runtime: &Path, extra: &[String], n: usize) -> anyhow::
         let t = Instant::now();
         let agent = Agent::start_nowait(runtime, &args)?;
         loop {
-            if let Ok((mut c, _)) = clients(&agent.socket()).await {
-                if c.version(cri::VersionRequest::default()).await.is_ok() {
-                    break;
-                }
+            let answered =
+                raw_call(&agent.socket(), "/runtime.v1.RuntimeService/Version", &[]).await;
+            if answered.is_ok_and(|r| r.code == 0) {
+                break;
             }
             if t.elapsed() > Duration::from_secs(10) {
                 anyhow::bail!("agent did not serve within 10 s");
             }
-            tokio::time::sleep(Duration::from_micros(200)).await;
+            tokio::time::sleep(Duration::from_micros(100)).await;
         }
         samples.push(t.elapsed());
     }
