@@ -2,6 +2,7 @@
 //! with its own listen socket and state dir, stopped by signal.
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -62,6 +63,9 @@ impl Agent {
         let mut me = Self { child: None, dir };
         let log = fs::File::create(me.log())?;
         let child = Command::new(binary()?)
+            // Own process group: a Ctrl-C in the terminal reaches only the
+            // harness, which then stops this process itself.
+            .process_group(0)
             .arg("--listen")
             .arg(me.socket())
             .arg("--runtime-endpoint")

@@ -3,6 +3,7 @@
 //! process, mount or cgroup behind.
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -153,6 +154,9 @@ state = "{state}"
             .append(true)
             .open(self.log())?;
         let child = Command::new("containerd")
+            // Own process group: a Ctrl-C in the terminal reaches only the
+            // harness, which then stops this process itself.
+            .process_group(0)
             .arg("--config")
             .arg(self.dir.path().join("config.toml"))
             .stdin(Stdio::null())
@@ -195,6 +199,9 @@ state = "{state}"
             signal(pid, Signal::SIGKILL);
         }
         let _ = wait_until(Duration::from_secs(5), || pids_with_arg(&addr).is_empty());
+        // Whatever still runs in our pods' cgroups (containerd could not
+        // stop it) is killed before the cgroups are removed.
+        kill_cgroup_members(&self.cgroup_root());
         unmount_below(self.dir.path());
         remove_cgroups(&self.cgroup_root());
     }
@@ -274,19 +281,56 @@ fn unescape_mount(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
+/// The cgroup trees named `name` under every mounted hierarchy.
+fn cgroup_trees(name: &str) -> Vec<PathBuf> {
+    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else {
+        return vec![];
+    };
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split(' ');
+            let (_, point, kind) = (f.next()?, f.next()?, f.next()?);
+            (kind == "cgroup" || kind == "cgroup2").then(|| Path::new(point).join(name))
+        })
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// SIGKILLs every process in the cgroup trees named `name`.
+pub fn kill_cgroup_members(name: &str) {
+    let mut pids = vec![];
+    for tree in cgroup_trees(name) {
+        collect_procs(&tree, &mut pids);
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    for pid in &pids {
+        signal(*pid, Signal::SIGKILL);
+    }
+    let _ = wait_until(Duration::from_secs(5), || {
+        pids.iter()
+            .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+    });
+}
+
+fn collect_procs(dir: &Path, out: &mut Vec<u32>) {
+    if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_procs(&e.path(), out);
+            }
+        }
+    }
+}
+
 /// Removes the (empty) cgroup trees named `name` under every hierarchy.
 pub fn remove_cgroups(name: &str) {
-    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else {
-        return;
-    };
-    for line in mounts.lines() {
-        let mut f = line.split(' ');
-        let (Some(_), Some(point), Some(kind)) = (f.next(), f.next(), f.next()) else {
-            continue;
-        };
-        if kind == "cgroup" || kind == "cgroup2" {
-            remove_tree(&Path::new(point).join(name));
-        }
+    for tree in cgroup_trees(name) {
+        remove_tree(&tree);
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -62,6 +63,9 @@ impl Registry {
         fs::write(dir.path().join("config.yml"), config)?;
         let log = fs::File::create(dir.path().join("registry.log"))?;
         let child = Command::new("docker-registry")
+            // Own process group: a Ctrl-C in the terminal reaches only the
+            // harness, which then stops this process itself.
+            .process_group(0)
             .arg("serve")
             .arg(dir.path().join("config.yml"))
             .stdin(Stdio::null())
