@@ -240,6 +240,19 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let file: FileConfig =
+            toml::from_str(include_str!("../keelson-agent.toml.example")).unwrap();
+        let c = Config::merge(Overrides::default(), file).unwrap();
+        assert_eq!(c.listen, PathBuf::from(DEFAULT_LISTEN));
+        assert_eq!(
+            c.runtime_endpoint.as_deref(),
+            Some("unix:///run/containerd/containerd.sock")
+        );
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
     fn unknown_file_keys_are_rejected() {
         let err = toml::from_str::<FileConfig>("listne = \"/x\"").unwrap_err();
         assert!(err.to_string().contains("listne"), "{err}");

@@ -532,3 +532,62 @@ async fn stopping_finishes_in_flight_calls() {
     assert_eq!(got.body, grpc::frame(b"v"));
     assert_eq!(stopping.await.unwrap(), Drained::Clean);
 }
+
+/// Holds Version forever; records when its wait is abandoned.
+struct Forever(Arc<std::sync::atomic::AtomicBool>);
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+impl Hook for Forever {
+    fn name(&self) -> &str {
+        "forever"
+    }
+    fn interest(&self) -> Interest {
+        Interest {
+            before: vec![m::Version],
+            after: vec![],
+        }
+    }
+    fn before<'a>(&'a self, _call: &'a Call) -> HookFuture<'a, Before> {
+        let guard = SetOnDrop(self.0.clone());
+        Box::pin(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            Ok(Before::Pass)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_caller_that_gives_up_releases_a_held_call() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut hooks = HookSet::new();
+    hooks.register(Arc::new(Forever(dropped.clone())));
+    let proxy = RunningProxy::start(dir.path(), &rt.socket, hooks).await;
+    let sock = proxy.socket.clone();
+    // The caller's deadline passes: its call future is dropped, which resets
+    // the HTTP/2 stream (RST_STREAM CANCEL), as grpc-go does on a timeout.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(200),
+        call(&sock, m::Version, &[], grpc::frame(b"")),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the call is held");
+    let released = async {
+        while !dropped.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), released)
+        .await
+        .expect("the hook's wait is dropped once the caller resets");
+    assert!(
+        rt.calls().is_empty(),
+        "the runtime never saw the abandoned call"
+    );
+}

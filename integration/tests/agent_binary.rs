@@ -1,0 +1,164 @@
+//! The `keelson-agent` binary's own behaviour: config file, JSON logs,
+//! socket mode and group, refusing a second agent, clear start-up errors,
+//! and a clean exit 0 on SIGTERM that removes its socket.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::process::Command;
+use std::time::Duration;
+
+use keelson_integration::agent::{Agent, binary};
+use keelson_integration::proc::wait_until;
+
+fn mode(p: &std::path::Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn config_file_json_logs_socket_mode_and_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("runtime.sock");
+    let _runtime = UnixListener::bind(&runtime).unwrap();
+    let sock = dir.path().join("run/keelson/cri.sock");
+    let config = dir.path().join("agent.toml");
+    fs::write(
+        &config,
+        format!(
+            "listen = \"{}\"\nruntime-endpoint = \"unix://{}\"\nstate-dir = \"{}\"\nlogging-format = \"json\"\nlog-level = \"debug\"\n",
+            sock.display(),
+            runtime.display(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("agent.log");
+    let mut child = Command::new(binary().unwrap())
+        .arg("--config")
+        .arg(&config)
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()),
+        "socket created, parent dirs too"
+    );
+    assert!(fs::metadata(&sock).unwrap().file_type().is_socket());
+    assert_eq!(mode(&sock), 0o600, "root only");
+    assert!(dir.path().join("state").is_dir(), "state dir created");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit 0 on SIGTERM: {status}");
+    assert!(!sock.exists(), "own socket removed on exit");
+    let text = fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let serving = lines
+        .iter()
+        .find(|l| l["message"] == "serving CRI")
+        .expect("serving line");
+    assert_eq!(serving["listen"], sock.display().to_string());
+    assert_eq!(serving["level"], "INFO");
+    assert!(lines.iter().any(|l| l["message"] == "stopped cleanly"));
+}
+
+#[test]
+fn a_second_agent_on_the_same_socket_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("runtime.sock");
+    let _runtime = UnixListener::bind(&runtime).unwrap();
+    let first = Agent::start(&runtime, &["--socket-group", "root"]).unwrap();
+    assert_eq!(
+        mode(&first.socket()),
+        0o660,
+        "group access when a group is given"
+    );
+    let out = Command::new(binary().unwrap())
+        .arg("--listen")
+        .arg(first.socket())
+        .arg("--runtime-endpoint")
+        .arg(&runtime)
+        .arg("--state-dir")
+        .arg(dir.path().join("state2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another agent holds"), "{err}");
+    assert!(
+        std::os::unix::net::UnixStream::connect(first.socket()).is_ok(),
+        "first agent still serves"
+    );
+}
+
+#[test]
+fn start_up_errors_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(binary().unwrap())
+            .args([
+                "--listen",
+                &dir.path().join("cri.sock").display().to_string(),
+            ])
+            .args([
+                "--state-dir",
+                &dir.path().join("state").display().to_string(),
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} must fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = dir.path().join("nope.sock");
+    let err = run(&["--runtime-endpoint", &missing.display().to_string()]);
+    assert!(
+        err.contains(&format!(
+            "{} does not exist or is not a socket",
+            missing.display()
+        )),
+        "{err}"
+    );
+    let err = run(&["--runtime-endpoint", "tcp://127.0.0.1:1"]);
+    assert!(err.contains("only unix sockets are supported"), "{err}");
+    let err = run(&["--config", "/nonexistent/agent.toml"]);
+    assert!(
+        err.contains("reading config file /nonexistent/agent.toml"),
+        "{err}"
+    );
+    let bad = dir.path().join("bad.toml");
+    fs::write(&bad, "listne = \"/x\"\n").unwrap();
+    let err = run(&["--config", &bad.display().to_string()]);
+    assert!(err.contains("unknown field `listne`"), "{err}");
+    // Auto-detection names every path it tried when none is a socket.
+    let candidates = keelson_agent_candidates();
+    if candidates.iter().all(|c| !std::path::Path::new(c).exists()) {
+        let err = run(&[]);
+        assert!(err.contains("no container runtime socket found"), "{err}");
+        for c in candidates {
+            assert!(err.contains(c), "{err} names {c}");
+        }
+    } else {
+        let err = run(&["--runtime-endpoint", &missing.display().to_string()]);
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}
+
+/// The detection order documented in the README (and in the agent's
+/// `config::RUNTIME_CANDIDATES`).
+fn keelson_agent_candidates() -> [&'static str; 6] {
+    [
+        "/run/containerd/containerd.sock",
+        "/run/crio/crio.sock",
+        "/run/cri-dockerd.sock",
+        "/var/run/containerd/containerd.sock",
+        "/var/run/crio/crio.sock",
+        "/var/run/cri-dockerd.sock",
+    ]
+}
