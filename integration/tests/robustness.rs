@@ -1,7 +1,8 @@
 //! Misbehaving and unusual callers against the agent in front of a real
 //! containerd: garbage, truncated frames, oversized messages and stalled
 //! connections do not take the agent down or block others; Python's grpcio
-//! works through the agent when it sets a valid `:authority` (README).
+//! works through the agent although it sends an `:authority` HTTP/2 libraries
+//! refuse.
 
 mod common;
 
@@ -100,20 +101,19 @@ fn grpcio(sock: &std::path::Path, authority: Option<&str>) -> String {
 }
 
 #[tokio::test]
-async fn python_grpcio_clients_work_through_the_agent_with_an_authority() {
+async fn python_grpcio_clients_work_through_the_agent() {
     let node = Node::start();
     let direct = grpcio(&node.containerd.socket(), None);
     assert!(direct.starts_with("ok"), "direct: {direct}");
-    // The documented work-around: set the channel's authority.
+    // grpcio sends the percent-encoded socket path as `:authority`, which
+    // the HTTP/2 stack refuses unless the agent repairs it.
+    for _ in 0..3 {
+        let via = grpcio(&node.agent.socket(), None);
+        assert_eq!(
+            via, direct,
+            "grpcio through the agent, its default authority"
+        );
+    }
     let via = grpcio(&node.agent.socket(), Some("localhost"));
     assert_eq!(via, direct, "grpcio through the agent, authority localhost");
-    // Without it grpcio sends `:authority: unix:%2F...`, which the HTTP/2
-    // stack refuses (README, "Known limits"); the refusal is per call and
-    // leaves the agent serving.
-    let refused = grpcio(&node.agent.socket(), None);
-    assert!(
-        refused.starts_with("error INTERNAL") && refused.contains("RST_STREAM"),
-        "{refused}"
-    );
-    assert!(grpcio(&node.agent.socket(), Some("localhost")).starts_with("ok"));
 }

@@ -5,6 +5,7 @@
 //! The core knows HTTP/2 streams, gRPC framing and hooks; it knows nothing
 //! of what any feature does.
 
+pub mod authority;
 pub mod grpc;
 pub mod hook;
 pub mod methods;

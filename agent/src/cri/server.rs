@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, watch};
 
+use super::authority::AuthorityRepair;
 use super::proxy::Proxy;
 use super::window;
 
@@ -111,7 +112,7 @@ async fn connection(
         .max_header_list_size(window::HEADER_LIST)
         .max_concurrent_streams(window::MAX_STREAMS)
         .max_send_buffer_size(window::SEND_BUFFER)
-        .handshake::<_, Bytes>(stream);
+        .handshake::<_, Bytes>(AuthorityRepair::new(stream));
     // A caller that connects and never speaks must not hold a task forever.
     let mut conn = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
         Ok(Ok(conn)) => conn,
