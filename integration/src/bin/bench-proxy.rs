@@ -288,7 +288,11 @@ async fn pod_starts(
 }
 
 /// Spawn-to-listening and spawn-to-first-answer times of the agent binary.
-async fn measure_startup(runtime: &Path, extra: &[String], n: usize) -> anyhow::Result<(Summary, Summary)> {
+async fn measure_startup(
+    runtime: &Path,
+    extra: &[String],
+    n: usize,
+) -> anyhow::Result<(Summary, Summary)> {
     let args: Vec<&str> = extra.iter().map(String::as_str).collect();
     let (mut listening, mut answering) = (vec![], vec![]);
     for _ in 0..n {
@@ -314,7 +318,11 @@ async fn measure_startup(runtime: &Path, extra: &[String], n: usize) -> anyhow::
         }
         listening.push(t.elapsed());
         let answer = raw_call(&sock, "/runtime.v1.RuntimeService/Version", &[]).await?;
-        anyhow::ensure!(answer.code == 0, "Version through the new agent: {}", answer.message);
+        anyhow::ensure!(
+            answer.code == 0,
+            "Version through the new agent: {}",
+            answer.message
+        );
         answering.push(t.elapsed());
         keelson_integration::proc::stop_child(&mut child, Duration::from_secs(5));
     }
