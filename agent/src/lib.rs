@@ -6,6 +6,7 @@ pub mod config;
 pub mod cri;
 pub mod listener;
 pub mod logging;
+pub mod store;
 
 use std::sync::Arc;
 

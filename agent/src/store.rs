@@ -1,0 +1,253 @@
+//! Durable node state: the agent's sled database under `--state-dir`.
+//!
+//! Each feature keeps what must survive an agent restart in a [`Table`] of
+//! its own: string keys, JSON values, a bound on the number of entries.
+//! Writes are flushed before they return, so anything a caller
+//! acknowledged survives a crash of the agent process (sled's flush writes
+//! with `sync_file_range`). Surviving a power loss additionally needs sled's
+//! periodic fsync, which runs every [`FSYNC_EVERY_MS`] ms: a write
+//! acknowledged within that window before a power cut can be lost.
+
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How often sled fsyncs in the background (power-loss window).
+pub const FSYNC_EVERY_MS: u64 = 500;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening state database at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("state database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("table {table} is full ({limit} entries); not storing {key}")]
+    Full {
+        table: String,
+        limit: usize,
+        key: String,
+    },
+    #[error("table {table}, key {key}: stored value is unreadable: {source}")]
+    Corrupt {
+        table: String,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("table {table}, key {key}: cannot encode value: {source}")]
+    Encode {
+        table: String,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The agent's state database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `state_dir/state`.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        let path = state_dir.join("state");
+        let db = sled::Config::new()
+            .path(&path)
+            .flush_every_ms(Some(FSYNC_EVERY_MS))
+            .open()
+            .map_err(|source| StoreError::Open { path, source })?;
+        Ok(Self { db })
+    }
+
+    /// The table `name`, holding at most `limit` entries.
+    pub fn table<V: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Table<V>, StoreError> {
+        Ok(Table {
+            tree: self.db.open_tree(name)?,
+            name: name.to_string(),
+            limit,
+            _value: PhantomData,
+        })
+    }
+}
+
+/// A bounded map from string keys to `V`, persisted as JSON.
+pub struct Table<V> {
+    tree: sled::Tree,
+    name: String,
+    limit: usize,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V: Serialize + DeserializeOwned> Table<V> {
+    /// Stores `value` under `key` and flushes. A new key is refused when
+    /// the table is full (existing keys can always be updated).
+    pub async fn put(&self, key: &str, value: &V) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Encode {
+            table: self.name.clone(),
+            key: key.to_string(),
+            source,
+        })?;
+        if self.tree.len() >= self.limit && !self.tree.contains_key(key)? {
+            return Err(StoreError::Full {
+                table: self.name.clone(),
+                limit: self.limit,
+                key: key.to_string(),
+            });
+        }
+        self.tree.insert(key, bytes)?;
+        self.tree.flush_async().await?;
+        Ok(())
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &str) -> Result<Option<V>, StoreError> {
+        self.tree
+            .get(key)?
+            .map(|bytes| self.decode(key, &bytes))
+            .transpose()
+    }
+
+    /// Removes `key` and flushes; returns whether it was there.
+    pub async fn remove(&self, key: &str) -> Result<bool, StoreError> {
+        let had = self.tree.remove(key)?.is_some();
+        if had {
+            self.tree.flush_async().await?;
+        }
+        Ok(had)
+    }
+
+    /// Every entry, in key order. Unreadable entries come back as errors.
+    pub fn entries(&self) -> impl Iterator<Item = Result<(String, V), StoreError>> + '_ {
+        self.tree.iter().map(move |item| {
+            let (k, v) = item?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let value = self.decode(&key, &v)?;
+            Ok((key, value))
+        })
+    }
+
+    /// Keeps the entries for which `keep` is true (and drops unreadable
+    /// ones); returns how many were removed.
+    pub async fn retain(
+        &self,
+        mut keep: impl FnMut(&str, &V) -> bool,
+    ) -> Result<usize, StoreError> {
+        let mut doomed = vec![];
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            match self.decode(&key, &v) {
+                Ok(value) if keep(&key, &value) => {}
+                Ok(_) => doomed.push(k),
+                Err(err) => {
+                    tracing::warn!(error = %err, "dropping unreadable state entry");
+                    doomed.push(k);
+                }
+            }
+        }
+        for k in &doomed {
+            self.tree.remove(k)?;
+        }
+        if !doomed.is_empty() {
+            self.tree.flush_async().await?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    fn decode(&self, key: &str, bytes: &[u8]) -> Result<V, StoreError> {
+        serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+            table: self.name.clone(),
+            key: key.to_string(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Rec {
+        sandbox: String,
+        code: i32,
+    }
+
+    fn rec(s: &str, code: i32) -> Rec {
+        Rec {
+            sandbox: s.into(),
+            code,
+        }
+    }
+
+    #[tokio::test]
+    async fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let t = store.table::<Rec>("stopped", 10).unwrap();
+            t.put("c1", &rec("s1", 0)).await.unwrap();
+            t.put("c2", &rec("s1", 143)).await.unwrap();
+            assert!(t.remove("c2").await.unwrap());
+            assert!(!t.remove("c2").await.unwrap());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let t = store.table::<Rec>("stopped", 10).unwrap();
+        assert_eq!(t.get("c1").unwrap(), Some(rec("s1", 0)));
+        assert_eq!(t.get("c2").unwrap(), None);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn bounded_but_updates_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = store.table::<Rec>("t", 2).unwrap();
+        t.put("a", &rec("s", 1)).await.unwrap();
+        t.put("b", &rec("s", 2)).await.unwrap();
+        let err = t.put("c", &rec("s", 3)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Full { limit: 2, .. }), "{err}");
+        t.put("a", &rec("s", 9)).await.unwrap();
+        assert_eq!(t.get("a").unwrap().unwrap().code, 9);
+    }
+
+    #[tokio::test]
+    async fn retain_collects_and_drops_corrupt_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = store.table::<Rec>("t", 10).unwrap();
+        t.put("a", &rec("gone", 1)).await.unwrap();
+        t.put("b", &rec("live", 2)).await.unwrap();
+        t.tree.insert("junk", b"{not json".to_vec()).unwrap();
+        assert!(matches!(t.get("junk"), Err(StoreError::Corrupt { .. })));
+        assert_eq!(t.entries().filter(|e| e.is_err()).count(), 1);
+        let removed = t.retain(|_, v| v.sandbox == "live").await.unwrap();
+        assert_eq!(removed, 2);
+        let left: Vec<_> = t.entries().map(|e| e.unwrap().0).collect();
+        assert_eq!(left, vec!["b".to_string()]);
+    }
+}
