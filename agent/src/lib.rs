@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod cri;
+pub mod events;
 pub mod listener;
 pub mod logging;
 pub mod store;
