@@ -204,7 +204,8 @@ pub fn decode(topic: &str, payload: &[u8]) -> Option<RuntimeEvent> {
         }
         "/tasks/exit" => {
             let e = TaskExit::decode(payload).ok()?;
-            (e.id.is_empty() || e.id == e.container_id).then(|| RuntimeEvent::Exited {
+            let init = e.id.is_empty() || e.id == e.container_id;
+            init.then_some(RuntimeEvent::Exited {
                 container_id: e.container_id,
                 exit_code: e.exit_status as i32,
             })
