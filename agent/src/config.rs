@@ -45,6 +45,29 @@ pub struct FileConfig {
     pub socket_group: Option<String>,
     pub shutdown_timeout_seconds: Option<u64>,
     pub worker_threads: Option<usize>,
+    pub launch_hold_seconds: Option<u64>,
+    pub default_restart_policy: Option<RestartPolicy>,
+}
+
+/// A pod's restartPolicy (CRI does not carry it; see the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    #[default]
+    Never,
+}
+
+impl RestartPolicy {
+    /// Parses the Kubernetes spelling (`Always`, `OnFailure`, `Never`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Always" => Some(Self::Always),
+            "OnFailure" => Some(Self::OnFailure),
+            "Never" => Some(Self::Never),
+            _ => None,
+        }
+    }
 }
 
 /// Settings after merging flags, file and defaults.
@@ -60,6 +83,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// 1 runs everything on one thread (fewest cross-CPU hand-offs).
     pub worker_threads: usize,
+    /// Longest a StartContainer is held for a higher-priority sibling.
+    pub launch_hold: Duration,
+    /// Restart policy assumed for pods without the webhook's stamp.
+    pub default_restart_policy: RestartPolicy,
 }
 
 /// Why the configuration is unusable.
@@ -112,6 +139,8 @@ pub struct Overrides {
     pub socket_group: Option<String>,
     pub shutdown_timeout_seconds: Option<u64>,
     pub worker_threads: Option<usize>,
+    pub launch_hold_seconds: Option<u64>,
+    pub default_restart_policy: Option<RestartPolicy>,
 }
 
 impl Config {
@@ -147,6 +176,16 @@ impl Config {
                     .unwrap_or(30),
             ),
             worker_threads,
+            launch_hold: Duration::from_secs(
+                flags
+                    .launch_hold_seconds
+                    .or(file.launch_hold_seconds)
+                    .unwrap_or(crate::priority::DEFAULT_HOLD.as_secs()),
+            ),
+            default_restart_policy: flags
+                .default_restart_policy
+                .or(file.default_restart_policy)
+                .unwrap_or_default(),
         })
     }
 

@@ -5,8 +5,12 @@
 pub mod config;
 pub mod cri;
 pub mod events;
+pub mod kruise;
 pub mod listener;
 pub mod logging;
+pub mod node;
+pub mod pods;
+pub mod priority;
 pub mod store;
 
 use std::sync::Arc;
@@ -15,15 +19,18 @@ use anyhow::Context;
 
 use config::Config;
 use cri::server::{Drained, serve};
-use cri::{HookSet, Proxy, Upstream};
+use cri::{Proxy, Upstream};
 
-/// Runs the agent until SIGTERM or SIGINT: opens the socket, connects to
-/// the runtime, serves, then drains in-flight calls.
-pub async fn run(config: Config, hooks: HookSet) -> anyhow::Result<()> {
+/// Runs the agent until SIGTERM or SIGINT: opens the state, the socket
+/// and the runtime connection, installs the node features, serves, then
+/// drains in-flight calls.
+pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let runtime = config.resolve_runtime()?;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    let store = store::Store::open(&config.state_dir)?;
+    let (hooks, _features) = node::install(&config, &store, &runtime).await?;
 
     let mut listening = listener::open(
         &config.listen,

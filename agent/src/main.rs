@@ -4,8 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use keelson_agent::config::{Config, FileConfig, LogFormat, Overrides};
-use keelson_agent::cri::HookSet;
+use keelson_agent::config::{Config, FileConfig, LogFormat, Overrides, RestartPolicy};
 
 /// Keelson node agent: a CRI proxy between kubelet and the container runtime.
 #[derive(Parser, Debug)]
@@ -38,6 +37,12 @@ struct Args {
     /// Async worker threads; 1 runs on a single thread [default: 1].
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// Longest a container start is held for a higher-priority sibling that is starting [default: 30].
+    #[arg(long)]
+    launch_hold_seconds: Option<u64>,
+    /// Restart policy of pods without the keelson.io/restart-policy annotation [default: Never].
+    #[arg(long, value_enum)]
+    default_restart_policy: Option<RestartPolicy>,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +63,8 @@ fn main() -> ExitCode {
         socket_group: args.socket_group,
         shutdown_timeout_seconds: args.shutdown_timeout_seconds,
         worker_threads: args.worker_threads,
+        launch_hold_seconds: args.launch_hold_seconds,
+        default_restart_policy: args.default_restart_policy,
     };
     let config = match Config::merge(flags, file) {
         Ok(c) => c,
@@ -81,7 +88,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(err) => return fail(&err),
     };
-    match runtime.block_on(keelson_agent::run(config, HookSet::new())) {
+    match runtime.block_on(keelson_agent::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "agent failed");

@@ -112,6 +112,31 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
         Ok(())
     }
 
+    /// Stores `value` under `key` without waiting for the flush: for data
+    /// the runtime can tell again after a crash. Reaches disk within
+    /// [`FSYNC_EVERY_MS`].
+    pub fn put_lazy(&self, key: &str, value: &V) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Encode {
+            table: self.name.clone(),
+            key: key.to_string(),
+            source,
+        })?;
+        if self.tree.len() >= self.limit && !self.tree.contains_key(key)? {
+            return Err(StoreError::Full {
+                table: self.name.clone(),
+                limit: self.limit,
+                key: key.to_string(),
+            });
+        }
+        self.tree.insert(key, bytes)?;
+        Ok(())
+    }
+
+    /// Removes `key` without waiting for the flush (see [`Table::put_lazy`]).
+    pub fn remove_lazy(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.tree.remove(key)?.is_some())
+    }
+
     /// The value under `key`.
     pub fn get(&self, key: &str) -> Result<Option<V>, StoreError> {
         self.tree

@@ -1,0 +1,64 @@
+//! Assembly of the node features on the proxy: the pod book and its event
+//! feed, the launch gate, the sidecar terminator. Everything here works
+//! from CRI data and local config alone (standalone mode).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::cri::HookSet;
+use crate::events::RuntimeEvents;
+use crate::pods::{self, PodBook, PodBookHook};
+use crate::priority::{LaunchGate, RunningIsReady};
+use crate::store::{Store, StoreError};
+
+/// How often runtimes without an event service are polled.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// Background parts of the features; dropping it stops them.
+pub struct Features {
+    pub book: Arc<PodBook>,
+    _events: RuntimeEvents,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Features {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Builds the hooks for the proxy and starts what runs beside it.
+pub async fn install(
+    config: &Config,
+    store: &Store,
+    runtime: &Path,
+) -> Result<(HookSet, Features), StoreError> {
+    let book = PodBook::open(store)?;
+    let events = RuntimeEvents::start(runtime, POLL_EVERY);
+    // The first gap event (subscription live) triggers a full resync.
+    let tasks = vec![tokio::spawn(pods::follow_events(
+        book.clone(),
+        events.subscribe(),
+        runtime.to_path_buf(),
+    ))];
+
+    let mut hooks = HookSet::new();
+    hooks.register(Arc::new(PodBookHook::new(book.clone())));
+    hooks.register(Arc::new(LaunchGate::new(
+        book.clone(),
+        config.launch_hold,
+        Arc::new(RunningIsReady),
+    )));
+    Ok((
+        hooks,
+        Features {
+            book,
+            _events: events,
+            tasks,
+        },
+    ))
+}

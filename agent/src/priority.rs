@@ -1,0 +1,539 @@
+//! Container launch priority, enforced on the CRI path: a container starts
+//! only once every container of higher priority in its pod runs (or is
+//! ready, where a readiness source exists).
+//!
+//! Inputs as OpenKruise users write them: env `KRUISE_CONTAINER_PRIORITY`
+//! (higher first, equal unordered, default 0) and pod annotation
+//! `apps.kruise.io/container-launch-priority: Ordered` (spec order, i.e.
+//! priorities 0, -1, -2, …). Kubelet tells the runtime nothing about
+//! containers it has not created yet, so the controller's webhook stamps
+//! the full map as `keelson.io/container-priorities`; without it the agent
+//! goes by what it has seen.
+//!
+//! The gate never holds a call for a sibling kubelet has not created (that
+//! would deadlock the pod: kubelet creates containers one after another);
+//! it answers at once with an error saying what it waits for, and kubelet
+//! retries on its next pod sync. A sibling that exists but is not running
+//! yet is waited for, up to a bound. Restarts are not gated.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cri_proto as cri;
+
+use crate::cri::grpc::{Code, Status};
+use crate::cri::methods::runtime as m;
+use crate::cri::{Before, Call, Hook, HookFuture, Interest, Reply};
+use crate::kruise;
+use crate::pods::{Container, PodBook, PodView, State};
+
+/// Default bound on holding a StartContainer for a sibling that is
+/// starting (well under kubelet's 2-minute runtime request timeout).
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(30);
+
+/// Where "ready" comes from. Standalone there is none and running counts;
+/// cluster mode reads readiness from the pod's status.
+pub trait Readiness: Send + Sync {
+    /// Whether container `name` of the pod is ready; `None`: unknown, so
+    /// running is enough.
+    fn ready(&self, pod: &PodView, name: &str) -> Option<bool>;
+}
+
+/// No readiness source: running means ready.
+pub struct RunningIsReady;
+
+impl Readiness for RunningIsReady {
+    fn ready(&self, _pod: &PodView, _name: &str) -> Option<bool> {
+        None
+    }
+}
+
+/// A priority value as written by a user.
+pub fn parse_priority(value: &str) -> Result<i32, String> {
+    let n: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not an integer"))?;
+    if !kruise::PRIORITY_RANGE.contains(&n) {
+        return Err(format!(
+            "{n} is outside [{}, {}]",
+            kruise::PRIORITY_RANGE.start(),
+            kruise::PRIORITY_RANGE.end()
+        ));
+    }
+    Ok(n as i32)
+}
+
+/// Launch priorities of a pod's containers, by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Priorities {
+    pub by_name: HashMap<String, i32>,
+    /// Where they came from (for messages).
+    pub source: &'static str,
+}
+
+/// The pod's priorities, or `None` when they are all equal (the pod is
+/// left alone). Bad values are logged and count as 0.
+pub fn priorities(view: &PodView) -> Option<Priorities> {
+    let pod = format!("{}/{}", view.sandbox.namespace, view.sandbox.name);
+    let mut result = None;
+    if let Some(stamp) = view.sandbox.annotations.get(kruise::ANNOTATION_PRIORITIES) {
+        match serde_json::from_str::<HashMap<String, serde_json::Value>>(stamp) {
+            Ok(map) => {
+                let by_name = map
+                    .into_iter()
+                    .map(|(name, v)| {
+                        let text = match &v {
+                            serde_json::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        let p = parse_priority(&text).unwrap_or_else(|why| {
+                            tracing::warn!(%pod, container = %name, annotation = kruise::ANNOTATION_PRIORITIES, %why, "bad launch priority; using 0");
+                            0
+                        });
+                        (name, p)
+                    })
+                    .collect();
+                result = Some(Priorities {
+                    by_name,
+                    source: "stamp",
+                });
+            }
+            Err(e) => {
+                tracing::warn!(%pod, annotation = kruise::ANNOTATION_PRIORITIES, error = %e, "malformed priority stamp ignored");
+            }
+        }
+    }
+    if result.is_none()
+        && view
+            .sandbox
+            .annotations
+            .get(kruise::ANNOTATION_LAUNCH_PRIORITY)
+            .map(String::as_str)
+            == Some(kruise::LAUNCH_PRIORITY_ORDERED)
+    {
+        // Kubelet creates containers in spec order.
+        let by_name = view
+            .names()
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n, -(i as i32)))
+            .collect();
+        result = Some(Priorities {
+            by_name,
+            source: "Ordered",
+        });
+    }
+    let result = result.unwrap_or_else(|| {
+        let mut by_name = HashMap::new();
+        for (c, _) in &view.containers {
+            let p = match c.env.get(kruise::ENV_CONTAINER_PRIORITY) {
+                None => 0,
+                Some(v) => parse_priority(v).unwrap_or_else(|why| {
+                    tracing::warn!(%pod, container = %c.name, env = kruise::ENV_CONTAINER_PRIORITY, %why, "bad launch priority; using 0");
+                    0
+                }),
+            };
+            by_name.insert(c.name.clone(), p);
+        }
+        Priorities { by_name, source: "env" }
+    });
+    let mut values = result.by_name.values();
+    let first = values.next().copied();
+    if values.all(|v| Some(*v) == first) {
+        return None;
+    }
+    Some(result)
+}
+
+/// What the gate decides for one StartContainer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Pass,
+    /// Siblings that exist but are not running (ready) yet.
+    Wait(Vec<String>),
+    /// Cannot start now; the message says why.
+    Refuse(String),
+}
+
+/// Decides whether `container` may start now.
+pub fn decide(
+    view: &PodView,
+    container: &Container,
+    prios: &Priorities,
+    readiness: &dyn Readiness,
+) -> Decision {
+    let Some(&mine) = prios.by_name.get(&container.name) else {
+        return Decision::Pass;
+    };
+    if view.ever_started.contains(&container.name) {
+        return Decision::Pass;
+    }
+    let mut higher: Vec<(&String, i32)> = prios
+        .by_name
+        .iter()
+        .filter(|(_, p)| **p > mine)
+        .map(|(n, p)| (n, *p))
+        .collect();
+    higher.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut waiting = vec![];
+    for (name, p) in higher {
+        let what = format!(
+            "container {:?} (launch priority {mine}) waits for {name:?} (priority {p}, from {})",
+            container.name, prios.source
+        );
+        match view.latest(name) {
+            None => return Decision::Refuse(format!("{what}, which kubelet has not created yet")),
+            Some((_, State::Exited(code))) => {
+                return Decision::Refuse(format!("{what}, which has exited (code {code})"));
+            }
+            Some((_, State::Created)) => waiting.push(name.clone()),
+            Some((_, State::Running)) => {
+                if readiness.ready(view, name) == Some(false) {
+                    waiting.push(name.clone());
+                }
+            }
+        }
+    }
+    if waiting.is_empty() {
+        Decision::Pass
+    } else {
+        Decision::Wait(waiting)
+    }
+}
+
+/// The StartContainer hook.
+pub struct LaunchGate {
+    book: Arc<PodBook>,
+    hold: Duration,
+    readiness: Arc<dyn Readiness>,
+}
+
+impl LaunchGate {
+    pub fn new(book: Arc<PodBook>, hold: Duration, readiness: Arc<dyn Readiness>) -> Self {
+        Self {
+            book,
+            hold,
+            readiness,
+        }
+    }
+
+    async fn gate(&self, container_id: &str) -> Option<Reply> {
+        let (container, _) = self.book.container(container_id)?;
+        let deadline = tokio::time::Instant::now() + self.hold;
+        let mut waited_for: Vec<String> = vec![];
+        loop {
+            let changed = self.book.changed();
+            let view = self.book.pod(&container.sandbox_id)?;
+            let prios = priorities(&view)?;
+            match decide(&view, &container, &prios, self.readiness.as_ref()) {
+                Decision::Pass => {
+                    if !waited_for.is_empty() {
+                        tracing::info!(pod = %view.sandbox.name, container = %container.name, waited_for = ?waited_for, "launch gate released");
+                    }
+                    return None;
+                }
+                Decision::Refuse(msg) => {
+                    tracing::info!(pod = %view.sandbox.name, container = %container.name, reason = %msg, "launch gate refused start");
+                    return Some(Reply::Status(Status::new(
+                        Code::FailedPrecondition,
+                        format!("keelson: {msg}"),
+                    )));
+                }
+                Decision::Wait(names) => {
+                    if waited_for.is_empty() {
+                        tracing::info!(pod = %view.sandbox.name, container = %container.name, waiting_for = ?names, "launch gate holding start");
+                    }
+                    waited_for = names;
+                }
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    let msg = format!(
+                        "keelson: container {:?} gave up after {} s waiting for higher-priority {:?} to start",
+                        container.name,
+                        self.hold.as_secs(),
+                        waited_for
+                    );
+                    return Some(Reply::Status(Status::new(Code::DeadlineExceeded, msg)));
+                }
+            }
+        }
+    }
+}
+
+impl Hook for LaunchGate {
+    fn name(&self) -> &str {
+        "launch-priority"
+    }
+
+    fn interest(&self) -> Interest {
+        Interest {
+            before: vec![m::StartContainer],
+            after: vec![],
+        }
+    }
+
+    fn before<'a>(&'a self, call: &'a Call) -> HookFuture<'a, Before> {
+        Box::pin(async move {
+            let req: cri::StartContainerRequest = call.decode()?;
+            Ok(match self.gate(&req.container_id).await {
+                None => Before::Pass,
+                Some(reply) => Before::Answer(reply),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pods::Sandbox;
+
+    fn view(annotations: &[(&str, &str)], containers: &[(&str, Option<&str>, State)]) -> PodView {
+        PodView {
+            sandbox: Sandbox {
+                id: "sb".into(),
+                uid: "u".into(),
+                name: "pod".into(),
+                namespace: "ns".into(),
+                annotations: annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+            containers: containers
+                .iter()
+                .enumerate()
+                .map(|(i, (name, prio, state))| {
+                    let env = prio
+                        .map(|p| {
+                            HashMap::from([(
+                                kruise::ENV_CONTAINER_PRIORITY.to_string(),
+                                p.to_string(),
+                            )])
+                        })
+                        .unwrap_or_default();
+                    (
+                        Container {
+                            id: format!("c{i}"),
+                            sandbox_id: "sb".into(),
+                            name: name.to_string(),
+                            attempt: 0,
+                            seq: i as u64,
+                            env,
+                            grace_period_seconds: None,
+                        },
+                        *state,
+                    )
+                })
+                .collect(),
+            ever_started: containers
+                .iter()
+                .filter(|(_, _, s)| *s != State::Created)
+                .map(|(n, _, _)| n.to_string())
+                .collect(),
+        }
+    }
+
+    fn decide_for(v: &PodView, name: &str) -> Decision {
+        let c = v.latest(name).unwrap().0.clone();
+        let mut v = v.clone();
+        v.ever_started.retain(|n| n != name);
+        match priorities(&v) {
+            None => Decision::Pass,
+            Some(p) => decide(&v, &c, &p, &RunningIsReady),
+        }
+    }
+
+    #[test]
+    fn parses_values_like_openkruise() {
+        assert_eq!(parse_priority("10"), Ok(10));
+        assert_eq!(parse_priority(" -3 "), Ok(-3));
+        assert_eq!(parse_priority("2147483647"), Ok(2147483647));
+        assert!(parse_priority("2147483648").is_err());
+        assert!(
+            parse_priority("-2147483648").is_err(),
+            "OpenKruise's range excludes i32::MIN"
+        );
+        assert!(parse_priority("high").is_err());
+        assert!(parse_priority("1.5").is_err());
+    }
+
+    #[test]
+    fn equal_priorities_leave_the_pod_alone() {
+        let v = view(
+            &[],
+            &[
+                ("a", None, State::Created),
+                ("b", Some("0"), State::Created),
+            ],
+        );
+        assert_eq!(priorities(&v), None);
+    }
+
+    #[test]
+    fn env_priorities_gate_lower_ones() {
+        let v = view(
+            &[],
+            &[
+                ("main", None, State::Created),
+                ("sidecar", Some("1"), State::Created),
+            ],
+        );
+        assert_eq!(
+            decide_for(&v, "main"),
+            Decision::Wait(vec!["sidecar".into()])
+        );
+        assert_eq!(decide_for(&v, "sidecar"), Decision::Pass);
+        let v = view(
+            &[],
+            &[
+                ("main", None, State::Created),
+                ("sidecar", Some("1"), State::Running),
+            ],
+        );
+        assert_eq!(decide_for(&v, "main"), Decision::Pass);
+        let v = view(
+            &[],
+            &[
+                ("main", None, State::Created),
+                ("sidecar", Some("1"), State::Exited(1)),
+            ],
+        );
+        assert!(
+            matches!(decide_for(&v, "main"), Decision::Refuse(m) if m.contains("has exited (code 1)"))
+        );
+    }
+
+    #[test]
+    fn the_stamp_knows_siblings_not_created_yet() {
+        let stamp = r#"{"main":0,"sidecar":"1"}"#;
+        let v = view(
+            &[(kruise::ANNOTATION_PRIORITIES, stamp)],
+            &[("main", None, State::Created)],
+        );
+        match decide_for(&v, "main") {
+            Decision::Refuse(m) => {
+                assert!(
+                    m.contains("\"sidecar\"") && m.contains("has not created yet"),
+                    "{m}"
+                );
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn ordered_means_spec_order() {
+        let a = [(kruise::ANNOTATION_LAUNCH_PRIORITY, "Ordered")];
+        let v = view(
+            &a,
+            &[
+                ("first", None, State::Running),
+                ("second", None, State::Created),
+                ("third", None, State::Created),
+            ],
+        );
+        assert_eq!(decide_for(&v, "second"), Decision::Pass);
+        assert_eq!(
+            decide_for(&v, "third"),
+            Decision::Wait(vec!["second".into()])
+        );
+        assert_eq!(decide_for(&v, "first"), Decision::Pass);
+    }
+
+    #[test]
+    fn bad_values_count_as_zero_and_a_bad_stamp_falls_back() {
+        let v = view(
+            &[],
+            &[
+                ("main", Some("lots"), State::Created),
+                ("sidecar", Some("1"), State::Created),
+            ],
+        );
+        assert_eq!(priorities(&v).unwrap().by_name["main"], 0);
+        let v = view(
+            &[(kruise::ANNOTATION_PRIORITIES, "{not json")],
+            &[
+                ("main", None, State::Created),
+                ("sidecar", Some("1"), State::Created),
+            ],
+        );
+        assert_eq!(priorities(&v).unwrap().source, "env");
+        let v = view(
+            &[(
+                kruise::ANNOTATION_PRIORITIES,
+                r#"{"main":"x","sidecar":99999999999}"#,
+            )],
+            &[("main", None, State::Created)],
+        );
+        assert_eq!(priorities(&v), None, "both bad: both 0, all equal");
+    }
+
+    #[test]
+    fn restarts_and_unlisted_containers_are_not_gated() {
+        let v = view(
+            &[],
+            &[
+                ("main", None, State::Exited(1)),
+                ("sidecar", Some("1"), State::Created),
+            ],
+        );
+        let main = v.latest("main").unwrap().0.clone();
+        let p = priorities(&v).unwrap();
+        assert_eq!(
+            decide(&v, &main, &p, &RunningIsReady),
+            Decision::Pass,
+            "main ran before: a restart"
+        );
+        let stamp = r#"{"main":0,"sidecar":1}"#;
+        let v = view(
+            &[(kruise::ANNOTATION_PRIORITIES, stamp)],
+            &[("init-proxy", None, State::Created)],
+        );
+        assert_eq!(decide_for(&v, "init-proxy"), Decision::Pass);
+    }
+
+    #[test]
+    fn three_levels() {
+        let v = view(
+            &[],
+            &[
+                ("low", Some("-1"), State::Created),
+                ("mid", Some("0"), State::Created),
+                ("high", Some("1"), State::Running),
+            ],
+        );
+        assert_eq!(decide_for(&v, "mid"), Decision::Pass);
+        assert_eq!(decide_for(&v, "low"), Decision::Wait(vec!["mid".into()]));
+    }
+
+    struct NotReady;
+    impl Readiness for NotReady {
+        fn ready(&self, _: &PodView, _: &str) -> Option<bool> {
+            Some(false)
+        }
+    }
+
+    #[test]
+    fn readiness_source_is_honoured() {
+        let v = view(
+            &[],
+            &[
+                ("main", None, State::Created),
+                ("sidecar", Some("1"), State::Running),
+            ],
+        );
+        let main = v.latest("main").unwrap().0.clone();
+        let mut v2 = v.clone();
+        v2.ever_started.retain(|n| n != "main");
+        let p = priorities(&v2).unwrap();
+        assert_eq!(
+            decide(&v2, &main, &p, &NotReady),
+            Decision::Wait(vec!["sidecar".into()])
+        );
+    }
+}
