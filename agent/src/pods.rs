@@ -53,6 +53,8 @@ pub struct Container {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Created,
+    /// Its StartContainer is on its way to the runtime.
+    Starting,
     Running,
     Exited(i32),
 }
@@ -237,8 +239,15 @@ impl PodBook {
         if state == State::Running {
             inner.ever_started.insert(key);
         }
-        // A late "started" must not undo an exit already seen.
-        if matches!(inner.states.get(id), Some(State::Exited(_))) && state == State::Running {
+        let current = inner.states.get(id).copied();
+        // A late "started" must not undo an exit already seen, and only a
+        // created container can be starting.
+        if matches!(current, Some(State::Exited(_)))
+            && matches!(state, State::Running | State::Starting)
+        {
+            return;
+        }
+        if state == State::Starting && current != Some(State::Created) {
             return;
         }
         inner.states.insert(id.to_string(), state);

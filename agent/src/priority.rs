@@ -13,8 +13,10 @@
 //! The gate never holds a call for a sibling kubelet has not created (that
 //! would deadlock the pod: kubelet creates containers one after another);
 //! it answers at once with an error saying what it waits for, and kubelet
-//! retries on its next pod sync. A sibling that exists but is not running
-//! yet is waited for, up to a bound. Restarts are not gated.
+//! retries on its next pod sync. The same goes for a sibling that was
+//! created but whose start nobody asked for (e.g. one this gate refused
+//! earlier). A sibling whose start is on its way is waited for, up to a
+//! bound. Restarts are not gated.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -188,7 +190,10 @@ pub fn decide(
             Some((_, State::Exited(code))) => {
                 return Decision::Refuse(format!("{what}, which has exited (code {code})"));
             }
-            Some((_, State::Created)) => waiting.push(name.clone()),
+            Some((_, State::Created)) => {
+                return Decision::Refuse(format!("{what}, which is created but not started yet"));
+            }
+            Some((_, State::Starting)) => waiting.push(name.clone()),
             Some((_, State::Running)) => {
                 if readiness.ready(view, name) == Some(false) {
                     waiting.push(name.clone());
@@ -280,7 +285,10 @@ impl Hook for LaunchGate {
         Box::pin(async move {
             let req: cri::StartContainerRequest = call.decode()?;
             Ok(match self.gate(&req.container_id).await {
-                None => Before::Pass,
+                None => {
+                    self.book.set_state(&req.container_id, State::Starting);
+                    Before::Pass
+                }
                 Some(reply) => Before::Answer(reply),
             })
         })
@@ -332,7 +340,7 @@ mod tests {
                 .collect(),
             ever_started: containers
                 .iter()
-                .filter(|(_, _, s)| *s != State::Created)
+                .filter(|(_, _, s)| !matches!(s, State::Created | State::Starting))
                 .map(|(n, _, _)| n.to_string())
                 .collect(),
         }
@@ -380,7 +388,7 @@ mod tests {
             &[],
             &[
                 ("main", None, State::Created),
-                ("sidecar", Some("1"), State::Created),
+                ("sidecar", Some("1"), State::Starting),
             ],
         );
         assert_eq!(
@@ -388,6 +396,16 @@ mod tests {
             Decision::Wait(vec!["sidecar".into()])
         );
         assert_eq!(decide_for(&v, "sidecar"), Decision::Pass);
+        let v = view(
+            &[],
+            &[
+                ("main", None, State::Created),
+                ("sidecar", Some("1"), State::Created),
+            ],
+        );
+        assert!(
+            matches!(decide_for(&v, "main"), Decision::Refuse(m) if m.contains("created but not started"))
+        );
         let v = view(
             &[],
             &[
@@ -433,7 +451,7 @@ mod tests {
             &a,
             &[
                 ("first", None, State::Running),
-                ("second", None, State::Created),
+                ("second", None, State::Starting),
                 ("third", None, State::Created),
             ],
         );
@@ -503,7 +521,7 @@ mod tests {
             &[],
             &[
                 ("low", Some("-1"), State::Created),
-                ("mid", Some("0"), State::Created),
+                ("mid", Some("0"), State::Starting),
                 ("high", Some("1"), State::Running),
             ],
         );

@@ -423,3 +423,215 @@ pub fn fresh_uid() -> String {
         t & 0xffff_ffff_ffff
     )
 }
+
+/// A pod's restartPolicy, as kubelet applies it to exited containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// A pod kubelet keeps in sync: its sandbox and every container instance
+/// created for it.
+#[derive(Debug)]
+pub struct SyncedPod {
+    pub spec: PodSpec,
+    pub policy: RestartPolicy,
+    pub sandbox_id: String,
+    sandbox_config: cri::PodSandboxConfig,
+    /// Every CreateContainer/StartContainer outcome, in order.
+    pub history: Vec<ContainerRun>,
+}
+
+impl SyncedPod {
+    /// Errors returned for container `name`, oldest first.
+    pub fn errors(&self, name: &str) -> Vec<&Status> {
+        self.history
+            .iter()
+            .filter(|r| r.name == name)
+            .filter_map(|r| r.error.as_ref())
+            .collect()
+    }
+}
+
+/// The latest instance of each container of a sandbox, as the runtime
+/// lists them (what kubelet's PLEG relist sees).
+pub type Snapshot = HashMap<String, (String, i32, u32)>;
+
+impl Kubelet {
+    /// RunPodSandbox, then a first sync (containers created and started in
+    /// spec order).
+    pub async fn start_pod(
+        &mut self,
+        spec: PodSpec,
+        policy: RestartPolicy,
+    ) -> crate::Result<SyncedPod> {
+        std::fs::create_dir_all(self.pod_log_dir(&spec))?;
+        let sandbox_config = self.sandbox_config(&spec);
+        let sandbox_id = self
+            .runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(sandbox_config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .context("RunPodSandbox")?
+            .into_inner()
+            .pod_sandbox_id;
+        let mut pod = SyncedPod {
+            spec,
+            policy,
+            sandbox_id,
+            sandbox_config,
+            history: vec![],
+        };
+        self.sync(&mut pod).await?;
+        Ok(pod)
+    }
+
+    /// The latest container instance per name in the pod: (id, state,
+    /// attempt).
+    pub async fn snapshot(&mut self, pod: &SyncedPod) -> crate::Result<Snapshot> {
+        let list = self
+            .runtime
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter {
+                    pod_sandbox_id: pod.sandbox_id.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .containers;
+        let mut latest: HashMap<String, (String, i32, u32, i64)> = HashMap::new();
+        for c in list {
+            let name = c
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default();
+            let attempt = c.metadata.as_ref().map_or(0, |m| m.attempt);
+            let newer = latest
+                .get(&name)
+                .is_none_or(|(_, _, a, t)| (attempt, c.created_at) > (*a, *t));
+            if newer {
+                latest.insert(name, (c.id, c.state, attempt, c.created_at));
+            }
+        }
+        Ok(latest
+            .into_iter()
+            .map(|(n, (id, s, a, _))| (n, (id, s, a)))
+            .collect())
+    }
+
+    /// One pod sync, as kubelet's SyncPod does it: every container that
+    /// should run and does not is created and started, in spec order, going
+    /// on after errors. Containers in "created" state are replaced (kubelet
+    /// always restarts those); exited ones per the restart policy.
+    pub async fn sync(&mut self, pod: &mut SyncedPod) -> crate::Result<()> {
+        let snapshot = self.snapshot(pod).await?;
+        let spec = pod.spec.clone();
+        for c in &spec.containers {
+            let start = match snapshot.get(&c.name) {
+                None => Some(0),
+                Some((_, state, attempt)) => {
+                    let running = *state == cri::ContainerState::ContainerRunning as i32;
+                    let exited = *state == cri::ContainerState::ContainerExited as i32;
+                    if running {
+                        None
+                    } else if exited {
+                        let id = &snapshot[&c.name].0;
+                        let code = self.status(id).await.map(|s| s.exit_code).unwrap_or(0);
+                        let again = match pod.policy {
+                            RestartPolicy::Always => true,
+                            RestartPolicy::OnFailure => code != 0,
+                            RestartPolicy::Never => false,
+                        };
+                        again.then_some(attempt + 1)
+                    } else {
+                        Some(attempt + 1)
+                    }
+                }
+            };
+            if let Some(attempt) = start {
+                let run = self
+                    .start_container(&spec, &pod.sandbox_id, &pod.sandbox_config, c, attempt)
+                    .await;
+                pod.history.push(run);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the pod in sync like kubelet's pod worker: PLEG relists every
+    /// `relist` and a change since the previous relist triggers a sync; a
+    /// sync that hit errors is retried after kubelet's 10 s backoff if no
+    /// change comes first. Ends when `done` holds or `timeout` passes.
+    pub async fn keep_synced(
+        &mut self,
+        pod: &mut SyncedPod,
+        relist: Duration,
+        timeout: Duration,
+        mut done: impl FnMut(&Snapshot) -> bool,
+    ) -> crate::Result<Snapshot> {
+        const ERROR_BACKOFF: Duration = Duration::from_secs(10);
+        let deadline = Instant::now() + timeout;
+        // The relist before the pod existed saw nothing.
+        let mut previous = Snapshot::new();
+        let mut retry_at = pod
+            .history
+            .iter()
+            .any(|r| r.error.is_some())
+            .then(|| Instant::now() + ERROR_BACKOFF);
+        loop {
+            let now = self.snapshot(pod).await?;
+            if done(&now) {
+                return Ok(now);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "pod {} not done within {timeout:?}; last snapshot {now:?}; history {:?}",
+                    pod.spec.name,
+                    pod.history
+                );
+            }
+            let changed = now != previous;
+            previous = now;
+            if changed || retry_at.is_some_and(|t| Instant::now() >= t) {
+                let errors_before = pod.history.iter().filter(|r| r.error.is_some()).count();
+                self.sync(pod).await?;
+                let failed =
+                    pod.history.iter().filter(|r| r.error.is_some()).count() > errors_before;
+                retry_at = failed.then(|| Instant::now() + ERROR_BACKOFF);
+            }
+            tokio::time::sleep(relist).await;
+        }
+    }
+
+    /// Stops and removes a synced pod.
+    pub async fn remove_synced(&mut self, pod: &SyncedPod) -> crate::Result<()> {
+        self.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod.sandbox_id.clone(),
+            })
+            .await
+            .context("StopPodSandbox")?;
+        self.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod.sandbox_id.clone(),
+            })
+            .await
+            .context("RemovePodSandbox")?;
+        Ok(())
+    }
+}
+
+/// Whether every container in `names` runs in the snapshot.
+pub fn all_running(snapshot: &Snapshot, names: &[&str]) -> bool {
+    names.iter().all(|n| {
+        snapshot
+            .get(*n)
+            .is_some_and(|(_, s, _)| *s == cri::ContainerState::ContainerRunning as i32)
+    })
+}
