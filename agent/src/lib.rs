@@ -11,6 +11,7 @@ pub mod logging;
 pub mod node;
 pub mod pods;
 pub mod priority;
+pub mod sidecar;
 pub mod store;
 
 use std::sync::Arc;

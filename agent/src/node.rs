@@ -11,6 +11,7 @@ use crate::cri::HookSet;
 use crate::events::RuntimeEvents;
 use crate::pods::{self, PodBook, PodBookHook};
 use crate::priority::{LaunchGate, RunningIsReady};
+use crate::sidecar::SidecarTerminator;
 use crate::store::{Store, StoreError};
 
 /// How often runtimes without an event service are polled.
@@ -39,12 +40,21 @@ pub async fn install(
 ) -> Result<(HookSet, Features), StoreError> {
     let book = PodBook::open(store)?;
     let events = RuntimeEvents::start(runtime, POLL_EVERY);
-    // The first gap event (subscription live) triggers a full resync.
-    let tasks = vec![tokio::spawn(pods::follow_events(
+    let terminator = SidecarTerminator::new(
         book.clone(),
-        events.subscribe(),
+        store,
+        config.default_restart_policy,
         runtime.to_path_buf(),
-    ))];
+    )?;
+    let tasks = vec![
+        // The first gap event (subscription live) triggers a full resync.
+        tokio::spawn(pods::follow_events(
+            book.clone(),
+            events.subscribe(),
+            runtime.to_path_buf(),
+        )),
+        tokio::spawn(terminator.clone().run()),
+    ];
 
     let mut hooks = HookSet::new();
     hooks.register(Arc::new(PodBookHook::new(book.clone())));
@@ -53,6 +63,7 @@ pub async fn install(
         config.launch_hold,
         Arc::new(RunningIsReady),
     )));
+    hooks.register(terminator.hook());
     Ok((
         hooks,
         Features {

@@ -172,6 +172,11 @@ impl PodBook {
         Some((c, s))
     }
 
+    /// Ids of every known sandbox.
+    pub fn sandbox_ids(&self) -> Vec<String> {
+        self.lock().sandboxes.keys().cloned().collect()
+    }
+
     /// A snapshot of the pod with sandbox `sandbox_id`.
     pub fn pod(&self, sandbox_id: &str) -> Option<PodView> {
         let inner = self.lock();

@@ -61,36 +61,50 @@ impl Agent {
             .prefix("keelson-agent-")
             .tempdir()?;
         let mut me = Self { child: None, dir };
-        let log = fs::File::create(me.log())?;
+        me.spawn(runtime, extra)?;
+        Ok(me)
+    }
+
+    /// SIGKILLs the agent (no clean-up of any kind), then starts it again
+    /// with the same socket path and state dir, and waits until it serves.
+    pub fn kill_and_restart(&mut self, runtime: &Path, extra: &[&str]) -> crate::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn(runtime, extra)?;
+        let sock = self.socket();
+        if !wait_until(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        }) {
+            bail!("restarted agent did not serve; log:\n{}", self.log_text());
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, runtime: &Path, extra: &[&str]) -> crate::Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())?;
         let child = Command::new(binary()?)
             // Own process group: a Ctrl-C in the terminal reaches only the
             // harness, which then stops this process itself.
             .process_group(0)
             .arg("--listen")
-            .arg(me.socket())
+            .arg(self.socket())
             .arg("--runtime-endpoint")
             .arg(runtime)
             .arg("--state-dir")
-            .arg(me.dir.path().join("state"))
+            .arg(self.dir.path().join("state"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting keelson-agent")?;
-        me.child = Some(child);
-        let sock = me.socket();
-        let served = wait_until(Duration::from_secs(10), || {
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
-        });
-        if !served {
-            bail!(
-                "agent did not serve {} within 10 s; log:\n{}",
-                sock.display(),
-                me.log_text()
-            );
-        }
-        Ok(me)
+        self.child = Some(child);
+        Ok(())
     }
 
     /// The agent's CRI socket.

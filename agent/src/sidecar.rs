@@ -1,0 +1,484 @@
+//! Job sidecar terminator (OpenKruise `KRUISE_TERMINATE_SIDECAR_WHEN_JOB_EXIT`)
+//! with exit-code normalisation.
+//!
+//! In a pod whose restartPolicy is Never (OnFailure), once every main
+//! container (one without the env) has exited (exited 0), the sidecars
+//! that carry the env are stopped through CRI with the pod's grace period
+//! (at least 2 s). A sidecar stopped this way usually exits non-zero
+//! (SIGTERM/SIGKILL), which would make kubelet mark the pod Failed; so for
+//! the sidecars the agent stopped on purpose, ContainerStatus answers to
+//! kubelet report exit code 0 and reason `Completed`, and the pod ends
+//! Succeeded by kubelet's own logic. With
+//! `KRUISE_TERMINATE_SIDECAR_IGNORE_EXIT_CODE=true` a sidecar's own exit
+//! code is ignored too once the mains are done, as in OpenKruise. A
+//! sidecar that exits by itself while mains run keeps its real code.
+//!
+//! CRI does not carry the restart policy: it comes from the pod annotation
+//! `keelson.io/restart-policy` (stamped by the controller's webhook), else
+//! from the agent's `--default-restart-policy`. Nor does it carry preStop
+//! hooks, so standalone the agent cannot run them (cluster mode will).
+//! Which sidecars were stopped on purpose is kept in sled, flushed before
+//! the StopContainer is sent, so normalisation survives an agent crash.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use cri_proto as cri;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RestartPolicy;
+use crate::cri::methods::runtime as m;
+use crate::cri::{After, Call, Hook, HookFuture, Interest, Outcome};
+use crate::kruise;
+use crate::pods::{PodBook, PodView, State};
+use crate::store::{Store, StoreError, Table};
+
+/// Shortest grace period a sidecar gets (OpenKruise's minimum).
+pub const MIN_GRACE_SECONDS: i64 = 2;
+/// Grace period when kubelet's annotation is missing (Kubernetes' default).
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+/// A sidecar whose exit code is reported as 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalised {
+    pub sandbox_id: String,
+    pub name: String,
+    /// True when the agent stopped it; false when only its exit code is
+    /// ignored (`KRUISE_TERMINATE_SIDECAR_IGNORE_EXIT_CODE`).
+    pub stopped_by_agent: bool,
+}
+
+fn env_true(value: Option<&String>) -> bool {
+    value.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// What to do for a pod now.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Sidecars to stop: (container id, name, grace seconds).
+    pub stop: Vec<(String, String, i64)>,
+    /// Exited sidecars whose exit code is to be ignored: (id, name).
+    pub ignore: Vec<(String, String)>,
+}
+
+/// Decides, from what the agent knows of a pod, which sidecars to stop.
+pub fn plan(view: &PodView, default_policy: RestartPolicy) -> Plan {
+    let policy = view
+        .sandbox
+        .annotations
+        .get(kruise::ANNOTATION_RESTART_POLICY)
+        .and_then(|v| RestartPolicy::parse(v))
+        .unwrap_or(default_policy);
+    if policy == RestartPolicy::Always {
+        return Plan::default();
+    }
+    let mut names: Vec<String> = view.names();
+    // The stamp lists every container, including mains not created yet.
+    let stamped = view
+        .sandbox
+        .annotations
+        .get(kruise::ANNOTATION_PRIORITIES)
+        .and_then(|s| {
+            serde_json::from_str::<std::collections::HashMap<String, serde_json::Value>>(s).ok()
+        });
+    for n in stamped.into_iter().flat_map(|m| m.into_keys()) {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    let is_sidecar = |name: &str| {
+        view.latest(name)
+            .is_some_and(|(c, _)| env_true(c.env.get(kruise::ENV_TERMINATE_SIDECAR)))
+    };
+    let sidecars: Vec<&String> = names.iter().filter(|n| is_sidecar(n)).collect();
+    if sidecars.is_empty() {
+        return Plan::default();
+    }
+    let mains_done = names
+        .iter()
+        .filter(|n| !is_sidecar(n))
+        .all(|n| match view.latest(n) {
+            Some((_, State::Exited(code))) => policy == RestartPolicy::Never || *code == 0,
+            _ => false,
+        });
+    if !mains_done {
+        return Plan::default();
+    }
+    let mut out = Plan::default();
+    for name in sidecars {
+        let Some((c, state)) = view.latest(name) else {
+            continue;
+        };
+        match state {
+            State::Exited(_) => {
+                if env_true(c.env.get(kruise::ENV_TERMINATE_SIDECAR_IGNORE_EXIT_CODE)) {
+                    out.ignore.push((c.id.clone(), c.name.clone()));
+                }
+            }
+            _ => {
+                let grace = c
+                    .grace_period_seconds
+                    .unwrap_or(DEFAULT_GRACE_SECONDS)
+                    .max(MIN_GRACE_SECONDS);
+                out.stop.push((c.id.clone(), c.name.clone(), grace));
+            }
+        }
+    }
+    out
+}
+
+/// Watches pods and stops their sidecars when the mains are done.
+pub struct SidecarTerminator {
+    book: Arc<PodBook>,
+    normalised: Table<Normalised>,
+    default_policy: RestartPolicy,
+    runtime: PathBuf,
+}
+
+impl SidecarTerminator {
+    pub fn new(
+        book: Arc<PodBook>,
+        store: &Store,
+        default_policy: RestartPolicy,
+        runtime: PathBuf,
+    ) -> Result<Arc<Self>, StoreError> {
+        Ok(Arc::new(Self {
+            book,
+            normalised: store.table("sidecar.normalised", 100_000)?,
+            default_policy,
+            runtime,
+        }))
+    }
+
+    /// The hook that rewrites exit codes in status replies.
+    pub fn hook(self: &Arc<Self>) -> Arc<dyn Hook> {
+        Arc::new(StatusRewrite(self.clone()))
+    }
+
+    /// Re-evaluates every pod whenever the pod book changes.
+    pub async fn run(self: Arc<Self>) {
+        let mut in_flight: HashSet<String> = HashSet::new();
+        let mut last_gc = tokio::time::Instant::now();
+        loop {
+            let changed = self.book.changed();
+            for sandbox_id in self.book.sandbox_ids() {
+                let Some(view) = self.book.pod(&sandbox_id) else {
+                    continue;
+                };
+                let plan = plan(&view, self.default_policy);
+                for (id, name) in plan.ignore {
+                    if self.normalised.get(&id).ok().flatten().is_none() {
+                        let rec = Normalised {
+                            sandbox_id: sandbox_id.clone(),
+                            name,
+                            stopped_by_agent: false,
+                        };
+                        if let Err(e) = self.normalised.put(&id, &rec).await {
+                            tracing::warn!(error = %e, container = %id, "cannot record ignored exit code");
+                        }
+                    }
+                }
+                for (id, name, grace) in plan.stop {
+                    if !in_flight.insert(id.clone()) {
+                        continue;
+                    }
+                    let me = self.clone();
+                    let pod = format!("{}/{}", view.sandbox.namespace, view.sandbox.name);
+                    let sandbox = sandbox_id.clone();
+                    tokio::spawn(async move { me.stop(pod, sandbox, id, name, grace).await });
+                }
+            }
+            if last_gc.elapsed() > Duration::from_secs(30) {
+                last_gc = tokio::time::Instant::now();
+                let book = self.book.clone();
+                match self
+                    .normalised
+                    .retain(|id, _| book.container(id).is_some())
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(removed = n, "collected sidecar records"),
+                    Err(e) => tracing::warn!(error = %e, "collecting sidecar records failed"),
+                }
+                in_flight.retain(|id| {
+                    book.container(id)
+                        .is_some_and(|(_, s)| !matches!(s, State::Exited(_)))
+                });
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+        }
+    }
+
+    async fn stop(&self, pod: String, sandbox_id: String, id: String, name: String, grace: i64) {
+        // Remember before acting: a crash after the stop must not lose it.
+        let rec = Normalised {
+            sandbox_id,
+            name: name.clone(),
+            stopped_by_agent: true,
+        };
+        if let Err(e) = self.normalised.put(&id, &rec).await {
+            tracing::error!(%pod, container = %name, error = %e, "cannot record sidecar stop; not stopping it");
+            return;
+        }
+        tracing::info!(%pod, container = %name, grace_seconds = grace, "main containers done; stopping job sidecar (preStop cannot run standalone)");
+        let result = async {
+            let channel = containerd_client::connect(&self.runtime)
+                .await
+                .map_err(|e| e.to_string())?;
+            cri::runtime_service_client::RuntimeServiceClient::new(channel)
+                .stop_container(cri::StopContainerRequest {
+                    container_id: id.clone(),
+                    timeout: grace,
+                })
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(%pod, container = %name, error = %e, "stopping sidecar failed");
+        }
+    }
+
+    fn normalised(&self, id: &str) -> bool {
+        matches!(self.normalised.get(id), Ok(Some(_)))
+    }
+}
+
+/// `status { exit_code: 0, reason: "Completed" }`, encoded so that it
+/// merges over a ContainerStatusResponse (exit code 0 written explicitly:
+/// proto3 would otherwise omit it and the runtime's value would stay).
+pub fn completed_status_fields() -> Bytes {
+    let mut inner = BytesMut::new();
+    prost::encoding::int32::encode(7, &0, &mut inner);
+    prost::encoding::string::encode(10, &"Completed".to_string(), &mut inner);
+    let mut out = BytesMut::new();
+    prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(inner.len() as u64, &mut out);
+    out.put(inner);
+    out.freeze()
+}
+
+struct StatusRewrite(Arc<SidecarTerminator>);
+
+impl Hook for StatusRewrite {
+    fn name(&self) -> &str {
+        "sidecar-exit-code"
+    }
+
+    fn interest(&self) -> Interest {
+        Interest {
+            before: vec![],
+            after: vec![m::ContainerStatus],
+        }
+    }
+
+    fn after<'a>(&'a self, call: &'a Call, outcome: &'a Outcome) -> HookFuture<'a, After> {
+        Box::pin(async move {
+            let req: cri::ContainerStatusRequest = call.decode()?;
+            if !self.0.normalised(&req.container_id) {
+                return Ok(After::Keep);
+            }
+            let Some(reply) = outcome.decode::<cri::ContainerStatusResponse>()? else {
+                return Ok(After::Keep);
+            };
+            let exited_non_zero = reply.status.as_ref().is_some_and(|s| {
+                s.state == cri::ContainerState::ContainerExited as i32 && s.exit_code != 0
+            });
+            Ok(if exited_non_zero {
+                After::Append(completed_status_fields())
+            } else {
+                After::Keep
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pods::{Container, Sandbox};
+    use prost::Message;
+    use std::collections::HashMap;
+
+    fn pod(policy: Option<&str>, containers: &[(&str, bool, bool, State)]) -> PodView {
+        let mut annotations = HashMap::new();
+        if let Some(p) = policy {
+            annotations.insert(kruise::ANNOTATION_RESTART_POLICY.to_string(), p.to_string());
+        }
+        PodView {
+            sandbox: Sandbox {
+                id: "sb".into(),
+                uid: "u".into(),
+                name: "job".into(),
+                namespace: "ns".into(),
+                annotations,
+            },
+            containers: containers
+                .iter()
+                .enumerate()
+                .map(|(i, (name, sidecar, ignore, state))| {
+                    let mut env = HashMap::new();
+                    if *sidecar {
+                        env.insert(
+                            kruise::ENV_TERMINATE_SIDECAR.to_string(),
+                            "true".to_string(),
+                        );
+                    }
+                    if *ignore {
+                        env.insert(
+                            kruise::ENV_TERMINATE_SIDECAR_IGNORE_EXIT_CODE.to_string(),
+                            "true".to_string(),
+                        );
+                    }
+                    (
+                        Container {
+                            id: format!("id-{name}"),
+                            sandbox_id: "sb".into(),
+                            name: name.to_string(),
+                            attempt: 0,
+                            seq: i as u64,
+                            env,
+                            grace_period_seconds: Some(1),
+                        },
+                        *state,
+                    )
+                })
+                .collect(),
+            ever_started: vec![],
+        }
+    }
+
+    #[test]
+    fn never_stops_sidecars_once_mains_exit_whatever_their_code() {
+        let v = pod(
+            None,
+            &[
+                ("main", false, false, State::Exited(1)),
+                ("proxy", true, false, State::Running),
+            ],
+        );
+        let p = plan(&v, RestartPolicy::Never);
+        assert_eq!(
+            p.stop,
+            vec![("id-proxy".into(), "proxy".into(), MIN_GRACE_SECONDS)]
+        );
+        let v = pod(
+            None,
+            &[
+                ("main", false, false, State::Running),
+                ("proxy", true, false, State::Running),
+            ],
+        );
+        assert_eq!(plan(&v, RestartPolicy::Never), Plan::default());
+    }
+
+    #[test]
+    fn on_failure_needs_success_and_always_does_nothing() {
+        let failed = pod(
+            Some("OnFailure"),
+            &[
+                ("main", false, false, State::Exited(1)),
+                ("proxy", true, false, State::Running),
+            ],
+        );
+        assert_eq!(plan(&failed, RestartPolicy::Never), Plan::default());
+        let ok = pod(
+            Some("OnFailure"),
+            &[
+                ("main", false, false, State::Exited(0)),
+                ("proxy", true, false, State::Running),
+            ],
+        );
+        assert_eq!(plan(&ok, RestartPolicy::Never).stop.len(), 1);
+        let always = pod(
+            Some("Always"),
+            &[
+                ("main", false, false, State::Exited(0)),
+                ("proxy", true, false, State::Running),
+            ],
+        );
+        assert_eq!(plan(&always, RestartPolicy::Never), Plan::default());
+        let by_default = pod(
+            None,
+            &[
+                ("main", false, false, State::Exited(0)),
+                ("proxy", true, false, State::Running),
+            ],
+        );
+        assert_eq!(
+            plan(&by_default, RestartPolicy::Always),
+            Plan::default(),
+            "agent default applies without the stamp"
+        );
+    }
+
+    #[test]
+    fn exited_sidecars_are_not_stopped_and_ignore_flag_is_honoured() {
+        let v = pod(
+            None,
+            &[
+                ("main", false, false, State::Exited(0)),
+                ("crashed", true, false, State::Exited(5)),
+                ("quiet", true, true, State::Exited(137)),
+                ("live", true, false, State::Running),
+            ],
+        );
+        let p = plan(&v, RestartPolicy::Never);
+        assert_eq!(
+            p.stop.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(),
+            ["live"]
+        );
+        assert_eq!(p.ignore, vec![("id-quiet".into(), "quiet".into())]);
+    }
+
+    #[test]
+    fn pods_without_sidecars_or_with_mains_missing_are_left_alone() {
+        let v = pod(None, &[("main", false, false, State::Exited(0))]);
+        assert_eq!(plan(&v, RestartPolicy::Never), Plan::default());
+        let mut v = pod(
+            None,
+            &[
+                ("main", false, false, State::Exited(0)),
+                ("proxy", true, false, State::Running),
+            ],
+        );
+        v.sandbox.annotations.insert(
+            kruise::ANNOTATION_PRIORITIES.into(),
+            r#"{"main":0,"proxy":1,"later":0}"#.into(),
+        );
+        assert_eq!(
+            plan(&v, RestartPolicy::Never),
+            Plan::default(),
+            "main \"later\" has not run yet"
+        );
+    }
+
+    #[test]
+    fn appended_fields_override_exit_code_and_reason() {
+        let runtime = cri::ContainerStatusResponse {
+            status: Some(cri::ContainerStatus {
+                id: "c".into(),
+                exit_code: 143,
+                reason: "Error".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut bytes = runtime.encode_to_vec();
+        bytes.extend_from_slice(&completed_status_fields());
+        let merged = cri::ContainerStatusResponse::decode(&bytes[..])
+            .unwrap()
+            .status
+            .unwrap();
+        assert_eq!(
+            (merged.exit_code, merged.reason.as_str(), merged.id.as_str()),
+            (0, "Completed", "c")
+        );
+    }
+}
