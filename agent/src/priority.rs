@@ -235,7 +235,7 @@ impl LaunchGate {
             match decide(&view, &container, &prios, self.readiness.as_ref()) {
                 Decision::Pass => {
                     if !waited_for.is_empty() {
-                        tracing::info!(pod = %view.sandbox.name, container = %container.name, waited_for = ?waited_for, "launch gate released");
+                        tracing::info!(pod = %view.sandbox.name, container = %container.name, waited_for = ?waited_for, unix_us = crate::unix_micros(), "launch gate released");
                     }
                     return None;
                 }

@@ -136,6 +136,9 @@ pub struct SidecarTerminator {
     normalised: Table<Normalised>,
     default_policy: RestartPolicy,
     runtime: PathBuf,
+    /// CRI client to the runtime, connected on first use (tonic
+    /// reconnects it as needed).
+    client: tokio::sync::Mutex<Option<tonic::transport::Channel>>,
 }
 
 impl SidecarTerminator {
@@ -150,6 +153,7 @@ impl SidecarTerminator {
             normalised: store.table("sidecar.normalised", 100_000)?,
             default_policy,
             runtime,
+            client: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -226,11 +230,9 @@ impl SidecarTerminator {
             tracing::error!(%pod, container = %name, error = %e, "cannot record sidecar stop; not stopping it");
             return;
         }
-        tracing::info!(%pod, container = %name, grace_seconds = grace, "main containers done; stopping job sidecar (preStop cannot run standalone)");
+        tracing::info!(%pod, container = %name, grace_seconds = grace, unix_us = crate::unix_micros(), "main containers done; stopping job sidecar (preStop cannot run standalone)");
         let result = async {
-            let channel = containerd_client::connect(&self.runtime)
-                .await
-                .map_err(|e| e.to_string())?;
+            let channel = self.channel().await?;
             cri::runtime_service_client::RuntimeServiceClient::new(channel)
                 .stop_container(cri::StopContainerRequest {
                     container_id: id.clone(),
@@ -243,6 +245,18 @@ impl SidecarTerminator {
         if let Err(e) = result {
             tracing::warn!(%pod, container = %name, error = %e, "stopping sidecar failed");
         }
+    }
+
+    async fn channel(&self) -> Result<tonic::transport::Channel, String> {
+        let mut cached = self.client.lock().await;
+        if let Some(c) = cached.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = containerd_client::connect(&self.runtime)
+            .await
+            .map_err(|e| e.to_string())?;
+        *cached = Some(c.clone());
+        Ok(c)
     }
 
     fn normalised(&self, id: &str) -> bool {
