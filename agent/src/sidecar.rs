@@ -292,6 +292,11 @@ impl Hook for StatusRewrite {
         }
     }
 
+    fn wants_reply(&self, call: &Call) -> bool {
+        call.decode::<cri::ContainerStatusRequest>()
+            .is_ok_and(|req| self.0.normalised(&req.container_id))
+    }
+
     fn after<'a>(&'a self, call: &'a Call, outcome: &'a Outcome) -> HookFuture<'a, After> {
         Box::pin(async move {
             let req: cri::ContainerStatusRequest = call.decode()?;

@@ -591,3 +591,43 @@ async fn a_caller_that_gives_up_releases_a_held_call() {
         "the runtime never saw the abandoned call"
     );
 }
+
+/// Wants replies only for `/runtime.v1.RuntimeService/Status`.
+struct Picky(AtomicUsize);
+impl Hook for Picky {
+    fn name(&self) -> &str {
+        "picky"
+    }
+    fn interest(&self) -> Interest {
+        Interest {
+            before: vec![],
+            after: vec![m::Version, m::Status],
+        }
+    }
+    fn wants_reply(&self, call: &Call) -> bool {
+        call.method() == m::Status
+    }
+    fn after<'a>(&'a self, _call: &'a Call, _o: &'a Outcome) -> HookFuture<'a, After> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(After::Keep) })
+    }
+}
+
+#[tokio::test]
+async fn replies_no_hook_wants_are_relayed_without_after_hooks() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let picky = Arc::new(Picky(AtomicUsize::new(0)));
+    let mut hooks = HookSet::new();
+    hooks.register(picky.clone());
+    let proxy = RunningProxy::start(dir.path(), &rt.socket, hooks).await;
+    let got = call(&proxy.socket, m::Version, &[], grpc::frame(b"v")).await;
+    assert_eq!(
+        got.trailers.as_ref().unwrap()["x-trailer"],
+        "t",
+        "relayed as is"
+    );
+    assert_eq!(picky.0.load(Ordering::SeqCst), 0);
+    call(&proxy.socket, m::Status, &[], grpc::frame(b"s")).await;
+    assert_eq!(picky.0.load(Ordering::SeqCst), 1);
+}

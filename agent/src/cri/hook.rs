@@ -159,6 +159,14 @@ pub trait Hook: Send + Sync + 'static {
         Box::pin(async { Ok(Before::Pass) })
     }
 
+    /// Whether this hook's after phase needs to see the reply to `call`.
+    /// When no after-hook wants it, the reply is relayed as it streams in,
+    /// without being buffered (cheaper). Must be quick: it runs on every
+    /// call of the hook's methods.
+    fn wants_reply(&self, _call: &Call) -> bool {
+        true
+    }
+
     /// Called with the runtime's answer before it goes back to the caller.
     fn after<'a>(&'a self, _call: &'a Call, _outcome: &'a Outcome) -> HookFuture<'a, After> {
         Box::pin(async { Ok(After::Keep) })
