@@ -154,7 +154,8 @@ impl Proxy {
         } else {
             collected
         };
-        let after = (!chain.after.is_empty()).then_some((&call, chain));
+        let wanted = chain.after.iter().any(|h| h.wants_reply(&call));
+        let after = wanted.then_some((&call, chain));
         self.forward_whole(&parts, collected, after).await
     }
 
