@@ -213,3 +213,87 @@ async fn a_higher_priority_container_that_never_starts_is_reported_and_contained
     k.remove_synced(&pod).await.unwrap();
     other.remove_synced(&free).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_start_arriving_while_the_higher_one_is_starting_is_held_then_released() {
+    let node = Node::start();
+    let mut k = node.via_agent().await;
+    let spec = PodSpec::new(
+        "held",
+        vec![
+            long("main"),
+            long("sidecar").env("KRUISE_CONTAINER_PRIORITY", "1"),
+        ],
+    )
+    .annotate(
+        "keelson.io/container-priorities",
+        r#"{"main":0,"sidecar":1}"#,
+    );
+    let sandbox_config = k.sandbox_config(&spec);
+    let sandbox = k
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let mut ids = std::collections::HashMap::new();
+    for c in &spec.containers {
+        let id = k
+            .runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(k.container_config(&spec, c, 0)),
+                sandbox_config: Some(sandbox_config.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        ids.insert(c.name.clone(), id);
+    }
+    // Two callers: the sidecar's start is on its way when main's arrives.
+    let mut other = k.runtime.clone();
+    let sidecar_id = ids["sidecar"].clone();
+    let first = tokio::spawn(async move {
+        other
+            .start_container(cri::StartContainerRequest {
+                container_id: sidecar_id,
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    k.runtime
+        .start_container(cri::StartContainerRequest {
+            container_id: ids["main"].clone(),
+        })
+        .await
+        .expect("main is held, then released once the sidecar runs");
+    first.await.unwrap().unwrap();
+    let sidecar = k.status(&ids["sidecar"]).await.unwrap();
+    let main = k.status(&ids["main"]).await.unwrap();
+    assert!(
+        main.started_at > sidecar.started_at,
+        "main started after the sidecar"
+    );
+    let log = node.agent.log_text();
+    assert!(
+        log.contains("launch gate holding start") && log.contains("launch gate released"),
+        "{log}"
+    );
+    k.runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: sandbox.clone(),
+        })
+        .await
+        .unwrap();
+    k.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: sandbox,
+        })
+        .await
+        .unwrap();
+}
