@@ -289,6 +289,8 @@ mod tests {
             Some("unix:///run/containerd/containerd.sock")
         );
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.launch_hold, Duration::from_secs(30));
+        assert_eq!(c.default_restart_policy, RestartPolicy::Never);
     }
 
     #[test]
