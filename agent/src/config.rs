@@ -34,7 +34,7 @@ pub enum LogFormat {
 }
 
 /// Keys accepted in the config file (all optional, same names as flags).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<PathBuf>,
@@ -128,20 +128,9 @@ impl FileConfig {
     }
 }
 
-/// Flag values; `None` where the flag was not given.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub listen: Option<PathBuf>,
-    pub runtime_endpoint: Option<String>,
-    pub state_dir: Option<PathBuf>,
-    pub logging_format: Option<LogFormat>,
-    pub log_level: Option<String>,
-    pub socket_group: Option<String>,
-    pub shutdown_timeout_seconds: Option<u64>,
-    pub worker_threads: Option<usize>,
-    pub launch_hold_seconds: Option<u64>,
-    pub default_restart_policy: Option<RestartPolicy>,
-}
+/// Flag values; `None` where the flag was not given. Same keys as the
+/// file.
+pub type Overrides = FileConfig;
 
 impl Config {
     /// Merges flags over the file over defaults.

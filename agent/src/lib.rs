@@ -27,6 +27,7 @@ use cri::{Proxy, Upstream};
 /// drains in-flight calls.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let stop = stop_signal();
     let runtime = config.resolve_runtime()?;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
@@ -56,13 +57,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "serving CRI"
     );
 
-    let drained = serve(
-        listener,
-        proxy.clone(),
-        stop_signal(),
-        config.shutdown_timeout,
-    )
-    .await;
+    let drained = serve(listener, proxy.clone(), stop, config.shutdown_timeout).await;
     match drained {
         Drained::Clean => tracing::info!(hook_faults = proxy.hooks().faults(), "stopped cleanly"),
         Drained::TimedOut { connections } => {
@@ -81,19 +76,24 @@ pub fn unix_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn stop_signal() {
+/// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives
+/// during start-up is not fatal) and returns a future that resolves on the
+/// first of them.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    let which = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = which, "stopping");
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = which, "stopping");
+    }
 }

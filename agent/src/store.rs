@@ -95,19 +95,7 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
     /// Stores `value` under `key` and flushes. A new key is refused when
     /// the table is full (existing keys can always be updated).
     pub async fn put(&self, key: &str, value: &V) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Encode {
-            table: self.name.clone(),
-            key: key.to_string(),
-            source,
-        })?;
-        if self.tree.len() >= self.limit && !self.tree.contains_key(key)? {
-            return Err(StoreError::Full {
-                table: self.name.clone(),
-                limit: self.limit,
-                key: key.to_string(),
-            });
-        }
-        self.tree.insert(key, bytes)?;
+        self.put_lazy(key, value)?;
         self.tree.flush_async().await?;
         Ok(())
     }

@@ -252,14 +252,9 @@ impl Hook for Rewriter {
                 return Ok(After::Keep);
             }
             // status { exit_code: 0 (written explicitly), reason: "Completed" }
-            let mut inner = BytesMut::new();
-            prost::encoding::int32::encode(7, &0, &mut inner);
-            prost::encoding::string::encode(10, &"Completed".to_string(), &mut inner);
-            let mut out = BytesMut::new();
-            prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut out);
-            prost::encoding::encode_varint(inner.len() as u64, &mut out);
-            out.put(inner);
-            Ok(After::Append(out.freeze()))
+            Ok(After::Append(
+                keelson_agent::sidecar::completed_status_fields(),
+            ))
         })
     }
 }

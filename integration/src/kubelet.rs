@@ -330,19 +330,61 @@ impl Kubelet {
 
     /// Stops and removes the pod's sandbox (and so its containers).
     pub async fn remove_pod(&mut self, pod: &Pod) -> crate::Result<()> {
+        self.remove_sandbox(&pod.sandbox_id).await
+    }
+
+    /// StopPodSandbox then RemovePodSandbox, as kubelet tears a pod down.
+    pub async fn remove_sandbox(&mut self, sandbox_id: &str) -> crate::Result<()> {
         self.runtime
             .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: pod.sandbox_id.clone(),
+                pod_sandbox_id: sandbox_id.into(),
             })
             .await
             .context("StopPodSandbox")?;
         self.runtime
             .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: pod.sandbox_id.clone(),
+                pod_sandbox_id: sandbox_id.into(),
             })
             .await
             .context("RemovePodSandbox")?;
         Ok(())
+    }
+
+    /// Runs the sandbox and creates every container without starting any
+    /// (for tests that start containers themselves); returns the sandbox id
+    /// and the container ids by name.
+    pub async fn create_unstarted(
+        &mut self,
+        spec: &PodSpec,
+    ) -> crate::Result<(String, HashMap<String, String>)> {
+        std::fs::create_dir_all(self.pod_log_dir(spec))?;
+        let sandbox_config = self.sandbox_config(spec);
+        let sandbox_id = self
+            .runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(sandbox_config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .context("RunPodSandbox")?
+            .into_inner()
+            .pod_sandbox_id;
+        let mut ids = HashMap::new();
+        for c in &spec.containers {
+            let id = self
+                .runtime
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: sandbox_id.clone(),
+                    config: Some(self.container_config(spec, c, 0)),
+                    sandbox_config: Some(sandbox_config.clone()),
+                })
+                .await
+                .context("CreateContainer")?
+                .into_inner()
+                .container_id;
+            ids.insert(c.name.clone(), id);
+        }
+        Ok((sandbox_id, ids))
     }
 
     /// The container's status.
@@ -611,19 +653,7 @@ impl Kubelet {
 
     /// Stops and removes a synced pod.
     pub async fn remove_synced(&mut self, pod: &SyncedPod) -> crate::Result<()> {
-        self.runtime
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: pod.sandbox_id.clone(),
-            })
-            .await
-            .context("StopPodSandbox")?;
-        self.runtime
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: pod.sandbox_id.clone(),
-            })
-            .await
-            .context("RemovePodSandbox")?;
-        Ok(())
+        self.remove_sandbox(&pod.sandbox_id).await
     }
 }
 

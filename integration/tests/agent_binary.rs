@@ -137,7 +137,7 @@ fn start_up_errors_say_what_is_wrong() {
     let err = run(&["--config", &bad.display().to_string()]);
     assert!(err.contains("unknown field `listne`"), "{err}");
     // Auto-detection names every path it tried when none is a socket.
-    let candidates = keelson_agent_candidates();
+    let candidates = keelson_agent::config::RUNTIME_CANDIDATES;
     if candidates.iter().all(|c| !std::path::Path::new(c).exists()) {
         let err = run(&[]);
         assert!(err.contains("no container runtime socket found"), "{err}");
@@ -148,17 +148,4 @@ fn start_up_errors_say_what_is_wrong() {
         let err = run(&["--runtime-endpoint", &missing.display().to_string()]);
         assert!(err.contains("does not exist"), "{err}");
     }
-}
-
-/// The detection order documented in the README (and in the agent's
-/// `config::RUNTIME_CANDIDATES`).
-fn keelson_agent_candidates() -> [&'static str; 6] {
-    [
-        "/run/containerd/containerd.sock",
-        "/run/crio/crio.sock",
-        "/run/cri-dockerd.sock",
-        "/var/run/containerd/containerd.sock",
-        "/var/run/crio/crio.sock",
-        "/var/run/cri-dockerd.sock",
-    ]
 }

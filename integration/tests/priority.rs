@@ -229,32 +229,7 @@ async fn a_start_arriving_while_the_higher_one_is_starting_is_held_then_released
         "keelson.io/container-priorities",
         r#"{"main":0,"sidecar":1}"#,
     );
-    let sandbox_config = k.sandbox_config(&spec);
-    let sandbox = k
-        .runtime
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(sandbox_config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let mut ids = std::collections::HashMap::new();
-    for c in &spec.containers {
-        let id = k
-            .runtime
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: sandbox.clone(),
-                config: Some(k.container_config(&spec, c, 0)),
-                sandbox_config: Some(sandbox_config.clone()),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
-        ids.insert(c.name.clone(), id);
-    }
+    let (sandbox, ids) = k.create_unstarted(&spec).await.unwrap();
     // Two callers: the sidecar's start is on its way when main's arrives.
     let mut other = k.runtime.clone();
     let sidecar_id = ids["sidecar"].clone();
@@ -284,16 +259,5 @@ async fn a_start_arriving_while_the_higher_one_is_starting_is_held_then_released
         log.contains("launch gate holding start") && log.contains("launch gate released"),
         "{log}"
     );
-    k.runtime
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: sandbox.clone(),
-        })
-        .await
-        .unwrap();
-    k.runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: sandbox,
-        })
-        .await
-        .unwrap();
+    k.remove_sandbox(&sandbox).await.unwrap();
 }

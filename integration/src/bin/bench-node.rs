@@ -13,7 +13,6 @@
 //! (after `cargo build --release -p keelson-agent`); `--rounds N`
 //! (default 20).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -69,35 +68,7 @@ async fn run(rounds: usize) -> anyhow::Result<()> {
             "keelson.io/container-priorities",
             r#"{"main":0,"sidecar":1}"#,
         );
-        let sandbox_config = k.sandbox_config(&spec);
-        std::fs::create_dir_all(
-            ctrd.pod_env()
-                .log_root
-                .join(format!("{}_{}_{}", spec.namespace, spec.name, spec.uid)),
-        )?;
-        let sandbox = k
-            .runtime
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(sandbox_config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await?
-            .into_inner()
-            .pod_sandbox_id;
-        let mut ids = HashMap::new();
-        for c in &spec.containers {
-            let id = k
-                .runtime
-                .create_container(cri::CreateContainerRequest {
-                    pod_sandbox_id: sandbox.clone(),
-                    config: Some(k.container_config(&spec, c, 0)),
-                    sandbox_config: Some(sandbox_config.clone()),
-                })
-                .await?
-                .into_inner()
-                .container_id;
-            ids.insert(c.name.clone(), id);
-        }
+        let (sandbox, ids) = k.create_unstarted(&spec).await?;
         // The sidecar's start is on its way when main's arrives: main is held.
         let mut a = k.runtime.clone();
         let sidecar = ids["sidecar"].clone();
@@ -118,16 +89,7 @@ async fn run(rounds: usize) -> anyhow::Result<()> {
         let released = log_time(&agent, "launch gate released", &name)
             .context("no gate release logged (was main held?)")?;
         gate.push(released - started);
-        k.runtime
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: sandbox.clone(),
-            })
-            .await?;
-        k.runtime
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: sandbox,
-            })
-            .await?;
+        k.remove_sandbox(&sandbox).await?;
     }
     // Signed: containerd publishes the task start event (which releases
     // the gate) before it records started_at, so most values are < 0.
