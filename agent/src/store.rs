@@ -57,15 +57,28 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `state_dir/state`.
+    /// Opens (or creates) the database in `state_dir/state`. While another
+    /// holder (a previous agent still exiting, or sled's own flusher thread
+    /// winding down) keeps the database locked, retries for up to 5 s.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
         let path = state_dir.join("state");
-        let db = sled::Config::new()
-            .path(&path)
-            .flush_every_ms(Some(FSYNC_EVERY_MS))
-            .open()
-            .map_err(|source| StoreError::Open { path, source })?;
-        Ok(Self { db })
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let opened = sled::Config::new()
+                .path(&path)
+                .flush_every_ms(Some(FSYNC_EVERY_MS))
+                .open();
+            match opened {
+                Ok(db) => return Ok(Self { db }),
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(source) => return Err(StoreError::Open { path, source }),
+            }
+        }
     }
 
     /// The table `name`, holding at most `limit` entries.
