@@ -5,6 +5,7 @@
 pub mod config;
 pub mod cri;
 pub mod events;
+pub mod images;
 pub mod kruise;
 pub mod listener;
 pub mod logging;
