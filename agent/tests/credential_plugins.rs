@@ -115,3 +115,168 @@ async fn misbehaving_plugins_give_clear_errors_and_never_hang() {
         );
     }
 }
+
+mod cache {
+    use super::*;
+    use keelson_agent::images::credentials::{Credentials, Source};
+    use keelson_agent::images::secrets::Keyring;
+    use keelson_agent::store::Store;
+
+    /// A plugin that counts its runs in `<dir>/<name>.runs`.
+    fn counting(
+        dir: &Path,
+        name: &str,
+        key_type: &str,
+        duration: Option<&str>,
+        user: &str,
+        delay: &str,
+    ) {
+        let dur = duration
+            .map(|d| format!(",\"cacheDuration\":\"{d}\""))
+            .unwrap_or_default();
+        plugin(
+            dir,
+            name,
+            &format!(
+                r#"echo run >> {runs}; cat > /dev/null; sleep {delay}
+echo '{{"apiVersion":"{V1}","kind":"CredentialProviderResponse","cacheKeyType":"{key_type}"{dur},"auth":{{"127.0.0.1:5000":{{"username":"{user}","password":"p"}},"*.example.com":{{"username":"{user}","password":"p"}}}}}}'"#,
+                runs = dir.join(format!("{name}.runs")).display()
+            ),
+        );
+    }
+
+    fn runs(dir: &Path, name: &str) -> usize {
+        std::fs::read_to_string(dir.join(format!("{name}.runs")))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn creds(dir: &Path, state: &Path, names: &[&str]) -> Credentials {
+        let store = Store::open(state).unwrap();
+        Credentials::new(config(dir, names), Duration::from_secs(10), &store).unwrap()
+    }
+
+    #[tokio::test]
+    async fn cache_key_types_and_zero_duration() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        counting(dir.path(), "image", "Image", None, "u", "0");
+        counting(dir.path(), "registry", "Registry", Some("1h"), "u", "0");
+        counting(dir.path(), "global", "Global", None, "u", "0");
+        counting(dir.path(), "nocache", "Image", Some("0s"), "u", "0");
+        let none = Keyring::default();
+        for (name, lookups, want_runs) in [
+            (
+                "image",
+                &[
+                    "127.0.0.1:5000/a:1",
+                    "127.0.0.1:5000/a:2",
+                    "127.0.0.1:5000/b:1",
+                ][..],
+                2,
+            ),
+            (
+                "registry",
+                &[
+                    "127.0.0.1:5000/a:1",
+                    "127.0.0.1:5000/b:1",
+                    "x.example.com/c",
+                ][..],
+                2,
+            ),
+            (
+                "global",
+                &["127.0.0.1:5000/a:1", "x.example.com/c", "y.example.com/d"][..],
+                1,
+            ),
+            (
+                "nocache",
+                &["127.0.0.1:5000/a:1", "127.0.0.1:5000/a:1"][..],
+                2,
+            ),
+        ] {
+            let c = creds(dir.path(), &state.path().join(name), &[name]);
+            for image in lookups {
+                let found = c.lookup(image, &none).await;
+                assert!(found.errors.is_empty(), "{:?}", found.errors);
+                assert_eq!(found.candidates.len(), 1, "{name} {image}");
+            }
+            assert_eq!(runs(dir.path(), name), want_runs, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_answers_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        counting(dir.path(), "image", "Image", Some("1h"), "u", "0");
+        {
+            let c = creds(dir.path(), state.path(), &["image"]);
+            c.lookup("127.0.0.1:5000/a:1", &Keyring::default()).await;
+        }
+        let c = creds(dir.path(), state.path(), &["image"]);
+        let found = c.lookup("127.0.0.1:5000/a:1", &Keyring::default()).await;
+        assert_eq!(found.candidates.len(), 1);
+        assert_eq!(
+            runs(dir.path(), "image"),
+            1,
+            "served from sled after reopening"
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_lookups_run_the_plugin_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        counting(dir.path(), "slow", "Image", Some("0s"), "u", "0.3");
+        let c = std::sync::Arc::new(creds(dir.path(), state.path(), &["slow"]));
+        let mut tasks = vec![];
+        for _ in 0..10 {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                c.lookup("127.0.0.1:5000/a:1", &Keyring::default())
+                    .await
+                    .candidates
+                    .len()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 1);
+        }
+        assert_eq!(runs(dir.path(), "slow"), 1);
+    }
+
+    #[tokio::test]
+    async fn secrets_first_then_providers_in_config_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        counting(dir.path(), "first", "Image", None, "from-first", "0");
+        counting(dir.path(), "second", "Image", None, "from-second", "0");
+        let c = creds(dir.path(), state.path(), &["first", "second"]);
+        let mut secrets = Keyring::default();
+        secrets
+            .add_dockerconfigjson(
+                br#"{"auths":{"127.0.0.1:5000":{"username":"from-secret","password":"p"}}}"#,
+            )
+            .unwrap();
+        let found = c.lookup("127.0.0.1:5000/a:1", &secrets).await;
+        let order: Vec<(Source, &str)> = found
+            .candidates
+            .iter()
+            .map(|(s, c)| (s.clone(), c.username.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (Source::PullSecret, "from-secret"),
+                (Source::Provider("first".into()), "from-first"),
+                (Source::Provider("second".into()), "from-second"),
+            ]
+        );
+        let other = c.lookup("docker.io/library/busybox", &secrets).await;
+        assert!(
+            other.candidates.is_empty(),
+            "no provider matches: anonymous"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! ([`provider`]), both matched by kubelet's rules ([`matching`]). The pull
 //! engine, its sled journal and the admin API build on these.
 
+pub mod credentials;
 pub mod duration;
 pub mod matching;
 pub mod provider;
