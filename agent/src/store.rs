@@ -54,6 +54,10 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// One flush at a time, on a blocking thread: sled 0.34's
+    /// `flush_async` runs on its own small thread pool and deadlocks when
+    /// many flushes wait there at once (seen with concurrent pulls).
+    flushing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -69,7 +73,12 @@ impl Store {
                 .flush_every_ms(Some(FSYNC_EVERY_MS))
                 .open();
             match opened {
-                Ok(db) => return Ok(Self { db }),
+                Ok(db) => {
+                    return Ok(Self {
+                        db,
+                        flushing: Default::default(),
+                    });
+                }
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock")
                         && std::time::Instant::now() < deadline =>
@@ -88,6 +97,7 @@ impl Store {
         limit: usize,
     ) -> Result<Table<V>, StoreError> {
         Ok(Table {
+            flushing: self.flushing.clone(),
             tree: self.db.open_tree(name)?,
             name: name.to_string(),
             limit,
@@ -98,6 +108,7 @@ impl Store {
 
 /// A bounded map from string keys to `V`, persisted as JSON.
 pub struct Table<V> {
+    flushing: std::sync::Arc<tokio::sync::Mutex<()>>,
     tree: sled::Tree,
     name: String,
     limit: usize,
@@ -109,7 +120,7 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
     /// the table is full (existing keys can always be updated).
     pub async fn put(&self, key: &str, value: &V) -> Result<(), StoreError> {
         self.put_lazy(key, value)?;
-        self.tree.flush_async().await?;
+        self.flush().await?;
         Ok(())
     }
 
@@ -150,7 +161,7 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
     pub async fn remove(&self, key: &str) -> Result<bool, StoreError> {
         let had = self.tree.remove(key)?.is_some();
         if had {
-            self.tree.flush_async().await?;
+            self.flush().await?;
         }
         Ok(had)
     }
@@ -188,9 +199,19 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
             self.tree.remove(k)?;
         }
         if !doomed.is_empty() {
-            self.tree.flush_async().await?;
+            self.flush().await?;
         }
         Ok(doomed.len())
+    }
+
+    /// Makes every write so far durable against a process crash.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.flushing.lock().await;
+        let tree = self.tree.clone();
+        tokio::task::spawn_blocking(move || tree.flush())
+            .await
+            .map_err(|e| StoreError::Db(sled::Error::Io(std::io::Error::other(e.to_string()))))??;
+        Ok(())
     }
 
     /// Number of entries.

@@ -7,4 +7,6 @@ pub mod credentials;
 pub mod duration;
 pub mod matching;
 pub mod provider;
+pub mod pulls;
+pub mod reference;
 pub mod secrets;

@@ -1,0 +1,426 @@
+//! The pull engine. An accepted pull is journaled in sled (flushed) before
+//! its id is returned, then run through CRI `PullImage` on the runtime
+//! itself (not through the agent's socket): per-request timeout, retries
+//! with exponential backoff (capped at 30 s) up to `backoffLimit`, a global
+//! parallelism limit, `IfNotPresent`/`Always`, credentials from the
+//! request's pull secrets, then credential provider plugins, then
+//! anonymous. Identical concurrent pulls (same image and policy) run once
+//! and every waiter gets the result. After a restart, unfinished pulls
+//! resume; finished ones keep their status until a TTL passes. Secrets
+//! never appear in logs or status messages.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cri_proto as cri;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OnceCell, Semaphore, watch};
+
+use super::credentials::{Credentials, Source};
+use super::reference::{self, BadReference};
+use super::secrets::{Keyring, SecretError};
+use crate::store::{Store, StoreError, Table};
+
+/// Cap on the wait between attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// When to pull.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+}
+
+/// A pull as requested.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullSpec {
+    pub image: String,
+    /// `.dockerconfigjson` documents (kept in the journal so a resumed pull
+    /// still has them; the state dir is root-only).
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    #[serde(default = "default_backoff_limit")]
+    pub backoff_limit: u32,
+    #[serde(default)]
+    pub policy: PullPolicy,
+    #[serde(default)]
+    pub sandbox_labels: HashMap<String, String>,
+    #[serde(default)]
+    pub sandbox_annotations: HashMap<String, String>,
+}
+
+fn default_timeout() -> u64 {
+    600
+}
+fn default_backoff_limit() -> u32 {
+    3
+}
+
+impl PullSpec {
+    /// A pull of `image` with the defaults (600 s timeout, 3 retries,
+    /// IfNotPresent).
+    pub fn new(image: &str) -> Self {
+        Self {
+            image: image.to_string(),
+            secrets: vec![],
+            timeout_seconds: default_timeout(),
+            backoff_limit: default_backoff_limit(),
+            policy: PullPolicy::default(),
+            sandbox_labels: HashMap::new(),
+            sandbox_annotations: HashMap::new(),
+        }
+    }
+}
+
+/// Where a pull stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Waiting,
+    Pulling,
+    Succeeded,
+    Failed,
+}
+
+/// A pull's status as reported to callers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullStatus {
+    pub id: String,
+    pub image: String,
+    pub phase: Phase,
+    pub attempts: u32,
+    pub accepted_unix_ms: u64,
+    pub started_unix_ms: Option<u64>,
+    pub completed_unix_ms: Option<u64>,
+    pub image_id: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    spec: PullSpec,
+    status: PullStatus,
+}
+
+/// Why a pull was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Reference(#[from] BadReference),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub runtime: PathBuf,
+    pub parallelism: usize,
+    /// First wait between attempts (doubles each time, capped at 30 s).
+    pub backoff_base: Duration,
+    /// How long finished pulls keep their status.
+    pub ttl: Duration,
+}
+
+type Outcome = Result<String, String>;
+/// One pull in progress, shared by every identical request.
+type SharedPull = Arc<OnceCell<Outcome>>;
+
+/// The node's image puller.
+pub struct PullEngine {
+    config: EngineConfig,
+    credentials: Arc<Credentials>,
+    journal: Table<Record>,
+    slots: Semaphore,
+    shared: Mutex<HashMap<(String, PullPolicy), SharedPull>>,
+    changed: watch::Sender<u64>,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl PullEngine {
+    /// Opens the engine and resumes every unfinished pull in the journal.
+    pub fn start(
+        config: EngineConfig,
+        credentials: Arc<Credentials>,
+        store: &Store,
+    ) -> Result<Arc<Self>, StoreError> {
+        let engine = Arc::new(Self {
+            slots: Semaphore::new(config.parallelism.max(1)),
+            config,
+            credentials,
+            journal: store.table("images.pulls", 100_000)?,
+            shared: Mutex::new(HashMap::new()),
+            changed: watch::channel(0).0,
+            seq: std::sync::atomic::AtomicU64::new(0),
+        });
+        for entry in engine.journal.entries() {
+            match entry {
+                Ok((id, r)) if matches!(r.status.phase, Phase::Waiting | Phase::Pulling) => {
+                    tracing::info!(pull = %id, image = %r.spec.image, "resuming unfinished pull");
+                    tokio::spawn(engine.clone().run(id));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "skipping unreadable pull record"),
+            }
+        }
+        Ok(engine)
+    }
+
+    /// Validates and journals a pull, starts it, and returns its id.
+    pub async fn submit(self: &Arc<Self>, spec: PullSpec) -> Result<String, SubmitError> {
+        reference::validate(&spec.image)?;
+        let mut keyring = Keyring::default();
+        for s in &spec.secrets {
+            keyring.add_dockerconfigjson(s.as_bytes())?;
+        }
+        let now = now_ms();
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("pull-{now:x}-{n:x}");
+        let status = PullStatus {
+            id: id.clone(),
+            image: spec.image.clone(),
+            phase: Phase::Waiting,
+            attempts: 0,
+            accepted_unix_ms: now,
+            started_unix_ms: None,
+            completed_unix_ms: None,
+            image_id: None,
+            message: "waiting for a pull slot".into(),
+        };
+        self.journal.put(&id, &Record { spec, status }).await?;
+        tokio::spawn(self.clone().run(id.clone()));
+        Ok(id)
+    }
+
+    /// The status of pull `id`.
+    pub fn status(&self, id: &str) -> Option<PullStatus> {
+        self.journal.get(id).ok().flatten().map(|r| r.status)
+    }
+
+    /// Every known pull, oldest first.
+    pub fn list(&self) -> Vec<PullStatus> {
+        let mut all: Vec<PullStatus> = self
+            .journal
+            .entries()
+            .filter_map(Result::ok)
+            .map(|(_, r)| r.status)
+            .collect();
+        all.sort_by_key(|s| s.accepted_unix_ms);
+        all
+    }
+
+    /// Waits until pull `id` is finished (or unknown); returns its status.
+    pub async fn wait(&self, id: &str) -> Option<PullStatus> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            let s = self.status(id)?;
+            if matches!(s.phase, Phase::Succeeded | Phase::Failed) {
+                return Some(s);
+            }
+            if rx.changed().await.is_err() {
+                return self.status(id);
+            }
+        }
+    }
+
+    /// Forgets finished pulls older than the TTL; returns how many.
+    pub async fn collect_garbage(&self) -> Result<usize, StoreError> {
+        let cutoff = now_ms().saturating_sub(self.config.ttl.as_millis() as u64);
+        self.journal
+            .retain(|_, r| r.status.completed_unix_ms.is_none_or(|t| t > cutoff))
+            .await
+    }
+
+    async fn update(&self, id: &str, f: impl FnOnce(&mut PullStatus)) -> Option<Record> {
+        let mut r = self.journal.get(id).ok().flatten()?;
+        f(&mut r.status);
+        if let Err(e) = self.journal.put(id, &r).await {
+            tracing::warn!(pull = %id, error = %e, "cannot journal pull status");
+        }
+        self.changed.send_modify(|v| *v += 1);
+        Some(r)
+    }
+
+    async fn run(self: Arc<Self>, id: String) {
+        let Some(record) = self.journal.get(&id).ok().flatten() else {
+            return;
+        };
+        let spec = record.spec;
+        self.update(&id, |s| {
+            s.phase = Phase::Pulling;
+            s.started_unix_ms.get_or_insert(now_ms());
+            s.message = "pulling".into();
+        })
+        .await;
+        let key = (spec.image.clone(), spec.policy);
+        let mut attempts = record.status.attempts;
+        let mut backoff = self.config.backoff_base;
+        let outcome = loop {
+            attempts += 1;
+            self.update(&id, |s| s.attempts = attempts).await;
+            let cell = {
+                let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+                shared.entry(key.clone()).or_default().clone()
+            };
+            // Only the pull that does the work takes a parallelism slot;
+            // identical requests just wait for its result.
+            let outcome = cell
+                .get_or_init(|| async {
+                    let _slot = self.slots.acquire().await;
+                    self.attempt(&spec).await
+                })
+                .await
+                .clone();
+            self.shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            match outcome {
+                Ok(image_id) => break Ok(image_id),
+                Err(msg) if attempts > spec.backoff_limit => break Err(msg),
+                Err(msg) => {
+                    tracing::info!(pull = %id, image = %spec.image, attempt = attempts, error = %msg, retry_in_ms = backoff.as_millis() as u64, "pull failed; retrying");
+                    self.update(&id, |s| {
+                        s.message = format!("attempt {attempts} failed: {msg}; retrying")
+                    })
+                    .await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        let done = self
+            .update(&id, |s| {
+                s.completed_unix_ms = Some(now_ms());
+                match &outcome {
+                    Ok(image_id) => {
+                        s.phase = Phase::Succeeded;
+                        s.image_id = Some(image_id.clone());
+                        s.message = "pulled".into();
+                    }
+                    Err(msg) => {
+                        s.phase = Phase::Failed;
+                        s.message = format!("failed after {attempts} attempts: {msg}");
+                    }
+                }
+            })
+            .await;
+        if let Some(r) = done {
+            tracing::info!(pull = %id, image = %spec.image, phase = ?r.status.phase, attempts, "pull finished");
+        }
+    }
+
+    /// One attempt: present already (IfNotPresent), else try each
+    /// credential, then anonymous. `Ok` is the image id.
+    async fn attempt(&self, spec: &PullSpec) -> Outcome {
+        let channel = containerd_client::connect(&self.config.runtime)
+            .await
+            .map_err(|e| format!("runtime: {e}"))?;
+        let mut images = cri::image_service_client::ImageServiceClient::new(channel);
+        let image_spec = cri::ImageSpec {
+            image: spec.image.clone(),
+            ..Default::default()
+        };
+        if spec.policy == PullPolicy::IfNotPresent {
+            let present = images
+                .image_status(cri::ImageStatusRequest {
+                    image: Some(image_spec.clone()),
+                    verbose: false,
+                })
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().image);
+            if let Some(img) = present {
+                return Ok(img.id);
+            }
+        }
+        let mut keyring = Keyring::default();
+        for s in &spec.secrets {
+            keyring
+                .add_dockerconfigjson(s.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        let lookup = self.credentials.lookup(&spec.image, &keyring).await;
+        for e in &lookup.errors {
+            tracing::warn!(image = %spec.image, error = %e, "credential provider failed; trying the next source");
+        }
+        let mut tried: Vec<String> = vec![];
+        let attempts = lookup
+            .candidates
+            .iter()
+            .map(|(s, c)| (Some(s.clone()), Some(c.clone())))
+            .chain([(None, None)]);
+        let mut last = String::new();
+        for (source, cred) in attempts {
+            let label = match &source {
+                Some(Source::PullSecret) => "pull secret".to_string(),
+                Some(Source::Provider(p)) => format!("provider {p}"),
+                None => "anonymous".to_string(),
+            };
+            let auth = cred.map(|c| cri::AuthConfig {
+                username: c.username,
+                password: c.password,
+                ..Default::default()
+            });
+            let request = cri::PullImageRequest {
+                image: Some(image_spec.clone()),
+                auth,
+                sandbox_config: Some(cri::PodSandboxConfig {
+                    labels: spec.sandbox_labels.clone(),
+                    annotations: spec.sandbox_annotations.clone(),
+                    ..Default::default()
+                }),
+            };
+            let pulled = tokio::time::timeout(
+                Duration::from_secs(spec.timeout_seconds),
+                images.pull_image(request),
+            )
+            .await;
+            match pulled {
+                Ok(Ok(r)) => return Ok(r.into_inner().image_ref),
+                Ok(Err(status)) => {
+                    let msg = status.message().to_string();
+                    let auth_failure = msg.contains("401")
+                        || msg.contains("403")
+                        || msg.to_lowercase().contains("unauthorized");
+                    tried.push(format!(
+                        "{label}: {}",
+                        if auth_failure {
+                            "unauthorized"
+                        } else {
+                            "failed"
+                        }
+                    ));
+                    last = format!("{:?}: {msg}", status.code());
+                    if !auth_failure {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    tried.push(format!("{label}: timed out"));
+                    last = format!("timed out after {} s", spec.timeout_seconds);
+                    break;
+                }
+            }
+        }
+        let mut msg = format!("{last} (tried {})", tried.join(", "));
+        for e in lookup.errors {
+            msg.push_str(&format!("; {e}"));
+        }
+        Err(msg)
+    }
+}
