@@ -18,6 +18,21 @@ fn long(name: &str) -> ContainerSpec {
     ContainerSpec::shell(name, "exec sleep 600")
 }
 
+/// Spec order main, sidecar; the stamp says the sidecar starts first.
+fn main_after_sidecar(name: &str) -> PodSpec {
+    PodSpec::new(
+        name,
+        vec![
+            long("main"),
+            long("sidecar").env("KRUISE_CONTAINER_PRIORITY", "1"),
+        ],
+    )
+    .annotate(
+        "keelson.io/container-priorities",
+        r#"{"main":0,"sidecar":1}"#,
+    )
+}
+
 /// Runs the pod until all `names` run; returns their start times.
 async fn run_all(
     k: &mut Kubelet,
@@ -48,18 +63,7 @@ fn order(started: &[(String, i64)]) -> Vec<&str> {
 async fn stamped_priorities_override_spec_order() {
     let node = Node::start();
     let mut k = node.via_agent().await;
-    // Spec order main, sidecar; the sidecar must start first.
-    let spec = PodSpec::new(
-        "two-level",
-        vec![
-            long("main"),
-            long("sidecar").env("KRUISE_CONTAINER_PRIORITY", "1"),
-        ],
-    )
-    .annotate(
-        "keelson.io/container-priorities",
-        r#"{"main":0,"sidecar":1}"#,
-    );
+    let spec = main_after_sidecar("two-level");
     let (pod, started) = run_all(&mut k, spec, &["main", "sidecar"]).await;
     assert_eq!(order(&started), ["sidecar", "main"]);
     let refused = pod.errors("main");
@@ -218,17 +222,7 @@ async fn a_higher_priority_container_that_never_starts_is_reported_and_contained
 async fn a_start_arriving_while_the_higher_one_is_starting_is_held_then_released() {
     let node = Node::start();
     let mut k = node.via_agent().await;
-    let spec = PodSpec::new(
-        "held",
-        vec![
-            long("main"),
-            long("sidecar").env("KRUISE_CONTAINER_PRIORITY", "1"),
-        ],
-    )
-    .annotate(
-        "keelson.io/container-priorities",
-        r#"{"main":0,"sidecar":1}"#,
-    );
+    let spec = main_after_sidecar("held");
     let (sandbox, ids) = k.create_unstarted(&spec).await.unwrap();
     // Two callers: the sidecar's start is on its way when main's arrives.
     let mut other = k.runtime.clone();
