@@ -47,7 +47,14 @@ pub struct FileConfig {
     pub worker_threads: Option<usize>,
     pub launch_hold_seconds: Option<u64>,
     pub default_restart_policy: Option<RestartPolicy>,
+    pub admin_socket: Option<PathBuf>,
+    pub credential_provider_config: Option<PathBuf>,
+    pub credential_provider_bin_dir: Option<PathBuf>,
+    pub pull_parallelism: Option<usize>,
 }
+
+/// Default socket of the local admin API.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/keelson/admin.sock";
 
 /// A pod's restartPolicy (CRI does not carry it; see the README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -87,6 +94,13 @@ pub struct Config {
     pub launch_hold: Duration,
     /// Restart policy assumed for pods without the webhook's stamp.
     pub default_restart_policy: RestartPolicy,
+    /// Root-only socket of the local admin API.
+    pub admin_socket: PathBuf,
+    /// Kubelet-style credential provider config and plugin dir (both or
+    /// neither).
+    pub credential_providers: Option<(PathBuf, PathBuf)>,
+    /// Most image pulls running at once.
+    pub pull_parallelism: usize,
 }
 
 /// Why the configuration is unusable.
@@ -112,6 +126,8 @@ pub enum ConfigError {
     MissingEndpoint { path: PathBuf },
     #[error("worker-threads must be at least 1")]
     Workers,
+    #[error("credential-provider-config and credential-provider-bin-dir go together")]
+    ProviderPair,
 }
 
 impl FileConfig {
@@ -175,6 +191,27 @@ impl Config {
                 .default_restart_policy
                 .or(file.default_restart_policy)
                 .unwrap_or_default(),
+            admin_socket: flags
+                .admin_socket
+                .or(file.admin_socket)
+                .unwrap_or_else(|| DEFAULT_ADMIN_SOCKET.into()),
+            credential_providers: match (
+                flags
+                    .credential_provider_config
+                    .or(file.credential_provider_config),
+                flags
+                    .credential_provider_bin_dir
+                    .or(file.credential_provider_bin_dir),
+            ) {
+                (Some(c), Some(b)) => Some((c, b)),
+                (None, None) => None,
+                _ => return Err(ConfigError::ProviderPair),
+            },
+            pull_parallelism: flags
+                .pull_parallelism
+                .or(file.pull_parallelism)
+                .unwrap_or(4)
+                .max(1),
         })
     }
 

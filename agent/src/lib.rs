@@ -2,8 +2,10 @@
 //! socket handling ([`listener`]), settings ([`config`]) and the assembly
 //! that runs them ([`run`]). Node features plug in as [`cri::Hook`]s.
 
+pub mod admin;
 pub mod config;
 pub mod cri;
+pub mod ctl;
 pub mod events;
 pub mod images;
 pub mod kruise;
@@ -33,7 +35,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
     let store = store::Store::open(&config.state_dir)?;
-    let (hooks, _features) = node::install(&config, &store, &runtime).await?;
+    let (hooks, features) = node::install(&config, &store, &runtime).await?;
+    let admin = listener::bind(&config.admin_socket, &listener::SocketAccess::default())
+        .with_context(|| format!("admin socket {}", config.admin_socket.display()))?;
+    let admin_listener = {
+        let mut admin_listening = listener::Listening::Bound(admin);
+        let l = admin_listening.take().context("admin listener")?;
+        (
+            tokio::net::UnixListener::from_std(l).context("registering admin listener")?,
+            admin_listening,
+        )
+    };
+    let admin_task = tokio::spawn(admin::serve(admin_listener.0, features.pulls.clone()));
 
     let mut listening = listener::open(
         &config.listen,
@@ -65,6 +78,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!(connections, "grace period over; abandoning in-flight calls")
         }
     }
+    admin_task.abort();
+    drop(admin_listener.1);
     drop(listening);
     Ok(())
 }

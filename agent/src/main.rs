@@ -1,15 +1,19 @@
-//! `keelson-agent`: parses flags, sets up logging and runs the agent.
+//! `keelson-agent`: parses flags, sets up logging and runs the agent; or,
+//! as `keelson-agent ctl …`, talks to a running agent's admin API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use keelson_agent::config::{Config, FileConfig, LogFormat, Overrides, RestartPolicy};
+use keelson_agent::ctl;
 
 /// Keelson node agent: a CRI proxy between kubelet and the container runtime.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML file with the same keys as these flags (flags win).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -43,10 +47,31 @@ struct Args {
     /// Restart policy of pods without the keelson.io/restart-policy annotation [default: Never].
     #[arg(long, value_enum)]
     default_restart_policy: Option<RestartPolicy>,
+    /// Root-only socket of the local admin API [default: /run/keelson/admin.sock].
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
+    /// Kubelet CredentialProviderConfig file (as kubelet's --image-credential-provider-config).
+    #[arg(long)]
+    credential_provider_config: Option<PathBuf>,
+    /// Directory of credential provider plugins (as kubelet's --image-credential-provider-bin-dir).
+    #[arg(long)]
+    credential_provider_bin_dir: Option<PathBuf>,
+    /// Most image pulls at once [default: 4].
+    #[arg(long)]
+    pull_parallelism: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Talk to a running agent through its admin API.
+    Ctl(ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Ctl(ctl_args)) = args.command {
+        return ctl::main(ctl_args);
+    }
     let file = match &args.config {
         Some(path) => match FileConfig::load(path) {
             Ok(f) => f,
@@ -65,6 +90,10 @@ fn main() -> ExitCode {
         worker_threads: args.worker_threads,
         launch_hold_seconds: args.launch_hold_seconds,
         default_restart_policy: args.default_restart_policy,
+        admin_socket: args.admin_socket,
+        credential_provider_config: args.credential_provider_config,
+        credential_provider_bin_dir: args.credential_provider_bin_dir,
+        pull_parallelism: args.pull_parallelism,
     };
     let config = match Config::merge(flags, file) {
         Ok(c) => c,

@@ -9,10 +9,13 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::cri::HookSet;
 use crate::events::RuntimeEvents;
+use crate::images::credentials::Credentials;
+use crate::images::provider;
+use crate::images::pulls::{EngineConfig, PullEngine};
 use crate::pods::{self, PodBook, PodBookHook};
 use crate::priority::{LaunchGate, RunningIsReady};
 use crate::sidecar::SidecarTerminator;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// How often runtimes without an event service are polled.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -20,6 +23,7 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Background parts of the features; dropping it stops them.
 pub struct Features {
     pub book: Arc<PodBook>,
+    pub pulls: Arc<PullEngine>,
     _events: RuntimeEvents,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -37,7 +41,7 @@ pub async fn install(
     config: &Config,
     store: &Store,
     runtime: &Path,
-) -> Result<(HookSet, Features), StoreError> {
+) -> anyhow::Result<(HookSet, Features)> {
     let book = PodBook::open(store)?;
     let events = RuntimeEvents::start(runtime, POLL_EVERY);
     let terminator = SidecarTerminator::new(
@@ -56,6 +60,36 @@ pub async fn install(
         tokio::spawn(terminator.clone().run()),
     ];
 
+    let providers = match &config.credential_providers {
+        Some((file, bin)) => provider::load(file, bin)?,
+        None => vec![],
+    };
+    let credentials = Arc::new(Credentials::new(
+        providers,
+        provider::DEFAULT_TIMEOUT,
+        store,
+    )?);
+    let pulls = PullEngine::start(
+        EngineConfig {
+            runtime: runtime.to_path_buf(),
+            parallelism: config.pull_parallelism,
+            backoff_base: Duration::from_secs(1),
+            ttl: Duration::from_secs(24 * 3600),
+        },
+        credentials,
+        store,
+    )?;
+    let mut tasks = tasks;
+    let gc = pulls.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            if let Err(e) = gc.collect_garbage().await {
+                tracing::warn!(error = %e, "collecting finished pulls failed");
+            }
+        }
+    }));
+
     let mut hooks = HookSet::new();
     hooks.register(Arc::new(PodBookHook::new(book.clone())));
     hooks.register(Arc::new(LaunchGate::new(
@@ -68,6 +102,7 @@ pub async fn install(
         hooks,
         Features {
             book,
+            pulls,
             _events: events,
             tasks,
         },

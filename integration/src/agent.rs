@@ -97,6 +97,8 @@ impl Agent {
             .arg(runtime)
             .arg("--state-dir")
             .arg(self.dir.path().join("state"))
+            .arg("--admin-socket")
+            .arg(self.admin_socket())
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -110,6 +112,11 @@ impl Agent {
     /// The agent's CRI socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("cri.sock")
+    }
+
+    /// The agent's admin API socket.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
     }
 
     /// The agent's log file.

@@ -103,10 +103,12 @@ pub async fn raw_call(socket: &Path, path: &str, request: &[u8]) -> crate::Resul
     })
 }
 
-/// Whether a failed call provably never left the client: the connection
-/// was going away (HTTP/2 GOAWAY) before the request was written. grpc-go,
-/// and so kubelet, retries such calls transparently; tonic does not, so
-/// drivers that mimic kubelet use [`transparently`].
+/// Whether a failed call provably was not processed by the server: the
+/// connection was going away before the request was written, or the server
+/// refused the stream (REFUSED_STREAM, or a graceful GOAWAY (NO_ERROR)
+/// whose last stream id is below it: HTTP/2 guarantees such streams were
+/// not processed). grpc-go, and so kubelet, retries these transparently;
+/// tonic does not, so drivers that mimic kubelet use [`transparently`].
 pub fn never_sent(status: &tonic::Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(err) = source {
@@ -116,14 +118,24 @@ pub fn never_sent(status: &tonic::Status) -> bool {
         {
             return true;
         }
+        if let Some(h) = err.downcast_ref::<h2::Error>() {
+            let refused = h.reason() == Some(h2::Reason::REFUSED_STREAM);
+            let graceful_goaway =
+                h.is_go_away() && h.is_remote() && h.reason() == Some(h2::Reason::NO_ERROR);
+            if refused || graceful_goaway {
+                return true;
+            }
+        }
         source = err.source();
     }
     false
 }
 
-/// Runs `call`, retrying (up to 3 times) while it fails without having been
-/// sent, as grpc-go's transparent retry does. Returns the result and the
-/// number of transparent retries.
+/// Runs `call`, retrying while it fails without having been processed, as
+/// grpc-go's transparent retry does. grpc-go sends the retry on a fresh
+/// connection at once; tonic's channel may hand out the dying one for a
+/// moment more, so retries are spaced by 5 ms (bounded: 1 s in all).
+/// Returns the result and the number of transparent retries.
 pub async fn transparently<T, F, Fut>(mut call: F) -> (Result<T, tonic::Status>, u32)
 where
     F: FnMut() -> Fut,
@@ -132,7 +144,10 @@ where
     let mut retries = 0;
     loop {
         match call().await {
-            Err(e) if retries < 3 && never_sent(&e) => retries += 1,
+            Err(e) if retries < 200 && never_sent(&e) => {
+                retries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
             other => return (other, retries),
         }
     }

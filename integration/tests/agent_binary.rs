@@ -25,10 +25,11 @@ fn config_file_json_logs_socket_mode_and_clean_stop() {
     fs::write(
         &config,
         format!(
-            "listen = \"{}\"\nruntime-endpoint = \"unix://{}\"\nstate-dir = \"{}\"\nlogging-format = \"json\"\nlog-level = \"debug\"\n",
+            "listen = \"{}\"\nruntime-endpoint = \"unix://{}\"\nstate-dir = \"{}\"\nadmin-socket = \"{}\"\nlogging-format = \"json\"\nlog-level = \"debug\"\n",
             sock.display(),
             runtime.display(),
-            dir.path().join("state").display()
+            dir.path().join("state").display(),
+            dir.path().join("admin.sock").display()
         ),
     )
     .unwrap();
@@ -86,6 +87,8 @@ fn a_second_agent_on_the_same_socket_is_refused() {
         .arg(&runtime)
         .arg("--state-dir")
         .arg(dir.path().join("state2"))
+        .arg("--admin-socket")
+        .arg(dir.path().join("admin2.sock"))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -109,6 +112,10 @@ fn start_up_errors_say_what_is_wrong() {
             .args([
                 "--state-dir",
                 &dir.path().join("state").display().to_string(),
+            ])
+            .args([
+                "--admin-socket",
+                &dir.path().join("admin.sock").display().to_string(),
             ])
             .args(args)
             .output()

@@ -143,6 +143,7 @@ pub struct PullEngine {
     shared: Mutex<HashMap<(String, PullPolicy), SharedPull>>,
     changed: watch::Sender<u64>,
     seq: std::sync::atomic::AtomicU64,
+    running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
 
 fn now_ms() -> u64 {
@@ -166,12 +167,13 @@ impl PullEngine {
             shared: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             seq: std::sync::atomic::AtomicU64::new(0),
+            running: Mutex::new(HashMap::new()),
         });
         for entry in engine.journal.entries() {
             match entry {
                 Ok((id, r)) if matches!(r.status.phase, Phase::Waiting | Phase::Pulling) => {
                     tracing::info!(pull = %id, image = %r.spec.image, "resuming unfinished pull");
-                    tokio::spawn(engine.clone().run(id));
+                    engine.spawn(id);
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "skipping unreadable pull record"),
@@ -202,8 +204,40 @@ impl PullEngine {
             message: "waiting for a pull slot".into(),
         };
         self.journal.put(&id, &Record { spec, status }).await?;
-        tokio::spawn(self.clone().run(id.clone()));
+        self.spawn(id.clone());
         Ok(id)
+    }
+
+    fn spawn(self: &Arc<Self>, id: String) {
+        let task = tokio::spawn(self.clone().run(id.clone()));
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, task.abort_handle());
+    }
+
+    /// Cancels an unfinished pull (it ends Failed, "cancelled"); `None`
+    /// when the id is unknown, the unchanged status when it had finished.
+    pub async fn cancel(&self, id: &str) -> Option<PullStatus> {
+        let status = self.status(id)?;
+        if matches!(status.phase, Phase::Succeeded | Phase::Failed) {
+            return Some(status);
+        }
+        if let Some(task) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+        {
+            task.abort();
+        }
+        self.update(id, |s| {
+            s.phase = Phase::Failed;
+            s.completed_unix_ms = Some(now_ms());
+            s.message = "cancelled".into();
+        })
+        .await
+        .map(|r| r.status)
     }
 
     /// The status of pull `id`.
@@ -322,6 +356,10 @@ impl PullEngine {
         if let Some(r) = done {
             tracing::info!(pull = %id, image = %spec.image, phase = ?r.status.phase, attempts, "pull finished");
         }
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     /// One attempt: present already (IfNotPresent), else try each

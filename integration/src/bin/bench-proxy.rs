@@ -306,6 +306,8 @@ async fn measure_startup(
             .arg(runtime)
             .arg("--state-dir")
             .arg(dir.path().join("state"))
+            .arg("--admin-socket")
+            .arg(dir.path().join("admin.sock"))
             .args(&args)
             .stderr(std::process::Stdio::null())
             .spawn()?;

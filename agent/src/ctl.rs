@@ -1,0 +1,277 @@
+//! `keelson-agent ctl`: the command-line client of the admin API.
+//! Human-readable output by default, `-o json` for scripts.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+use crate::config::DEFAULT_ADMIN_SOCKET;
+use crate::images::pulls::{Phase, PullPolicy, PullSpec, PullStatus};
+
+/// `ctl` options.
+#[derive(clap::Args, Debug)]
+pub struct CtlArgs {
+    /// Admin socket of the agent.
+    #[arg(long, default_value = DEFAULT_ADMIN_SOCKET)]
+    admin_socket: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    output: Output,
+    #[command(subcommand)]
+    op: Op,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Op {
+    /// Pull an image on this node and wait for the result (progress on stderr).
+    Pull {
+        image: String,
+        /// A `.dockerconfigjson` file with pull credentials (repeatable).
+        #[arg(long)]
+        secret: Vec<PathBuf>,
+        /// Seconds one attempt may take.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Always or IfNotPresent.
+        #[arg(long, value_parser = ["Always", "IfNotPresent"], default_value = "IfNotPresent")]
+        policy: String,
+        /// Retries after the first attempt.
+        #[arg(long, default_value_t = 3)]
+        backoff_limit: u32,
+        /// Return the pull id at once instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List pulls with their status.
+    Pulls,
+    /// Show one pull.
+    PullStatus { id: String },
+    /// Cancel an unfinished pull.
+    Cancel { id: String },
+}
+
+/// Runs a `ctl` command; exit 0 on success, 1 on a failed pull or error.
+pub fn main(args: CtlArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keelson-agent ctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("keelson-agent ctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn call(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<(u16, Bytes)> {
+    use anyhow::Context;
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to the agent's admin socket {} (is the agent running, and are you root?)", socket.display()))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "keelson-agent")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    let resp = send.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok((status, bytes))
+}
+
+fn api_error(status: u16, body: &Bytes) -> anyhow::Error {
+    let msg = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    anyhow::anyhow!("{msg} (HTTP {status})")
+}
+
+fn human(s: &PullStatus) -> String {
+    let elapsed = match (s.started_unix_ms, s.completed_unix_ms) {
+        (Some(a), Some(b)) => format!("{:.1}s", (b.saturating_sub(a)) as f64 / 1000.0),
+        _ => "-".into(),
+    };
+    format!(
+        "{:<28} {:<10} {:>8} {:>3}  {}  {}{}",
+        s.id,
+        format!("{:?}", s.phase),
+        elapsed,
+        s.attempts,
+        s.image,
+        s.message,
+        s.image_id
+            .as_ref()
+            .map(|i| format!(" ({i})"))
+            .unwrap_or_default()
+    )
+}
+
+async fn status(socket: &Path, id: &str) -> anyhow::Result<PullStatus> {
+    let (code, body) = call(socket, "GET", &format!("/v1/pulls/{id}"), None).await?;
+    if code != 200 {
+        return Err(api_error(code, &body));
+    }
+    Ok(serde_json::from_slice(&body)?)
+}
+
+async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
+    let socket = args.admin_socket.as_path();
+    let json = args.output == Output::Json;
+    match args.op {
+        Op::Pull {
+            image,
+            secret,
+            timeout,
+            policy,
+            backoff_limit,
+            no_wait,
+        } => {
+            let mut spec = PullSpec::new(&image);
+            spec.timeout_seconds = timeout;
+            spec.backoff_limit = backoff_limit;
+            spec.policy = if policy == "Always" {
+                PullPolicy::Always
+            } else {
+                PullPolicy::IfNotPresent
+            };
+            for f in secret {
+                spec.secrets.push(
+                    std::fs::read_to_string(&f)
+                        .map_err(|e| anyhow::anyhow!("reading secret {}: {e}", f.display()))?,
+                );
+            }
+            let (code, body) = call(
+                socket,
+                "POST",
+                "/v1/pulls",
+                Some(serde_json::to_vec(&spec)?),
+            )
+            .await?;
+            if code != 202 {
+                return Err(api_error(code, &body));
+            }
+            let id = serde_json::from_slice::<serde_json::Value>(&body)?["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if no_wait {
+                println!(
+                    "{}",
+                    if json {
+                        serde_json::json!({ "id": id }).to_string()
+                    } else {
+                        id
+                    }
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let started = Instant::now();
+            let mut last = (None, 0);
+            let done = loop {
+                let s = status(socket, &id).await?;
+                if last != (Some(s.phase), s.attempts) && !json {
+                    eprintln!(
+                        "{} {:?} attempt {} after {:.1}s: {}",
+                        s.id,
+                        s.phase,
+                        s.attempts,
+                        started.elapsed().as_secs_f64(),
+                        s.message
+                    );
+                    last = (Some(s.phase), s.attempts);
+                }
+                if matches!(s.phase, Phase::Succeeded | Phase::Failed) {
+                    break s;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
+            println!(
+                "{}",
+                if json {
+                    serde_json::to_string(&done)?
+                } else {
+                    human(&done)
+                }
+            );
+            Ok(if done.phase == Phase::Succeeded {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Op::Pulls => {
+            let (code, body) = call(socket, "GET", "/v1/pulls", None).await?;
+            if code != 200 {
+                return Err(api_error(code, &body));
+            }
+            let all: Vec<PullStatus> = serde_json::from_slice(&body)?;
+            if json {
+                println!("{}", serde_json::to_string(&all)?);
+            } else {
+                println!(
+                    "{:<28} {:<10} {:>8} {:>3}  IMAGE  MESSAGE",
+                    "ID", "PHASE", "TOOK", "TRY"
+                );
+                for s in &all {
+                    println!("{}", human(s));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Op::PullStatus { id } => {
+            let s = status(socket, &id).await?;
+            println!(
+                "{}",
+                if json {
+                    serde_json::to_string(&s)?
+                } else {
+                    human(&s)
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Op::Cancel { id } => {
+            let (code, body) = call(socket, "DELETE", &format!("/v1/pulls/{id}"), None).await?;
+            if code != 200 {
+                return Err(api_error(code, &body));
+            }
+            let s: PullStatus = serde_json::from_slice(&body)?;
+            println!(
+                "{}",
+                if json {
+                    serde_json::to_string(&s)?
+                } else {
+                    human(&s)
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
