@@ -133,12 +133,35 @@ fn human(s: &PullStatus) -> String {
     )
 }
 
-async fn status(socket: &Path, id: &str) -> anyhow::Result<PullStatus> {
-    let (code, body) = call(socket, "GET", &format!("/v1/pulls/{id}"), None).await?;
-    if code != 200 {
+/// Calls the API and decodes a JSON answer, expecting HTTP `want`.
+async fn fetch<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    want: u16,
+) -> anyhow::Result<T> {
+    let (code, body) = call(socket, method, path, None).await?;
+    if code != want {
         return Err(api_error(code, &body));
     }
     Ok(serde_json::from_slice(&body)?)
+}
+
+async fn status(socket: &Path, id: &str) -> anyhow::Result<PullStatus> {
+    fetch(socket, "GET", &format!("/v1/pulls/{id}"), 200).await
+}
+
+/// Prints one pull as JSON or as a table row.
+fn show(s: &PullStatus, json: bool) -> anyhow::Result<()> {
+    println!(
+        "{}",
+        if json {
+            serde_json::to_string(s)?
+        } else {
+            human(s)
+        }
+    );
+    Ok(())
 }
 
 async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
@@ -212,14 +235,7 @@ async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             };
-            println!(
-                "{}",
-                if json {
-                    serde_json::to_string(&done)?
-                } else {
-                    human(&done)
-                }
-            );
+            show(&done, json)?;
             Ok(if done.phase == Phase::Succeeded {
                 ExitCode::SUCCESS
             } else {
@@ -227,11 +243,7 @@ async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             })
         }
         Op::Pulls => {
-            let (code, body) = call(socket, "GET", "/v1/pulls", None).await?;
-            if code != 200 {
-                return Err(api_error(code, &body));
-            }
-            let all: Vec<PullStatus> = serde_json::from_slice(&body)?;
+            let all: Vec<PullStatus> = fetch(socket, "GET", "/v1/pulls", 200).await?;
             if json {
                 println!("{}", serde_json::to_string(&all)?);
             } else {
@@ -246,31 +258,14 @@ async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Op::PullStatus { id } => {
-            let s = status(socket, &id).await?;
-            println!(
-                "{}",
-                if json {
-                    serde_json::to_string(&s)?
-                } else {
-                    human(&s)
-                }
-            );
+            show(&status(socket, &id).await?, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Op::Cancel { id } => {
-            let (code, body) = call(socket, "DELETE", &format!("/v1/pulls/{id}"), None).await?;
-            if code != 200 {
-                return Err(api_error(code, &body));
-            }
-            let s: PullStatus = serde_json::from_slice(&body)?;
-            println!(
-                "{}",
-                if json {
-                    serde_json::to_string(&s)?
-                } else {
-                    human(&s)
-                }
-            );
+            show(
+                &fetch(socket, "DELETE", &format!("/v1/pulls/{id}"), 200).await?,
+                json,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }
