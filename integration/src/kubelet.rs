@@ -261,18 +261,7 @@ impl Kubelet {
     /// Runs the sandbox, then creates and starts each container in order,
     /// continuing after a failed one (as kubelet's SyncPod does).
     pub async fn run_pod(&mut self, spec: PodSpec) -> crate::Result<Pod> {
-        std::fs::create_dir_all(self.pod_log_dir(&spec))?;
-        let config = self.sandbox_config(&spec);
-        let sandbox_id = self
-            .runtime
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .context("RunPodSandbox")?
-            .into_inner()
-            .pod_sandbox_id;
+        let (sandbox_id, config) = self.run_sandbox(&spec).await?;
         let mut runs = Vec::new();
         for c in &spec.containers {
             runs.push(
@@ -287,6 +276,47 @@ impl Kubelet {
         })
     }
 
+    /// Creates the pod's log dir and runs its sandbox; returns the sandbox
+    /// id and the config it was run with.
+    async fn run_sandbox(
+        &mut self,
+        spec: &PodSpec,
+    ) -> crate::Result<(String, cri::PodSandboxConfig)> {
+        std::fs::create_dir_all(self.pod_log_dir(spec))?;
+        let config = self.sandbox_config(spec);
+        let sandbox_id = self
+            .runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .context("RunPodSandbox")?
+            .into_inner()
+            .pod_sandbox_id;
+        Ok((sandbox_id, config))
+    }
+
+    /// CreateContainer for container `c` (restart `attempt`) of the pod.
+    async fn create(
+        &mut self,
+        spec: &PodSpec,
+        sandbox_id: &str,
+        sandbox_config: &cri::PodSandboxConfig,
+        c: &ContainerSpec,
+        attempt: u32,
+    ) -> Result<String, Status> {
+        let config = self.container_config(spec, c, attempt);
+        self.runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id.into(),
+                config: Some(config),
+                sandbox_config: Some(sandbox_config.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
     /// CreateContainer + StartContainer for one container.
     pub async fn start_container(
         &mut self,
@@ -296,16 +326,11 @@ impl Kubelet {
         c: &ContainerSpec,
         attempt: u32,
     ) -> ContainerRun {
-        let created = self
-            .runtime
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: sandbox_id.into(),
-                config: Some(self.container_config(spec, c, attempt)),
-                sandbox_config: Some(sandbox_config.clone()),
-            })
-            .await;
-        let id = match created {
-            Ok(r) => r.into_inner().container_id,
+        let id = match self
+            .create(spec, sandbox_id, sandbox_config, c, attempt)
+            .await
+        {
+            Ok(id) => id,
             Err(error) => {
                 return ContainerRun {
                     name: c.name.clone(),
@@ -357,31 +382,13 @@ impl Kubelet {
         &mut self,
         spec: &PodSpec,
     ) -> crate::Result<(String, HashMap<String, String>)> {
-        std::fs::create_dir_all(self.pod_log_dir(spec))?;
-        let sandbox_config = self.sandbox_config(spec);
-        let sandbox_id = self
-            .runtime
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(sandbox_config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .context("RunPodSandbox")?
-            .into_inner()
-            .pod_sandbox_id;
+        let (sandbox_id, sandbox_config) = self.run_sandbox(spec).await?;
         let mut ids = HashMap::new();
         for c in &spec.containers {
             let id = self
-                .runtime
-                .create_container(cri::CreateContainerRequest {
-                    pod_sandbox_id: sandbox_id.clone(),
-                    config: Some(self.container_config(spec, c, 0)),
-                    sandbox_config: Some(sandbox_config.clone()),
-                })
+                .create(spec, &sandbox_id, &sandbox_config, c, 0)
                 .await
-                .context("CreateContainer")?
-                .into_inner()
-                .container_id;
+                .context("CreateContainer")?;
             ids.insert(c.name.clone(), id);
         }
         Ok((sandbox_id, ids))
@@ -509,18 +516,7 @@ impl Kubelet {
         spec: PodSpec,
         policy: RestartPolicy,
     ) -> crate::Result<SyncedPod> {
-        std::fs::create_dir_all(self.pod_log_dir(&spec))?;
-        let sandbox_config = self.sandbox_config(&spec);
-        let sandbox_id = self
-            .runtime
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(sandbox_config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .context("RunPodSandbox")?
-            .into_inner()
-            .pod_sandbox_id;
+        let (sandbox_id, sandbox_config) = self.run_sandbox(&spec).await?;
         let mut pod = SyncedPod {
             spec,
             policy,
