@@ -51,6 +51,8 @@ pub struct FileConfig {
     pub credential_provider_config: Option<PathBuf>,
     pub credential_provider_bin_dir: Option<PathBuf>,
     pub pull_parallelism: Option<usize>,
+    pub credential_provider_timeout_seconds: Option<u64>,
+    pub pull_status_ttl_seconds: Option<u64>,
 }
 
 /// Default socket of the local admin API.
@@ -101,6 +103,10 @@ pub struct Config {
     pub credential_providers: Option<(PathBuf, PathBuf)>,
     /// Most image pulls running at once.
     pub pull_parallelism: usize,
+    /// Longest one credential provider plugin run may take.
+    pub credential_provider_timeout: Duration,
+    /// How long finished pulls keep their status.
+    pub pull_status_ttl: Duration,
 }
 
 /// Why the configuration is unusable.
@@ -128,6 +134,8 @@ pub enum ConfigError {
     Workers,
     #[error("credential-provider-config and credential-provider-bin-dir go together")]
     ProviderPair,
+    #[error("credential-provider-timeout-seconds must be at least 1")]
+    ZeroTimeout,
 }
 
 impl FileConfig {
@@ -212,6 +220,20 @@ impl Config {
                 .or(file.pull_parallelism)
                 .unwrap_or(4)
                 .max(1),
+            credential_provider_timeout: match flags
+                .credential_provider_timeout_seconds
+                .or(file.credential_provider_timeout_seconds)
+            {
+                Some(0) => return Err(ConfigError::ZeroTimeout),
+                Some(s) => Duration::from_secs(s),
+                None => crate::images::provider::DEFAULT_TIMEOUT,
+            },
+            pull_status_ttl: Duration::from_secs(
+                flags
+                    .pull_status_ttl_seconds
+                    .or(file.pull_status_ttl_seconds)
+                    .unwrap_or(24 * 3600),
+            ),
         })
     }
 
@@ -317,6 +339,18 @@ mod tests {
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(c.launch_hold, Duration::from_secs(30));
         assert_eq!(c.default_restart_policy, RestartPolicy::Never);
+        assert_eq!(c.credential_provider_timeout, Duration::from_secs(60));
+        assert_eq!(c.pull_status_ttl, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn a_zero_plugin_timeout_is_refused() {
+        let flags = Overrides {
+            credential_provider_timeout_seconds: Some(0),
+            ..Default::default()
+        };
+        let err = Config::merge(flags, FileConfig::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::ZeroTimeout), "{err}");
     }
 
     #[test]

@@ -59,6 +59,12 @@ struct Args {
     /// Most image pulls at once [default: 4].
     #[arg(long)]
     pull_parallelism: Option<usize>,
+    /// Longest a credential provider plugin may run before it is killed [default: 60].
+    #[arg(long)]
+    credential_provider_timeout_seconds: Option<u64>,
+    /// How long finished pulls keep their status [default: 86400].
+    #[arg(long)]
+    pull_status_ttl_seconds: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,6 +100,8 @@ fn main() -> ExitCode {
         credential_provider_config: args.credential_provider_config,
         credential_provider_bin_dir: args.credential_provider_bin_dir,
         pull_parallelism: args.pull_parallelism,
+        credential_provider_timeout_seconds: args.credential_provider_timeout_seconds,
+        pull_status_ttl_seconds: args.pull_status_ttl_seconds,
     };
     let config = match Config::merge(flags, file) {
         Ok(c) => c,

@@ -66,7 +66,7 @@ pub async fn install(
     };
     let credentials = Arc::new(Credentials::new(
         providers,
-        provider::DEFAULT_TIMEOUT,
+        config.credential_provider_timeout,
         store,
     )?);
     let pulls = PullEngine::start(
@@ -74,7 +74,7 @@ pub async fn install(
             runtime: runtime.to_path_buf(),
             parallelism: config.pull_parallelism,
             backoff_base: Duration::from_secs(1),
-            ttl: Duration::from_secs(24 * 3600),
+            ttl: config.pull_status_ttl,
         },
         credentials,
         store,

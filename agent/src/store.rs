@@ -205,7 +205,7 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
     }
 
     /// Makes every write so far durable against a process crash.
-    async fn flush(&self) -> Result<(), StoreError> {
+    pub async fn flush(&self) -> Result<(), StoreError> {
         let _one_at_a_time = self.flushing.lock().await;
         let tree = self.tree.clone();
         tokio::task::spawn_blocking(move || tree.flush())

@@ -174,3 +174,109 @@ async fn sigkill_mid_queue_loses_nothing_and_repeats_no_finished_pull() {
         "at most the interrupted pull repeats: {per_repo:?}"
     );
 }
+
+/// A "registry" that accepts connections and never answers: a pull from it
+/// stays in flight until cancelled or timed out.
+struct SilentRegistry {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentRegistry {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = vec![];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => held.push(conn),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SilentRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn phase_of(node: &Node, id: &str) -> serde_json::Value {
+    let (ok, out, err) = ctl(node, &["-o", "json", "pull-status", id]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[tokio::test]
+async fn ctl_cancel_stops_waiting_and_running_pulls_for_good() {
+    let mut node = Node::start();
+    let silent = SilentRegistry::start();
+    let registry = Registry::start(None).unwrap();
+    let image = registry
+        .push(
+            &node.containerd.images().layout("busybox"),
+            BUSYBOX,
+            "cancel/busybox:1",
+        )
+        .unwrap();
+    let runtime = node.containerd.socket();
+    node.agent
+        .kill_and_restart(&runtime, &["--pull-parallelism", "1"])
+        .unwrap();
+
+    // The hanging pull takes the only slot; the next one waits behind it.
+    let stuck = format!("{}/stuck/busybox:1", silent.addr);
+    let (ok, out, err) = ctl(&node, &["pull", &stuck, "--no-wait"]);
+    assert!(ok, "{err}");
+    let running = out.trim().to_string();
+    let (ok, out, err) = ctl(&node, &["pull", &image, "--no-wait"]);
+    assert!(ok, "{err}");
+    let waiting = out.trim().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while phase_of(&node, &running)["phase"] != "Pulling" {
+        assert!(std::time::Instant::now() < deadline, "never started pulling");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(phase_of(&node, &waiting)["phase"], "Waiting");
+
+    let (ok, out, err) = ctl(&node, &["cancel", &waiting]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Failed") && out.contains("cancelled"), "{out}");
+    let (ok, out, err) = ctl(&node, &["-o", "json", "cancel", &running]);
+    assert!(ok, "{err}");
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["phase"], "Failed");
+    assert_eq!(s["message"], "cancelled");
+    assert!(s["completedUnixMs"].as_u64().is_some(), "{out}");
+
+    // The slot is free again: a new pull gets it and finishes.
+    let (ok, out, err) = ctl(&node, &["pull", &image]);
+    assert!(ok, "{out}\n{err}");
+    // Cancelled pulls stay cancelled across a crash: nothing resumes them.
+    node.agent
+        .kill_and_restart(&runtime, &["--pull-parallelism", "1"])
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for id in [&running, &waiting] {
+        let s = phase_of(&node, id);
+        assert_eq!(s["phase"], "Failed", "{s}");
+        assert_eq!(s["message"], "cancelled", "{s}");
+    }
+    let (ok, _, err) = ctl(&node, &["cancel", "pull-nope"]);
+    assert!(!ok && err.contains("pull-nope"), "{err}");
+}

@@ -144,6 +144,8 @@ pub struct PullEngine {
     changed: watch::Sender<u64>,
     seq: std::sync::atomic::AtomicU64,
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// Makes read-modify-write of one record atomic.
+    writing: Mutex<()>,
 }
 
 fn now_ms() -> u64 {
@@ -168,6 +170,7 @@ impl PullEngine {
             changed: watch::channel(0).0,
             seq: std::sync::atomic::AtomicU64::new(0),
             running: Mutex::new(HashMap::new()),
+            writing: Mutex::new(()),
         });
         for entry in engine.journal.entries() {
             match entry {
@@ -279,10 +282,23 @@ impl PullEngine {
             .await
     }
 
+    /// Changes an unfinished pull's status and journals it. A finished
+    /// status is final: a cancelled pull's task, stopped mid-step, cannot
+    /// write over it.
     async fn update(&self, id: &str, f: impl FnOnce(&mut PullStatus)) -> Option<Record> {
-        let mut r = self.journal.get(id).ok().flatten()?;
-        f(&mut r.status);
-        if let Err(e) = self.journal.put(id, &r).await {
+        let r = {
+            let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+            let mut r = self.journal.get(id).ok().flatten()?;
+            if matches!(r.status.phase, Phase::Succeeded | Phase::Failed) {
+                return Some(r);
+            }
+            f(&mut r.status);
+            if let Err(e) = self.journal.put_lazy(id, &r) {
+                tracing::warn!(pull = %id, error = %e, "cannot journal pull status");
+            }
+            r
+        };
+        if let Err(e) = self.journal.flush().await {
             tracing::warn!(pull = %id, error = %e, "cannot journal pull status");
         }
         self.changed.send_modify(|v| *v += 1);
@@ -294,27 +310,35 @@ impl PullEngine {
             return;
         };
         let spec = record.spec;
-        self.update(&id, |s| {
-            s.phase = Phase::Pulling;
-            s.started_unix_ms.get_or_insert(now_ms());
-            s.message = "pulling".into();
-        })
-        .await;
         let key = (spec.image.clone(), spec.policy);
         let mut attempts = record.status.attempts;
         let mut backoff = self.config.backoff_base;
         let outcome = loop {
             attempts += 1;
             self.update(&id, |s| s.attempts = attempts).await;
-            let cell = {
+            let (cell, joined) = {
                 let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-                shared.entry(key.clone()).or_default().clone()
+                let joined = shared.contains_key(&key);
+                (shared.entry(key.clone()).or_default().clone(), joined)
             };
-            // Only the pull that does the work takes a parallelism slot;
-            // identical requests just wait for its result.
+            if joined {
+                self.update(&id, |s| {
+                    s.message = "waiting for an identical pull in progress".into()
+                })
+                .await;
+            }
+            // Only the pull that does the work takes a parallelism slot
+            // (and is Pulling from then on); identical requests stay
+            // Waiting for its result.
             let outcome = cell
                 .get_or_init(|| async {
                     let _slot = self.slots.acquire().await;
+                    self.update(&id, |s| {
+                        s.phase = Phase::Pulling;
+                        s.started_unix_ms.get_or_insert(now_ms());
+                        s.message = "pulling".into();
+                    })
+                    .await;
                     self.attempt(&spec).await
                 })
                 .await
