@@ -181,3 +181,30 @@ fn build_pause(work: &Path) -> crate::Result<()> {
         Ok(())
     })
 }
+
+/// Builds `n` images under `dir` that share no layer: image `i` is the
+/// layout `dir/distinct-<i>` (reference `distinct:<i>`) holding one file
+/// of `bytes` pseudo-random bytes. For pull benchmarks.
+pub fn build_distinct(dir: &Path, n: usize, bytes: usize) -> crate::Result<Vec<PathBuf>> {
+    (0..n)
+        .map(|i| {
+            let name = format!("distinct-{i}");
+            image(dir, &name, &format!("distinct:{i}"), &["/data"], |root| {
+                // xorshift64: incompressible enough that layers differ in
+                // size as little as in content.
+                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
+                let mut data = Vec::with_capacity(bytes + 8);
+                while data.len() < bytes {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    data.extend_from_slice(&x.to_le_bytes());
+                }
+                data.truncate(bytes);
+                fs::write(root.join("data"), data)?;
+                Ok(())
+            })?;
+            Ok(dir.join(name))
+        })
+        .collect()
+}

@@ -249,7 +249,10 @@ async fn ctl_cancel_stops_waiting_and_running_pulls_for_good() {
     let waiting = out.trim().to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while phase_of(&node, &running)["phase"] != "Pulling" {
-        assert!(std::time::Instant::now() < deadline, "never started pulling");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never started pulling"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(phase_of(&node, &waiting)["phase"], "Waiting");

@@ -134,6 +134,13 @@ type Outcome = Result<String, String>;
 /// One pull in progress, shared by every identical request.
 type SharedPull = Arc<OnceCell<Outcome>>;
 
+/// Whether a status change must be on disk before it is visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Progress,
+    Done,
+}
+
 /// The node's image puller.
 pub struct PullEngine {
     config: EngineConfig,
@@ -234,7 +241,7 @@ impl PullEngine {
         {
             task.abort();
         }
-        self.update(id, |s| {
+        self.update(id, Durability::Done, |s| {
             s.phase = Phase::Failed;
             s.completed_unix_ms = Some(now_ms());
             s.message = "cancelled".into();
@@ -284,8 +291,15 @@ impl PullEngine {
 
     /// Changes an unfinished pull's status and journals it. A finished
     /// status is final: a cancelled pull's task, stopped mid-step, cannot
-    /// write over it.
-    async fn update(&self, id: &str, f: impl FnOnce(&mut PullStatus)) -> Option<Record> {
+    /// write over it. Progress (`Durability::Progress`) is not waited for:
+    /// after a crash a Waiting and a Pulling pull resume alike, so only
+    /// acceptance and the end need to be on disk before anyone is told.
+    async fn update(
+        &self,
+        id: &str,
+        durability: Durability,
+        f: impl FnOnce(&mut PullStatus),
+    ) -> Option<Record> {
         let r = {
             let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
             let mut r = self.journal.get(id).ok().flatten()?;
@@ -298,6 +312,10 @@ impl PullEngine {
             }
             r
         };
+        if durability == Durability::Progress {
+            self.changed.send_modify(|v| *v += 1);
+            return Some(r);
+        }
         if let Err(e) = self.journal.flush().await {
             tracing::warn!(pull = %id, error = %e, "cannot journal pull status");
         }
@@ -315,15 +333,15 @@ impl PullEngine {
         let mut backoff = self.config.backoff_base;
         let outcome = loop {
             attempts += 1;
-            self.update(&id, |s| s.attempts = attempts).await;
             let (cell, joined) = {
                 let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
                 let joined = shared.contains_key(&key);
                 (shared.entry(key.clone()).or_default().clone(), joined)
             };
             if joined {
-                self.update(&id, |s| {
-                    s.message = "waiting for an identical pull in progress".into()
+                self.update(&id, Durability::Progress, |s| {
+                    s.attempts = attempts;
+                    s.message = "waiting for an identical pull in progress".into();
                 })
                 .await;
             }
@@ -333,8 +351,9 @@ impl PullEngine {
             let outcome = cell
                 .get_or_init(|| async {
                     let _slot = self.slots.acquire().await;
-                    self.update(&id, |s| {
+                    self.update(&id, Durability::Progress, |s| {
                         s.phase = Phase::Pulling;
+                        s.attempts = attempts;
                         s.started_unix_ms.get_or_insert(now_ms());
                         s.message = "pulling".into();
                     })
@@ -352,7 +371,7 @@ impl PullEngine {
                 Err(msg) if attempts > spec.backoff_limit => break Err(msg),
                 Err(msg) => {
                     tracing::info!(pull = %id, image = %spec.image, attempt = attempts, error = %msg, retry_in_ms = backoff.as_millis() as u64, "pull failed; retrying");
-                    self.update(&id, |s| {
+                    self.update(&id, Durability::Progress, |s| {
                         s.message = format!("attempt {attempts} failed: {msg}; retrying")
                     })
                     .await;
@@ -362,7 +381,8 @@ impl PullEngine {
             }
         };
         let done = self
-            .update(&id, |s| {
+            .update(&id, Durability::Done, |s| {
+                s.attempts = attempts;
                 s.completed_unix_ms = Some(now_ms());
                 match &outcome {
                     Ok(image_id) => {

@@ -9,6 +9,8 @@
 //! | `GET /v1/pulls/{id}` | `200 PullStatus`, `404` |
 //! | `DELETE /v1/pulls/{id}` | `200 PullStatus` (cancelled), `404` |
 
+pub mod client;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 
