@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub pull_parallelism: Option<usize>,
     pub credential_provider_timeout_seconds: Option<u64>,
     pub pull_status_ttl_seconds: Option<u64>,
+    pub restart_parallelism: Option<usize>,
+    pub restart_status_ttl_seconds: Option<u64>,
 }
 
 /// Default socket of the local admin API.
@@ -107,6 +109,10 @@ pub struct Config {
     pub credential_provider_timeout: Duration,
     /// How long finished pulls keep their status.
     pub pull_status_ttl: Duration,
+    /// Pods whose restart requests run at the same time.
+    pub restart_parallelism: usize,
+    /// How long finished restarts without their own TTL keep their status.
+    pub restart_status_ttl: Duration,
 }
 
 /// Why the configuration is unusable.
@@ -232,6 +238,17 @@ impl Config {
                 flags
                     .pull_status_ttl_seconds
                     .or(file.pull_status_ttl_seconds)
+                    .unwrap_or(24 * 3600),
+            ),
+            restart_parallelism: flags
+                .restart_parallelism
+                .or(file.restart_parallelism)
+                .unwrap_or(16)
+                .max(1),
+            restart_status_ttl: Duration::from_secs(
+                flags
+                    .restart_status_ttl_seconds
+                    .or(file.restart_status_ttl_seconds)
                     .unwrap_or(24 * 3600),
             ),
         })

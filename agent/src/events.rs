@@ -68,6 +68,11 @@ impl RuntimeEvents {
         Self { tx, task }
     }
 
+    /// The fan-out itself, for components that subscribe later.
+    pub fn sender(&self) -> broadcast::Sender<RuntimeEvent> {
+        self.tx.clone()
+    }
+
     /// A new subscriber (sees events from now on).
     pub fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
         self.tx.subscribe()

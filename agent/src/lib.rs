@@ -14,6 +14,7 @@ pub mod logging;
 pub mod node;
 pub mod pods;
 pub mod priority;
+pub mod restart;
 pub mod sidecar;
 pub mod store;
 
@@ -46,7 +47,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             admin_listening,
         )
     };
-    let admin_task = tokio::spawn(admin::serve(admin_listener.0, features.pulls.clone()));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener.0,
+        admin::Services {
+            pulls: features.pulls.clone(),
+            restarts: features.restarts.clone(),
+        },
+    ));
 
     let mut listening = listener::open(
         &config.listen,

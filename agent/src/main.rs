@@ -65,6 +65,12 @@ struct Args {
     /// How long finished pulls keep their status [default: 86400].
     #[arg(long)]
     pull_status_ttl_seconds: Option<u64>,
+    /// Pods whose in-place restarts run at the same time [default: 16].
+    #[arg(long)]
+    restart_parallelism: Option<usize>,
+    /// How long finished restarts keep their status unless they set ttlSecondsAfterFinished [default: 86400].
+    #[arg(long)]
+    restart_status_ttl_seconds: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,6 +108,8 @@ fn main() -> ExitCode {
         pull_parallelism: args.pull_parallelism,
         credential_provider_timeout_seconds: args.credential_provider_timeout_seconds,
         pull_status_ttl_seconds: args.pull_status_ttl_seconds,
+        restart_parallelism: args.restart_parallelism,
+        restart_status_ttl_seconds: args.restart_status_ttl_seconds,
     };
     let config = match Config::merge(flags, file) {
         Ok(c) => c,

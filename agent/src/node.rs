@@ -1,5 +1,6 @@
 //! Assembly of the node features on the proxy: the pod book and its event
-//! feed, the launch gate, the sidecar terminator. Everything here works
+//! feed, the launch gate, the sidecar terminator, the pull engine and the
+//! restart engine. Everything here works
 //! from CRI data and local config alone (standalone mode).
 
 use std::path::Path;
@@ -14,8 +15,12 @@ use crate::images::provider;
 use crate::images::pulls::{EngineConfig, PullEngine};
 use crate::pods::{self, PodBook, PodBookHook};
 use crate::priority::{LaunchGate, RunningIsReady};
+use crate::restart::engine::{EngineConfig as RestartConfig, RestartEngine};
 use crate::sidecar::SidecarTerminator;
 use crate::store::Store;
+
+/// How often finished pulls and restarts past their TTL are forgotten.
+const GC_EVERY: Duration = Duration::from_secs(60);
 
 /// How often runtimes without an event service are polled.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -24,6 +29,7 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 pub struct Features {
     pub book: Arc<PodBook>,
     pub pulls: Arc<PullEngine>,
+    pub restarts: Arc<RestartEngine>,
     _events: RuntimeEvents,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -79,13 +85,26 @@ pub async fn install(
         credentials,
         store,
     )?;
+    let restarts = RestartEngine::start(
+        RestartConfig {
+            runtime: runtime.to_path_buf(),
+            pods_at_once: config.restart_parallelism,
+            default_ttl: config.restart_status_ttl,
+        },
+        book.clone(),
+        events.sender(),
+        store,
+    )?;
     let mut tasks = tasks;
-    let gc = pulls.clone();
+    let (gc_pulls, gc_restarts) = (pulls.clone(), restarts.clone());
     tasks.push(tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_secs(600)).await;
-            if let Err(e) = gc.collect_garbage().await {
+            tokio::time::sleep(GC_EVERY).await;
+            if let Err(e) = gc_pulls.collect_garbage().await {
                 tracing::warn!(error = %e, "collecting finished pulls failed");
+            }
+            if let Err(e) = gc_restarts.collect_garbage().await {
+                tracing::warn!(error = %e, "collecting finished restarts failed");
             }
         }
     }));
@@ -103,6 +122,7 @@ pub async fn install(
         Features {
             book,
             pulls,
+            restarts,
             _events: events,
             tasks,
         },

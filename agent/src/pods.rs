@@ -63,6 +63,7 @@ fn kept_annotation(key: &str) -> bool {
     key == kruise::ANNOTATION_PRIORITIES
         || key == kruise::ANNOTATION_LAUNCH_PRIORITY
         || key == kruise::ANNOTATION_RESTART_POLICY
+        || key == crate::restart::envdeps::ANNOTATION_ENV_FROM_METADATA
 }
 
 fn kept_env(key: &str) -> bool {
@@ -404,7 +405,13 @@ impl Hook for PodBookHook {
                         return Ok(After::Keep);
                     };
                     let config = req.config.unwrap_or_default();
-                    let c = container_from(reply.container_id, req.pod_sandbox_id, &config);
+                    let pod_annotations = req.sandbox_config.unwrap_or_default().annotations;
+                    let c = container_from(
+                        reply.container_id,
+                        req.pod_sandbox_id,
+                        &config,
+                        &pod_annotations,
+                    );
                     self.book.add_container(c).await.map_err(store)?;
                 }
                 m::RemoveContainer => {
@@ -445,9 +452,16 @@ pub fn sandbox_from(id: String, config: &cri::PodSandboxConfig) -> Sandbox {
     }
 }
 
-/// A container record from its config.
-pub fn container_from(id: String, sandbox_id: String, config: &cri::ContainerConfig) -> Container {
+/// A container record from its config; `pod_annotations` tells which env
+/// vars read pod metadata (their values are kept too).
+pub fn container_from(
+    id: String,
+    sandbox_id: String,
+    config: &cri::ContainerConfig,
+    pod_annotations: &HashMap<String, String>,
+) -> Container {
     let meta = config.metadata.clone().unwrap_or_default();
+    let from_metadata = crate::restart::envdeps::env_names(pod_annotations, &meta.name);
     Container {
         id,
         sandbox_id,
@@ -457,7 +471,7 @@ pub fn container_from(id: String, sandbox_id: String, config: &cri::ContainerCon
         env: config
             .envs
             .iter()
-            .filter(|kv| kept_env(&kv.key))
+            .filter(|kv| kept_env(&kv.key) || from_metadata.contains(&kv.key))
             .map(|kv| {
                 (
                     kv.key.clone(),
@@ -548,10 +562,15 @@ pub async fn resync_from_runtime(book: &PodBook, runtime: &std::path::Path) -> R
             annotations: c.annotations.clone(),
             ..Default::default()
         };
+        let pod_annotations = book
+            .pod(&c.pod_sandbox_id)
+            .map(|p| p.sandbox.annotations)
+            .unwrap_or_default();
         book.add_container(container_from(
             c.id.clone(),
             c.pod_sandbox_id.clone(),
             &config,
+            &pod_annotations,
         ))
         .await
         .map_err(|e| e.to_string())?;
@@ -738,7 +757,7 @@ mod tests {
             )]),
             ..Default::default()
         };
-        let c = container_from("id".into(), "sb".into(), &config);
+        let c = container_from("id".into(), "sb".into(), &config, &HashMap::new());
         assert_eq!(c.env.len(), 1, "other env values (secrets) are not stored");
         assert_eq!(c.env[kruise::ENV_CONTAINER_PRIORITY], "5");
         assert_eq!(

@@ -8,6 +8,10 @@
 //! | `GET /v1/pulls` | `200 [PullStatus…]` |
 //! | `GET /v1/pulls/{id}` | `200 PullStatus`, `404` |
 //! | `DELETE /v1/pulls/{id}` | `200 PullStatus` (cancelled), `404` |
+//! | `POST /v1/restarts` with a [`RestartSpec`] | `202 {"id": …}`; `400` bad request, `404` no such pod or container, `503` runtime unreachable |
+//! | `GET /v1/restarts` | `200 [RestartStatus…]` |
+//! | `GET /v1/restarts/{id}` | `200 RestartStatus`, `404` |
+//! | `POST /v1/pods/{namespace}/{name}/metadata` with a [`MetadataUpdate`] | `200 {"containers": […], "restart": id or null}` (env-from-metadata restarts) |
 
 pub mod client;
 
@@ -22,12 +26,22 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 
 use crate::images::pulls::{PullEngine, PullSpec};
+use crate::restart::engine::{RestartEngine, SubmitError};
+use crate::restart::envdeps::MetadataUpdate;
+use crate::restart::spec::RestartSpec;
 
 /// Largest request body accepted (a pull spec with its secrets).
 const MAX_BODY: usize = 1 << 20;
 
+/// The engines the API serves.
+#[derive(Clone)]
+pub struct Services {
+    pub pulls: Arc<PullEngine>,
+    pub restarts: Arc<RestartEngine>,
+}
+
 /// Serves the admin API on `listener` until the task is dropped.
-pub async fn serve(listener: UnixListener, engine: Arc<PullEngine>) {
+pub async fn serve(listener: UnixListener, services: Services) {
     let me = nix::unistd::geteuid().as_raw();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -38,9 +52,9 @@ pub async fn serve(listener: UnixListener, engine: Arc<PullEngine>) {
             tracing::warn!(peer_uid = ?uid, "admin API: refusing a caller that is not root");
             continue;
         }
-        let engine = engine.clone();
+        let services = services.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(engine.clone(), req));
+            let service = hyper::service::service_fn(move |req| handle(services.clone(), req));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
@@ -51,7 +65,9 @@ pub async fn serve(listener: UnixListener, engine: Arc<PullEngine>) {
     }
 }
 
-fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
+type Reply = Response<Full<Bytes>>;
+
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Reply {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut resp = Response::new(Full::new(Bytes::from(bytes)));
     *resp.status_mut() = status;
@@ -62,48 +78,95 @@ fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes
     resp
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
+fn error(status: StatusCode, message: impl Into<String>) -> Reply {
     json(status, &serde_json::json!({ "error": message.into() }))
 }
 
-async fn handle(
-    engine: Arc<PullEngine>,
+/// The request body decoded as `T`, or the error answer. Bodies that may
+/// hold secrets (`secret: true`) get errors with a position only, since
+/// serde's messages can quote the input.
+async fn body<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+    what: &str,
+    secret: bool,
+) -> Result<T, Reply> {
+    let bytes = http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let why = if secret {
+            format!("line {} column {}", e.line(), e.column())
+        } else {
+            e.to_string()
+        };
+        error(StatusCode::BAD_REQUEST, format!("not a {what}: {why}"))
+    })
+}
+
+fn restart_error(e: SubmitError) -> Reply {
+    let code = match &e {
+        SubmitError::Spec(_) | SubmitError::Metadata(_) => StatusCode::BAD_REQUEST,
+        SubmitError::PodNotFound(_) | SubmitError::NoContainer { .. } => StatusCode::NOT_FOUND,
+        SubmitError::Runtime(_) | SubmitError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(code, e.to_string())
+}
+
+async fn handle(services: Services, req: Request<Incoming>) -> Result<Reply, Infallible> {
     let path = req.uri().path().trim_end_matches('/').to_string();
+    let method = req.method().clone();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let resp = match (req.method().clone(), segments.as_slice()) {
-        (Method::POST, ["v1", "pulls"]) => {
-            let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(e) => return Ok(error(StatusCode::BAD_REQUEST, format!("reading body: {e}"))),
-            };
-            match serde_json::from_slice::<PullSpec>(&body) {
-                Err(e) => error(
-                    StatusCode::BAD_REQUEST,
-                    format!("not a pull spec: line {} column {}", e.line(), e.column()),
-                ),
-                Ok(spec) => match engine.submit(spec).await {
+    let pulls = &services.pulls;
+    let restarts = &services.restarts;
+    let resp = match (method.clone(), segments.as_slice()) {
+        (Method::POST, ["v1", "pulls"]) => match body::<PullSpec>(req, "pull spec", true).await {
+            Err(r) => r,
+            Ok(spec) => match pulls.submit(spec).await {
+                Ok(id) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
+                Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+            },
+        },
+        (Method::GET, ["v1", "pulls"]) => json(StatusCode::OK, &pulls.list()),
+        (Method::GET, ["v1", "pulls", id]) => match pulls.status(id) {
+            Some(s) => json(StatusCode::OK, &s),
+            None => error(StatusCode::NOT_FOUND, format!("no pull {id}")),
+        },
+        (Method::DELETE, ["v1", "pulls", id]) => match pulls.cancel(id).await {
+            Some(s) => json(StatusCode::OK, &s),
+            None => error(StatusCode::NOT_FOUND, format!("no pull {id}")),
+        },
+        (Method::POST, ["v1", "restarts"]) => {
+            match body::<RestartSpec>(req, "restart spec", false).await {
+                Err(r) => r,
+                Ok(spec) => match restarts.submit(spec).await {
                     Ok(id) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
-                    Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+                    Err(e) => restart_error(e),
                 },
             }
         }
-        (Method::GET, ["v1", "pulls"]) => json(StatusCode::OK, &engine.list()),
-        (Method::GET, ["v1", "pulls", id]) => match engine.status(id) {
+        (Method::GET, ["v1", "restarts"]) => json(StatusCode::OK, &restarts.list()),
+        (Method::GET, ["v1", "restarts", id]) => match restarts.status(id) {
             Some(s) => json(StatusCode::OK, &s),
-            None => error(StatusCode::NOT_FOUND, format!("no pull {id}")),
+            None => error(StatusCode::NOT_FOUND, format!("no restart {id}")),
         },
-        (Method::DELETE, ["v1", "pulls", id]) => match engine.cancel(id).await {
-            Some(s) => json(StatusCode::OK, &s),
-            None => error(StatusCode::NOT_FOUND, format!("no pull {id}")),
-        },
+        (Method::POST, ["v1", "pods", namespace, name, "metadata"]) => {
+            let (namespace, name) = (namespace.to_string(), name.to_string());
+            match body::<MetadataUpdate>(req, "metadata update", false).await {
+                Err(r) => r,
+                Ok(update) => match restarts.update_metadata(&namespace, &name, &update).await {
+                    Ok((containers, restart)) => json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "containers": containers, "restart": restart }),
+                    ),
+                    Err(e) => restart_error(e),
+                },
+            }
+        }
         _ => error(
             StatusCode::NOT_FOUND,
-            format!("no such endpoint: {} {path}", req.method()),
+            format!("no such endpoint: {method} {path}"),
         ),
     };
     Ok(resp)

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod restarts;
+
 use crate::admin::client::{api_error, call, fetch};
 use crate::config::DEFAULT_ADMIN_SOCKET;
 use crate::images::pulls::{Phase, PullPolicy, PullSpec, PullStatus};
@@ -55,6 +57,15 @@ enum Op {
     PullStatus { id: String },
     /// Cancel an unfinished pull.
     Cancel { id: String },
+    /// Restart containers of a pod in place and wait for the result.
+    Restart(restarts::RestartArgs),
+    /// List in-place restarts with their status.
+    Restarts,
+    /// Show one in-place restart.
+    RestartStatus { id: String },
+    /// Give a pod new annotations/labels: restarts the containers whose env
+    /// reads a changed key (env from pod metadata).
+    SetMetadata(restarts::MetadataArgs),
 }
 
 /// Runs a `ctl` command; exit 0 on success, 1 on a failed pull or error.
@@ -212,6 +223,10 @@ async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             show(&status(socket, &id).await?, json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Op::Restart(a) => restarts::restart(socket, a, json).await,
+        Op::Restarts => restarts::list(socket, json).await,
+        Op::RestartStatus { id } => restarts::show_one(socket, &id, json).await,
+        Op::SetMetadata(a) => restarts::set_metadata(socket, a, json).await,
         Op::Cancel { id } => {
             show(
                 &fetch(socket, "DELETE", &format!("/v1/pulls/{id}"), 200).await?,
