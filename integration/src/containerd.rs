@@ -84,6 +84,18 @@ impl Containerd {
         self.dir.path().join("containerd.log")
     }
 
+    /// Makes the `unstoppable` runtime handler refuse to signal container
+    /// `id` (`refuse`), or lets it again.
+    pub fn refuse_kill(&self, id: &str, refuse: bool) -> crate::Result<()> {
+        let flag = self.dir.path().join("refuse-kill").join(id);
+        if refuse {
+            fs::write(flag, b"")?;
+        } else {
+            let _ = fs::remove_file(flag);
+        }
+        Ok(())
+    }
+
     /// Restarts containerd (running pods survive, as in production).
     pub fn restart(&mut self) -> crate::Result<()> {
         if let Some(mut c) = self.child.take() {
@@ -94,9 +106,35 @@ impl Containerd {
 
     fn write_config(&self) -> crate::Result<()> {
         let d = self.dir.path();
-        for sub in ["root", "state", "opt", "runc", "cni", "certs.d", "pods"] {
+        for sub in [
+            "root",
+            "state",
+            "opt",
+            "runc",
+            "cni",
+            "certs.d",
+            "pods",
+            "refuse-kill",
+        ] {
             fs::create_dir_all(d.join(sub))?;
         }
+        // The `unstoppable` runtime handler: runc, except that it refuses
+        // to signal the containers named in refuse-kill/ (a runtime that
+        // cannot stop a container, for failure-path tests).
+        let runc = crate::proc::run(Command::new("sh").args(["-c", "command -v runc"]))?;
+        let wrapper = d.join("runc-unstoppable");
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nkill=0\nfor a in \"$@\"; do\n  [ \"$a\" = kill ] && kill=1\n  if [ $kill = 1 ] && [ -n \"$a\" ] && [ -e \"{dir}/$a\" ]; then\n    echo \"kill of $a refused by the test runtime\" >&2\n    exit 1\n  fi\ndone\nexec {runc} \"$@\"\n",
+                dir = d.join("refuse-kill").display(),
+                runc = runc.trim(),
+            ),
+        )?;
+        fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         let p = |s: &str| d.join(s).display().to_string();
         let config = format!(
             r#"version = 2
@@ -129,6 +167,12 @@ state = "{state}"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
         Root = "{runc}"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.unstoppable]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.unstoppable.options]
+        SystemdCgroup = false
+        Root = "{runc}"
+        BinaryName = "{unstoppable}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{cni}"
@@ -143,6 +187,7 @@ state = "{state}"
             runc = p("runc"),
             cni = p("cni"),
             certs = p("certs.d"),
+            unstoppable = p("runc-unstoppable"),
         );
         fs::write(d.join("config.toml"), config)?;
         Ok(())

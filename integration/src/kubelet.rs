@@ -38,6 +38,9 @@ pub struct ContainerSpec {
     pub image: String,
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Env vars from pod metadata: (name, fieldPath such as
+    /// `metadata.annotations['k']`), resolved at creation as kubelet does.
+    pub env_from_metadata: Vec<(String, String)>,
 }
 
 impl ContainerSpec {
@@ -48,7 +51,14 @@ impl ContainerSpec {
             image: crate::images::BUSYBOX.into(),
             command: vec!["/bin/sh".into(), "-c".into(), script.into()],
             env: vec![],
+            env_from_metadata: vec![],
         }
+    }
+
+    /// Adds an env var whose value kubelet takes from pod metadata.
+    pub fn env_from(mut self, key: &str, field_path: &str) -> Self {
+        self.env_from_metadata.push((key.into(), field_path.into()));
+        self
     }
 
     /// Adds an environment variable.
@@ -69,6 +79,8 @@ pub struct PodSpec {
     pub annotations: HashMap<String, String>,
     pub containers: Vec<ContainerSpec>,
     pub grace_period_seconds: i64,
+    /// CRI runtime handler (RuntimeClass); empty for the default.
+    pub runtime_handler: String,
 }
 
 impl PodSpec {
@@ -83,6 +95,7 @@ impl PodSpec {
             annotations: HashMap::new(),
             containers,
             grace_period_seconds: 30,
+            runtime_handler: String::new(),
         }
     }
 
@@ -147,6 +160,28 @@ impl Kubelet {
         labels.insert(keys::POD_NAMESPACE.into(), spec.namespace.clone());
         labels.insert(keys::POD_UID.into(), spec.uid.clone());
         let mut annotations = spec.annotations.clone();
+        // What the controller's pod webhook stamps: which env vars read pod
+        // metadata (CRI carries only their values).
+        let deps: HashMap<&str, HashMap<&str, &str>> = spec
+            .containers
+            .iter()
+            .filter(|c| !c.env_from_metadata.is_empty())
+            .map(|c| {
+                (
+                    c.name.as_str(),
+                    c.env_from_metadata
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect(),
+                )
+            })
+            .collect();
+        if !deps.is_empty() {
+            annotations.insert(
+                "keelson.io/env-from-metadata".into(),
+                serde_json::to_string(&deps).unwrap_or_default(),
+            );
+        }
         annotations.insert(keys::CONFIG_SOURCE.into(), "api".into());
         annotations.insert(keys::CONFIG_SEEN.into(), "2026-01-01T00:00:00Z".into());
         let network = if spec.host_network {
@@ -230,9 +265,15 @@ impl Kubelet {
             envs: c
                 .env
                 .iter()
+                .cloned()
+                .chain(
+                    c.env_from_metadata
+                        .iter()
+                        .map(|(k, path)| (k.clone(), resolve_field(spec, path))),
+                )
                 .map(|(k, v)| cri::KeyValue {
-                    key: k.clone(),
-                    value: v.clone().into_bytes(),
+                    key: k,
+                    value: v.into_bytes(),
                 })
                 .collect(),
             labels,
@@ -288,7 +329,7 @@ impl Kubelet {
             .runtime
             .run_pod_sandbox(cri::RunPodSandboxRequest {
                 config: Some(config.clone()),
-                runtime_handler: String::new(),
+                runtime_handler: spec.runtime_handler.clone(),
             })
             .await
             .context("RunPodSandbox")?
@@ -435,7 +476,8 @@ impl Kubelet {
         std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
     }
 
-    fn pod_log_dir(&self, spec: &PodSpec) -> PathBuf {
+    /// Where kubelet keeps the pod's container logs.
+    pub fn pod_log_dir(&self, spec: &PodSpec) -> PathBuf {
         self.env
             .log_root
             .join(format!("{}_{}_{}", spec.namespace, spec.name, spec.uid))
@@ -471,6 +513,24 @@ pub fn fresh_uid() -> String {
         n & 0xffff,
         t & 0xffff_ffff_ffff
     )
+}
+
+/// A downward-API fieldPath resolved against the pod's current metadata
+/// (a missing key gives "", as in kubelet).
+fn resolve_field(spec: &PodSpec, path: &str) -> String {
+    let lookup = |prefix: &str, map: &HashMap<String, String>| {
+        path.strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix("']"))
+            .map(|k| map.get(k).cloned().unwrap_or_default())
+    };
+    lookup("metadata.annotations['", &spec.annotations)
+        .or_else(|| lookup("metadata.labels['", &spec.labels))
+        .unwrap_or_else(|| match path {
+            "metadata.name" => spec.name.clone(),
+            "metadata.namespace" => spec.namespace.clone(),
+            "metadata.uid" => spec.uid.clone(),
+            _ => String::new(),
+        })
 }
 
 /// A pod's restartPolicy, as kubelet applies it to exited containers.

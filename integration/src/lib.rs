@@ -13,6 +13,7 @@ pub mod cni;
 pub mod containerd;
 pub mod images;
 pub mod kubelet;
+pub mod pod_worker;
 pub mod proc;
 pub mod registry;
 pub mod stats;
