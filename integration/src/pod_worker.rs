@@ -16,10 +16,13 @@ use crate::kubelet::{Kubelet, Snapshot, SyncedPod};
 /// Kubelet's retry delay after a failed sync.
 const ERROR_BACKOFF: Duration = Duration::from_secs(10);
 
+/// Annotation changes not yet applied (key, new value or removal).
+type Pending = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// A running pod worker; [`PodWorker::stop`] ends it.
 pub struct PodWorker {
     stop: Arc<AtomicBool>,
-    annotations: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    annotations: Pending,
     latest: Arc<Mutex<Snapshot>>,
     task: tokio::task::JoinHandle<crate::Result<(Kubelet, SyncedPod)>>,
     pub name: String,
@@ -32,7 +35,7 @@ impl PodWorker {
     /// Starts keeping `pod` in sync through `kubelet`.
     pub fn spawn(mut kubelet: Kubelet, mut pod: SyncedPod, relist: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let annotations: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+        let annotations: Pending = Arc::default();
         let latest: Arc<Mutex<Snapshot>> = Arc::default();
         let (name, namespace, uid, sandbox_id) = (
             pod.spec.name.clone(),
