@@ -240,7 +240,13 @@ pub fn step(r: &mut Record, seen: &Observed, now: u64) -> Action {
                 progress.stop_done = false;
                 state.phase = Phase::Recreating;
                 state.is_killed = true;
-                state.message = "stopping".into();
+                let hook = r.spec.containers[i].pre_stop.as_ref();
+                state.message = if hook.is_some_and(|h| h.exec.is_none()) {
+                    "stopping (an httpGet/tcpSocket preStop cannot run from the node; skipped)"
+                        .into()
+                } else {
+                    "stopping".into()
+                };
                 return stop_action(r, i, c);
             }
         }
@@ -273,7 +279,7 @@ pub fn step(r: &mut Record, seen: &Observed, now: u64) -> Action {
                 }
             }
             _ => {
-                if state.message == "stopping" || state.message.is_empty() {
+                if state.message.starts_with("stopping") || state.message.is_empty() {
                     state.message = "stopped; waiting for kubelet to recreate it".into();
                 }
             }
