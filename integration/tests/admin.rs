@@ -5,28 +5,11 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use base64::Engine;
 use common::*;
-use keelson_integration::agent::binary;
 use keelson_integration::images::BUSYBOX;
 use keelson_integration::registry::{Credentials, Registry};
-
-fn ctl(node: &Node, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(binary().unwrap())
-        .arg("ctl")
-        .arg("--admin-socket")
-        .arg(node.agent.admin_socket())
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn ctl_pulls_through_the_admin_api() {

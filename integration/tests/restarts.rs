@@ -450,20 +450,7 @@ async fn an_annotation_change_restarts_only_the_containers_reading_it() {
     let spec = PodSpec::new("envpod", vec![app, prompt("side")]).annotate("app.io/version", "v1");
     let w = start(&node, spec).await;
 
-    let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(keelson_integration::agent::binary().unwrap())
-            .arg("ctl")
-            .arg("--admin-socket")
-            .arg(node.agent.admin_socket())
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let ctl = |args: &[&str]| ctl(&node, args);
     // An unrelated key restarts nothing.
     let (ok, out, err) = ctl(&["set-metadata", "default/envpod", "--annotation", "other=x"]);
     assert!(ok && out.contains("nothing restarted"), "{out}\n{err}");
@@ -503,20 +490,7 @@ async fn an_annotation_change_restarts_only_the_containers_reading_it() {
 async fn ctl_restart_reports_and_refuses_bad_requests() {
     let node = Node::start();
     let w = start(&node, PodSpec::new("ctlpod", vec![prompt("a")])).await;
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(keelson_integration::agent::binary().unwrap())
-            .arg("ctl")
-            .arg("--admin-socket")
-            .arg(node.agent.admin_socket())
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| ctl(&node, args);
     let (ok, out, err) = run(&["restart", "default/ctlpod", "-c", "a", "--grace", "5"]);
     assert!(ok, "{out}\n{err}");
     assert!(

@@ -55,3 +55,29 @@ pub async fn fetch<T: serde::de::DeserializeOwned>(
     }
     Ok(serde_json::from_slice(&body)?)
 }
+
+/// Posts `body` as JSON to an endpoint that accepts work with
+/// `202 {"id": …}`; returns the id.
+pub async fn submit(
+    socket: &Path,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> anyhow::Result<String> {
+    let (code, reply) = call(socket, "POST", path, Some(serde_json::to_vec(body)?)).await?;
+    if code != 202 {
+        return Err(api_error(code, &reply));
+    }
+    Ok(serde_json::from_slice::<serde_json::Value>(&reply)?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Prints an accepted request's id (`{"id": …}` with `json`).
+pub fn print_id(id: &str, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "id": id }));
+    } else {
+        println!("{id}");
+    }
+}

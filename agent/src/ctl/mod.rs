@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod restarts;
 
-use crate::admin::client::{api_error, call, fetch};
+use crate::admin::client::{fetch, print_id, submit};
 use crate::config::DEFAULT_ADMIN_SOCKET;
 use crate::images::pulls::{Phase, PullPolicy, PullSpec, PullStatus};
 
@@ -152,29 +152,9 @@ async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                         .map_err(|e| anyhow::anyhow!("reading secret {}: {e}", f.display()))?,
                 );
             }
-            let (code, body) = call(
-                socket,
-                "POST",
-                "/v1/pulls",
-                Some(serde_json::to_vec(&spec)?),
-            )
-            .await?;
-            if code != 202 {
-                return Err(api_error(code, &body));
-            }
-            let id = serde_json::from_slice::<serde_json::Value>(&body)?["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let id = submit(socket, "/v1/pulls", &spec).await?;
             if no_wait {
-                println!(
-                    "{}",
-                    if json {
-                        serde_json::json!({ "id": id }).to_string()
-                    } else {
-                        id
-                    }
-                );
+                print_id(&id, json);
                 return Ok(ExitCode::SUCCESS);
             }
             let started = Instant::now();

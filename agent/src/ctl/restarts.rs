@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::admin::client::{api_error, call, fetch};
+use crate::admin::client::{api_error, call, fetch, print_id, submit};
 use crate::restart::envdeps::MetadataUpdate;
 use crate::restart::spec::{
     FailurePolicy, Phase, PodRef, RestartContainer, RestartSpec, RestartStatus, Strategy,
@@ -236,26 +236,9 @@ pub async fn restart(socket: &Path, a: RestartArgs, json: bool) -> anyhow::Resul
         active_deadline_seconds: a.deadline,
         ttl_seconds_after_finished: a.ttl,
     };
-    let (code, body) = call(
-        socket,
-        "POST",
-        "/v1/restarts",
-        Some(serde_json::to_vec(&spec)?),
-    )
-    .await?;
-    if code != 202 {
-        return Err(api_error(code, &body));
-    }
-    let id = serde_json::from_slice::<serde_json::Value>(&body)?["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let id = submit(socket, "/v1/restarts", &spec).await?;
     if a.no_wait {
-        if json {
-            println!("{}", serde_json::json!({ "id": id }));
-        } else {
-            println!("{id}");
-        }
+        print_id(&id, json);
         return Ok(ExitCode::SUCCESS);
     }
     wait(socket, &id, json).await

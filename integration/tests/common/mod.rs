@@ -46,3 +46,21 @@ pub fn sleeper(name: &str) -> PodSpec {
 }
 
 pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Runs `keelson-agent ctl ARGS` against the node's agent: (success,
+/// stdout, stderr). Blocks its thread: tests that need background tasks
+/// meanwhile run on a multi-thread runtime.
+pub fn ctl(node: &Node, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(keelson_integration::agent::binary().unwrap())
+        .arg("ctl")
+        .arg("--admin-socket")
+        .arg(node.agent.admin_socket())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
