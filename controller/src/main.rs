@@ -1,18 +1,50 @@
 //! `keelson-controller`: the cluster side of Keelson.
 //!
-//! Not built yet: the apps.kruise.io API types, reconcilers and webhooks
-//! arrive with the controller issue. Until then the binary only states so
-//! and exits non-zero, so nothing can mistake it for a working controller.
+//! Built so far: the apps.kruise.io API types (crate `keelson-api`) and
+//! `keelson-controller crds`, which writes their CRDs. The reconcilers,
+//! leader election and webhooks come next; running the controller itself
+//! says so and exits non-zero, so nothing mistakes it for a working one.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod crds;
 
 /// Keelson cluster controller (apps.kruise.io).
 #[derive(Parser)]
 #[command(version, about)]
-struct Args {}
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-fn main() -> std::process::ExitCode {
-    let _ = Args::parse();
-    eprintln!("keelson-controller: no controllers are implemented in this release yet");
-    std::process::ExitCode::from(2)
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CRDs as YAML, or write one file per CRD into a directory.
+    Crds {
+        /// Directory to write `<group>_<plural>.yaml` files into (replacing
+        /// the generated ones there).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    match Args::parse().command {
+        Some(Command::Crds { out }) => match crds::run(out.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("keelson-controller crds: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            eprintln!(
+                "keelson-controller: no controllers are implemented in this release yet (try `crds`)"
+            );
+            ExitCode::from(2)
+        }
+    }
 }

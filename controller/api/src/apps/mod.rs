@@ -1,0 +1,3 @@
+//! Group `apps.kruise.io`.
+
+pub mod v1alpha1;

@@ -1,0 +1,3 @@
+//! `apps.kruise.io/v1alpha1`.
+
+pub mod containerrecreaterequest;

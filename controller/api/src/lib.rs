@@ -1,0 +1,24 @@
+//! OpenKruise's API in Rust: the `apps.kruise.io` and `policy.kruise.io`
+//! kinds with OpenKruise's versions, field names, defaults and status
+//! fields, so existing manifests apply unchanged. Field lists were read
+//! from OpenKruise's `apis/` (Go); the Rust is Keelson's own.
+//!
+//! One module per version of a group; one file per kind (or a family of
+//! kinds that share types).
+
+pub mod apps;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// Every CRD Keelson serves, as generated from the types.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    use apps::v1alpha1 as a1;
+    vec![a1::containerrecreaterequest::ContainerRecreateRequest::crd()]
+}
+
+/// A CRD's file name under `deploy/crds/`: `<group>_<plural>.yaml`, as
+/// OpenKruise names its CRD files.
+pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
+}
