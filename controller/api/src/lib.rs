@@ -7,6 +7,7 @@
 //! kinds that share types).
 
 pub mod apps;
+pub mod validate;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
