@@ -29,6 +29,11 @@ use crate::store::{Store, StoreError, Table};
 /// Longest wait between two looks at a pod that has a request running
 /// (events usually come first).
 const POLL: Duration = Duration::from_secs(2);
+/// After a start event, how long CRI may still list the container as
+/// created (containerd publishes the event before its CRI status says
+/// running), and how often to look again meanwhile.
+const START_SETTLE: Duration = Duration::from_secs(1);
+const START_RECHECK: Duration = Duration::from_millis(25);
 /// Wait before retrying when the runtime cannot be reached.
 const RUNTIME_RETRY: Duration = Duration::from_secs(1);
 
@@ -338,6 +343,7 @@ impl RestartEngine {
     async fn drive(&self, id: &str) {
         let mut events = self.events.subscribe();
         let mut rt: Option<runtime::Client> = None;
+        let mut settling_until: Option<tokio::time::Instant> = None;
         loop {
             let Some(mut rec) = self.journal.get(id).ok().flatten() else {
                 return;
@@ -404,19 +410,31 @@ impl RestartEngine {
                     self.save(id, &rec).await;
                 }
                 Action::Wait { until_unix_ms } => {
-                    let wait = until_unix_ms
+                    let mut wait = until_unix_ms
                         .map_or(POLL, |u| Duration::from_millis(u.saturating_sub(now)))
                         .min(POLL);
+                    if settling_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+                        wait = wait.min(START_RECHECK);
+                    }
                     let uid = rec.status.pod.uid.clone();
                     let sleep = tokio::time::sleep(wait);
                     tokio::pin!(sleep);
                     loop {
                         tokio::select! {
-                            _ = &mut sleep => break,
+                            _ = &mut sleep => {
+                                tracing::debug!(restart = %id, waited_ms = wait.as_millis() as u64, "restart woken by its timer");
+                                break
+                            }
                             ev = events.recv() => match received(ev) {
                                 None => { (&mut sleep).await; break }
-                                Some(ev) if self.concerns(&ev, &uid) => break,
-                                Some(_) => {}
+                                Some(ev) if self.concerns(&ev, &uid) => {
+                                    tracing::debug!(restart = %id, event = ?ev, "restart woken by an event");
+                                    if matches!(ev, RuntimeEvent::Started { .. }) {
+                                        settling_until = Some(tokio::time::Instant::now() + START_SETTLE);
+                                    }
+                                    break
+                                }
+                                Some(ev) => tracing::debug!(restart = %id, event = ?ev, "event for another pod"),
                             },
                         }
                     }

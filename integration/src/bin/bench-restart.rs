@@ -16,7 +16,8 @@
 //!
 //! Run: `cargo run --release -p keelson-integration --bin bench-restart`
 //! (after `cargo build --release -p keelson-agent`); `--rounds N`
-//! (default 10), `--relist-ms MS` (default 1000).
+//! (default 10), `--relist-ms MS` (default 1000), `--keep-log PATH` (agent
+//! debug log kept there, per-request times printed).
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,7 @@ use keelson_integration::stats::summarize;
 
 fn main() -> anyhow::Result<()> {
     let mut rounds = 10;
+    let mut keep_log: Option<std::path::PathBuf> = None;
     let mut relist = Duration::from_millis(1000);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -42,6 +44,7 @@ fn main() -> anyhow::Result<()> {
                     args.next().context("--relist-ms needs a value")?.parse()?,
                 )
             }
+            "--keep-log" => keep_log = Some(args.next().context("--keep-log needs a path")?.into()),
             other => anyhow::bail!("unknown option {other}"),
         }
     }
@@ -49,7 +52,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run(rounds, relist))
+    rt.block_on(run(rounds, relist, keep_log))
 }
 
 fn app(name: &str) -> ContainerSpec {
@@ -62,11 +65,19 @@ fn pod(name: &str, cni: bool) -> PodSpec {
     spec
 }
 
-async fn run(rounds: usize, relist: Duration) -> anyhow::Result<()> {
+async fn run(
+    rounds: usize,
+    relist: Duration,
+    keep_log: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     let ctrd = Containerd::start(&image_cache())?;
     let bridge = keelson_integration::cni::Bridge::install(&ctrd).ok();
     let cni = bridge.is_some();
-    let agent = Agent::start(&ctrd.socket(), &[])?;
+    let agent = if keep_log.is_some() {
+        Agent::start(&ctrd.socket(), &["--log-level", "keelson_agent=debug"])?
+    } else {
+        Agent::start(&ctrd.socket(), &[])?
+    };
     let admin = agent.admin_socket();
 
     let k = Kubelet::connect(&agent.socket(), ctrd.pod_env()).await?;
@@ -118,6 +129,9 @@ async fn run(rounds: usize, relist: Duration) -> anyhow::Result<()> {
                     "{done:?}"
                 );
                 let took = done.completion_unix_ms.context("completion")? - done.accepted_unix_ms;
+                if keep_log.is_some() {
+                    println!("{id}: {took} ms");
+                }
                 in_place.push(Duration::from_millis(took));
             } else {
                 let t = Instant::now();
@@ -160,6 +174,10 @@ async fn run(rounds: usize, relist: Duration) -> anyhow::Result<()> {
         );
     }
     println!("ratio in-place/recreate (p50): {:.2}", a.p50 / b.p50);
+    if let Some(path) = keep_log {
+        std::fs::copy(agent.log(), &path)?;
+        println!("agent log (debug) kept at {}", path.display());
+    }
     drop(bridge);
     Ok(())
 }
