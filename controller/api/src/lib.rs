@@ -15,7 +15,12 @@ use kube::CustomResourceExt;
 /// Every CRD Keelson serves, as generated from the types.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     use apps::v1alpha1 as a1;
-    vec![a1::containerrecreaterequest::ContainerRecreateRequest::crd()]
+    vec![
+        a1::containerrecreaterequest::ContainerRecreateRequest::crd(),
+        a1::imagelistpulljob::ImageListPullJob::crd(),
+        a1::imagepulljob::ImagePullJob::crd(),
+        a1::nodeimage::NodeImage::crd(),
+    ]
 }
 
 /// A CRD's file name under `deploy/crds/`: `<group>_<plural>.yaml`, as

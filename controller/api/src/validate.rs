@@ -169,6 +169,53 @@ spec:
         assert_eq!(crr.spec.ttl_seconds_after_finished, Some(1800));
     }
 
+    /// OpenKruise's documented ImagePullJob example.
+    const IMAGE_PULL_JOB: &str = "
+apiVersion: apps.kruise.io/v1alpha1
+kind: ImagePullJob
+metadata:
+  name: job-with-always
+spec:
+  image: nginx:1.9.1
+  parallelism: 10
+  selector:
+    names:
+    - node-1
+    matchLabels:
+      node-type: xxx
+  podSelector:
+    matchLabels:
+      pod-label: xxx
+  completionPolicy:
+    type: Always
+    activeDeadlineSeconds: 1200
+    ttlSecondsAfterFinished: 300
+  pullPolicy:
+    backoffLimit: 3
+    timeoutSeconds: 300
+  pullSecrets:
+  - secret-name1
+  sandboxConfig:
+    annotations:
+      io.kubernetes.image.nydus: \"true\"
+";
+
+    #[test]
+    fn the_image_pull_job_example_applies_and_reads_back() {
+        use crate::apps::v1alpha1::imagepulljob::ImagePullJob;
+        let crd = ImagePullJob::crd();
+        let m = manifest(IMAGE_PULL_JOB);
+        assert_eq!(validate(&crd, "v1alpha1", &m), Vec::<String>::new());
+        let job: ImagePullJob = serde_json::from_value(m.clone()).unwrap();
+        assert_eq!(job.spec.image, "nginx:1.9.1");
+        let mut bad = m;
+        bad["spec"]["completionPolicy"]["ttlSecondsAfterFinish"] = serde_json::json!(3);
+        assert_eq!(
+            validate(&crd, "v1alpha1", &bad),
+            vec![".spec.completionPolicy.ttlSecondsAfterFinish: unknown field".to_string()]
+        );
+    }
+
     #[test]
     fn unknown_fields_and_wrong_types_are_reported() {
         let crd = ContainerRecreateRequest::crd();
