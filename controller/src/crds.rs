@@ -60,6 +60,15 @@ pub fn run(out: Option<&Path>) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// `kubectl apply` keeps the whole object in an annotation capped at
+    /// 256 KiB; a larger CRD could only be created, not applied.
+    #[test]
+    fn every_crd_fits_kubectl_apply() {
+        for (name, text) in render().unwrap() {
+            assert!(text.len() < 200 * 1024, "{name} is {} bytes", text.len());
+        }
+    }
+
     /// The checked-in CRDs are what the types generate. On failure run
     /// `cargo run -p keelson-controller -- crds --out deploy/crds`.
     #[test]

@@ -7,6 +7,7 @@
 //! kinds that share types).
 
 pub mod apps;
+pub mod policy;
 pub mod validate;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -15,11 +16,29 @@ use kube::CustomResourceExt;
 /// Every CRD Keelson serves, as generated from the types.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     use apps::v1alpha1 as a1;
+    use apps::v1beta1 as b1;
+    let statefulset = kube::core::crd::merge_crds(
+        vec![
+            a1::statefulset::StatefulSet::crd(),
+            b1::statefulset::StatefulSet::crd(),
+        ],
+        b1::statefulset::STORAGE_VERSION,
+    )
+    .expect("both StatefulSet versions describe the same kind");
     vec![
+        a1::broadcastjob::BroadcastJob::crd(),
+        a1::cloneset::CloneSet::crd(),
         a1::containerrecreaterequest::ContainerRecreateRequest::crd(),
+        a1::daemonset::DaemonSet::crd(),
         a1::imagelistpulljob::ImageListPullJob::crd(),
         a1::imagepulljob::ImagePullJob::crd(),
         a1::nodeimage::NodeImage::crd(),
+        a1::resourcedistribution::ResourceDistribution::crd(),
+        a1::sidecarset::SidecarSet::crd(),
+        statefulset,
+        a1::uniteddeployment::UnitedDeployment::crd(),
+        a1::workloadspread::WorkloadSpread::crd(),
+        policy::v1alpha1::podunavailablebudget::PodUnavailableBudget::crd(),
     ]
 }
 

@@ -1,0 +1,3 @@
+//! `apps.kruise.io/v1beta1`.
+
+pub mod statefulset;

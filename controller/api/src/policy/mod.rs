@@ -1,0 +1,3 @@
+//! Group `policy.kruise.io`.
+
+pub mod v1alpha1;
