@@ -3,7 +3,8 @@
 //! default since Kubernetes 1.27) does for the parts that matter to a
 //! manifest author: unknown fields (unless the schema preserves them),
 //! value types, required fields and enums. Used by the tests that apply
-//! OpenKruise's own examples to the generated CRDs.
+//! OpenKruise's own examples to the generated CRDs
+//! (`tests/openkruise_examples.rs`).
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
@@ -131,89 +132,6 @@ mod tests {
 
     fn manifest(yaml: &str) -> Value {
         serde_saphyr::from_str(yaml).unwrap()
-    }
-
-    /// OpenKruise's documented ContainerRecreateRequest example.
-    const CRR: &str = "
-apiVersion: apps.kruise.io/v1alpha1
-kind: ContainerRecreateRequest
-metadata:
-  namespace: pod-namespace
-  name: xxx
-spec:
-  podName: pod-name
-  containers:
-  - name: app
-  - name: sidecar
-  strategy:
-    failurePolicy: Fail
-    orderedRecreate: false
-    terminationGracePeriodSeconds: 30
-    unreadyGracePeriodSeconds: 3
-    minStartedSeconds: 10
-  activeDeadlineSeconds: 300
-  ttlSecondsAfterFinished: 1800
-";
-
-    #[test]
-    fn the_crr_example_applies_and_reads_back() {
-        let crd = ContainerRecreateRequest::crd();
-        let m = manifest(CRR);
-        assert_eq!(validate(&crd, "v1alpha1", &m), Vec::<String>::new());
-        let crr: ContainerRecreateRequest = serde_json::from_value(m).unwrap();
-        assert_eq!(crr.spec.pod_name, "pod-name");
-        assert_eq!(crr.spec.containers.len(), 2);
-        let s = crr.spec.strategy.unwrap();
-        assert_eq!(s.failure_policy.as_deref(), Some("Fail"));
-        assert_eq!(s.min_started_seconds, 10);
-        assert_eq!(crr.spec.ttl_seconds_after_finished, Some(1800));
-    }
-
-    /// OpenKruise's documented ImagePullJob example.
-    const IMAGE_PULL_JOB: &str = "
-apiVersion: apps.kruise.io/v1alpha1
-kind: ImagePullJob
-metadata:
-  name: job-with-always
-spec:
-  image: nginx:1.9.1
-  parallelism: 10
-  selector:
-    names:
-    - node-1
-    matchLabels:
-      node-type: xxx
-  podSelector:
-    matchLabels:
-      pod-label: xxx
-  completionPolicy:
-    type: Always
-    activeDeadlineSeconds: 1200
-    ttlSecondsAfterFinished: 300
-  pullPolicy:
-    backoffLimit: 3
-    timeoutSeconds: 300
-  pullSecrets:
-  - secret-name1
-  sandboxConfig:
-    annotations:
-      io.kubernetes.image.nydus: \"true\"
-";
-
-    #[test]
-    fn the_image_pull_job_example_applies_and_reads_back() {
-        use crate::apps::v1alpha1::imagepulljob::ImagePullJob;
-        let crd = ImagePullJob::crd();
-        let m = manifest(IMAGE_PULL_JOB);
-        assert_eq!(validate(&crd, "v1alpha1", &m), Vec::<String>::new());
-        let job: ImagePullJob = serde_json::from_value(m.clone()).unwrap();
-        assert_eq!(job.spec.image, "nginx:1.9.1");
-        let mut bad = m;
-        bad["spec"]["completionPolicy"]["ttlSecondsAfterFinish"] = serde_json::json!(3);
-        assert_eq!(
-            validate(&crd, "v1alpha1", &bad),
-            vec![".spec.completionPolicy.ttlSecondsAfterFinish: unknown field".to_string()]
-        );
     }
 
     #[test]
