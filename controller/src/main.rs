@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod crds;
+use keelson_controller::crds;
 
 /// Keelson cluster controller (apps.kruise.io).
 #[derive(Parser)]

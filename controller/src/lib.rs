@@ -1,0 +1,5 @@
+//! Keelson's cluster controller, as a library: the CRD generator and the
+//! reconcilers (pure: state in → decision out; the binary does the I/O).
+
+pub mod crds;
+pub mod imagepulljob;
