@@ -1,0 +1,124 @@
+//! `deploy/` renders with `kubectl kustomize` (Debian's kubernetes-client
+//! has it; `integration/scripts/setup-debian` installs it) and holds what
+//! it promises: every generated CRD, the controller's two replicas, the
+//! privileged agent DaemonSet with its host paths, and an agent role that
+//! writes nothing but status.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn rendered() -> Vec<Value> {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&deploy)
+        .output()
+        .expect(
+            "kubectl not found: install Debian's kubernetes-client (integration/scripts/setup-debian does)",
+        );
+    assert!(
+        out.status.success(),
+        "kubectl kustomize deploy/ failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_saphyr::from_multiple::<Value>(&text).unwrap()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in deploy/"))
+}
+
+#[test]
+fn renders_every_crd_and_the_workloads() {
+    let docs = rendered();
+    for crd in keelson_api::crds() {
+        let name = crd.metadata.name.unwrap();
+        find(&docs, "CustomResourceDefinition", &name);
+    }
+    let controller = find(&docs, "Deployment", "keelson-controller");
+    assert_eq!(controller["spec"]["replicas"], 2);
+    assert_eq!(controller["metadata"]["namespace"], "keelson-system");
+
+    let agent = find(&docs, "DaemonSet", "keelson-agent");
+    let pod = &agent["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["securityContext"]["privileged"], true);
+    let host_paths: Vec<&str> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    for p in [
+        "/run/keelson",
+        "/run/containerd",
+        "/var/lib/keelson",
+        "/etc/kubernetes/credential-provider",
+    ] {
+        assert!(host_paths.contains(&p), "{p} not mounted: {host_paths:?}");
+    }
+    find(&docs, "Service", "keelson-webhook");
+    find(
+        &docs,
+        "MutatingWebhookConfiguration",
+        "keelson-mutating-webhook-configuration",
+    );
+}
+
+#[test]
+fn the_kustomization_lists_every_generated_crd() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let kustomization = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+    for entry in std::fs::read_dir(dir.join("crds")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            kustomization.contains(&format!("- crds/{name}")),
+            "deploy/kustomization.yaml does not list crds/{name}"
+        );
+    }
+}
+
+#[test]
+fn the_agent_writes_only_status() {
+    let docs = rendered();
+    let role = find(&docs, "ClusterRole", "keelson-agent");
+    let writes = [
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+        "*",
+    ];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    for rule in role["rules"].as_array().unwrap() {
+        let resources = strings(&rule["resources"]);
+        let verbs = strings(&rule["verbs"]);
+        assert!(
+            !resources.iter().any(|r| r == "*") && !verbs.iter().any(|v| v == "*"),
+            "{rule}"
+        );
+        assert!(
+            !resources.iter().any(|r| r == "secrets"),
+            "no cluster-wide secrets: {rule}"
+        );
+        if verbs.iter().any(|v| writes.contains(&v.as_str())) {
+            assert!(
+                resources
+                    .iter()
+                    .all(|r| r.ends_with("/status") || r == "events"),
+                "the agent may write only status (and events): {rule}"
+            );
+        }
+    }
+}
