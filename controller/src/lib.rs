@@ -2,4 +2,5 @@
 //! reconcilers (pure: state in → decision out; the binary does the I/O).
 
 pub mod crds;
+pub mod crr;
 pub mod imagepulljob;
