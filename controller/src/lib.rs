@@ -3,4 +3,5 @@
 
 pub mod crds;
 pub mod crr;
+pub mod imagelistpulljob;
 pub mod imagepulljob;
