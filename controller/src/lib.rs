@@ -3,5 +3,7 @@
 
 pub mod crds;
 pub mod crr;
+pub mod gates;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
+pub mod leader;
