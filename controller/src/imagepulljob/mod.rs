@@ -16,6 +16,7 @@
 //! and is deleted `ttlSecondsAfterFinished` after that; `Never` keeps it
 //! running and syncing new nodes.
 
+pub mod apply;
 pub mod image_ref;
 pub mod targets;
 
