@@ -7,3 +7,4 @@ pub mod gates;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod leader;
+pub mod run;

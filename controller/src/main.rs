@@ -1,16 +1,15 @@
-//! `keelson-controller`: the cluster side of Keelson.
+//! `keelson-controller`: the cluster side of Keelson (thin binary over the
+//! `keelson_controller` library).
 //!
-//! Built so far: the apps.kruise.io API types (crate `keelson-api`) and
-//! `keelson-controller crds`, which writes their CRDs. The reconcilers,
-//! leader election and webhooks come next; running the controller itself
-//! says so and exits non-zero, so nothing mistakes it for a working one.
+//! `keelson-controller [flags]` runs the controller (leader election, the
+//! reconcilers the feature gates enable; so far ImagePullJob → NodeImage);
+//! `keelson-controller crds [--out DIR]` writes the CRDs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-use keelson_controller::crds;
+use keelson_controller::{crds, run};
 
 /// Keelson cluster controller (apps.kruise.io).
 #[derive(Parser)]
@@ -18,6 +17,8 @@ use keelson_controller::crds;
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    run: run::RunArgs,
 }
 
 #[derive(Subcommand)]
@@ -32,19 +33,50 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Args::parse().command {
-        Some(Command::Crds { out }) => match crds::run(out.as_deref()) {
+    let args = Args::parse();
+    if let Some(Command::Crds { out }) = args.command {
+        return match crds::run(out.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("keelson-controller crds: {e:#}");
                 ExitCode::FAILURE
             }
-        },
-        None => {
-            eprintln!(
-                "keelson-controller: no controllers are implemented in this release yet (try `crds`)"
-            );
-            ExitCode::from(2)
+        };
+    }
+    if let Err(e) = keelson_controller::gates::FeatureGates::parse(&args.run.feature_gates) {
+        eprintln!("keelson-controller: --feature-gates: {e}");
+        return ExitCode::from(2);
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.run.logging_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keelson-controller: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run::run(args.run)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keelson-controller: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -17,6 +17,7 @@
 //! running and syncing new nodes.
 
 pub mod apply;
+pub mod controller;
 pub mod image_ref;
 pub mod targets;
 

@@ -1,0 +1,157 @@
+//! The ImagePullJob controller on kube-runtime: watches ImagePullJobs and
+//! the NodeImages that name them as tag owners, and on each change reads
+//! the job's targets, runs the pure [`reconcile`](super::reconcile) and
+//! [`apply`](super::apply::apply)s the decision.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use keelson_api::apps::v1alpha1::imagepulljob::ImagePullJob;
+use keelson_api::apps::v1alpha1::nodeimage::{NodeImage, ReferenceObject};
+use kube::Client;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+
+use super::apply::{Applied, apply};
+use super::{Context, reconcile, targets};
+
+/// Why one reconcile failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReconcileError(#[from] kube::Error);
+
+/// Shared state of the controller.
+pub struct State {
+    pub client: Client,
+}
+
+/// The jobs a NodeImage names as tag owners.
+pub fn owners(node: NodeImage) -> Vec<ObjectRef<ImagePullJob>> {
+    node.spec
+        .images
+        .values()
+        .flat_map(|i| i.tags.iter())
+        .flat_map(|t| t.owner_references.iter())
+        .filter(|o| o.kind.as_deref() == Some("ImagePullJob"))
+        .filter_map(|o| {
+            let name = o.name.as_deref()?;
+            Some(ObjectRef::new(name).within(o.namespace.as_deref().unwrap_or_default()))
+        })
+        .collect()
+}
+
+fn jitter() -> i32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| (d.subsec_nanos() % 600) as i32)
+}
+
+async fn reconcile_one(
+    job: Arc<ImagePullJob>,
+    state: Arc<State>,
+) -> Result<Action, ReconcileError> {
+    let nodes: Api<NodeImage> = Api::all(state.client.clone());
+    let all = nodes.list(&ListParams::default()).await?.items;
+    let pods = if job.spec.template.pod_selector.is_some() {
+        let ns = job.metadata.namespace.clone().unwrap_or_default();
+        Api::<Pod>::namespaced(state.client.clone(), &ns)
+            .list(&ListParams::default())
+            .await?
+            .items
+    } else {
+        vec![]
+    };
+    let selected = targets::select(&job, &all, &pods);
+    let secrets = job
+        .spec
+        .template
+        .pull_secrets
+        .iter()
+        .map(|s| ReferenceObject {
+            namespace: job.metadata.namespace.clone().unwrap_or_default(),
+            name: s.clone(),
+        })
+        .collect();
+    let ctx = Context {
+        now: Time(k8s_openapi::jiff::Timestamp::now()),
+        secrets,
+        jitter_seconds: jitter(),
+    };
+    let decision = reconcile(&job, &selected, &ctx);
+    let name = job.metadata.name.clone().unwrap_or_default();
+    Ok(match apply(&state.client, &job, decision).await? {
+        Applied::Done {
+            requeue_after_seconds: Some(s),
+        } => Action::requeue(Duration::from_secs(s.max(1) as u64)),
+        Applied::Done { .. } | Applied::Deleted => Action::await_change(),
+        Applied::Conflict { node } => {
+            tracing::debug!(job = %name, node = %node, "NodeImage changed meanwhile; reconciling again");
+            Action::requeue(Duration::from_millis(200))
+        }
+        Applied::Ignored { reason } => {
+            tracing::warn!(job = %name, reason = %reason, "ImagePullJob ignored");
+            Action::await_change()
+        }
+    })
+}
+
+fn on_error(job: Arc<ImagePullJob>, error: &ReconcileError, _: Arc<State>) -> Action {
+    tracing::warn!(job = ?job.metadata.name, error = %error, "ImagePullJob reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs until the task is dropped.
+pub async fn run(client: Client) {
+    let jobs: Api<ImagePullJob> = Api::all(client.clone());
+    let nodes: Api<NodeImage> = Api::all(client.clone());
+    Controller::new(jobs, watcher::Config::default())
+        .watches(nodes, watcher::Config::default(), owners)
+        .run(reconcile_one, on_error, Arc::new(State { client }))
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "ImagePullJob controller event");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keelson_api::apps::v1alpha1::nodeimage::{ImageSpec, ImageTagSpec, NodeImageSpec};
+
+    #[test]
+    fn a_nodeimage_maps_to_the_jobs_owning_its_tags() {
+        let mut n = NodeImage::new("node-a", NodeImageSpec::default());
+        let owner =
+            |kind: &str, ns: &str, name: &str| k8s_openapi::api::core::v1::ObjectReference {
+                kind: Some(kind.into()),
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                ..Default::default()
+            };
+        n.spec.images.insert(
+            "nginx".into(),
+            ImageSpec {
+                tags: vec![ImageTagSpec {
+                    tag: "1".into(),
+                    owner_references: vec![
+                        owner("ImagePullJob", "team", "job-a"),
+                        owner("Something", "team", "other"),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        let refs = owners(n);
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0].name, "job-a");
+        assert_eq!(refs[0].namespace.as_deref(), Some("team"));
+    }
+}

@@ -1,0 +1,243 @@
+//! Running the controller: flags, logs, the health/metrics endpoint, the
+//! connection to the API server (retried with backoff while it is away),
+//! leader election, and the reconcilers that only the leader runs.
+//! SIGTERM/SIGINT stop it cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::Client;
+use kube::api::Api;
+
+use crate::gates::FeatureGates;
+use crate::leader;
+
+/// How long a Lease is valid without renewal, and how often it is renewed.
+const LEASE_SECONDS: i32 = 15;
+const RENEW_EVERY: Duration = Duration::from_secs(2);
+
+/// Controller flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// OpenKruise feature gates, `Name=true|false,…`.
+    #[arg(long, default_value = "")]
+    pub feature_gates: String,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub logging_format: String,
+    /// `/healthz`, `/readyz` and `/metrics` listen here.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, default_value = "keelson-system")]
+    pub leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "keelson-controller")]
+    pub leader_election_id: String,
+    /// This replica's identity [default: $POD_NAME, else the hostname].
+    #[arg(long)]
+    pub identity: Option<String>,
+}
+
+/// What the health and metrics endpoints report.
+#[derive(Default)]
+pub struct Health {
+    pub connected: AtomicBool,
+    pub leader: AtomicBool,
+    pub lease_rounds: AtomicU64,
+    pub lease_errors: AtomicU64,
+}
+
+impl Health {
+    fn metrics(&self) -> String {
+        format!(
+            "# HELP keelson_controller_leader Whether this replica leads (1) or not (0).\n\
+             # TYPE keelson_controller_leader gauge\n\
+             keelson_controller_leader {}\n\
+             # HELP keelson_controller_api_connected Whether the API server is reachable.\n\
+             # TYPE keelson_controller_api_connected gauge\n\
+             keelson_controller_api_connected {}\n\
+             # HELP keelson_controller_lease_rounds_total Leader-election rounds.\n\
+             # TYPE keelson_controller_lease_rounds_total counter\n\
+             keelson_controller_lease_rounds_total {}\n\
+             # HELP keelson_controller_lease_errors_total Leader-election rounds that failed.\n\
+             # TYPE keelson_controller_lease_errors_total counter\n\
+             keelson_controller_lease_errors_total {}\n",
+            u8::from(self.leader.load(Ordering::Relaxed)),
+            u8::from(self.connected.load(Ordering::Relaxed)),
+            self.lease_rounds.load(Ordering::Relaxed),
+            self.lease_errors.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The answer to `path`: (HTTP status, body).
+    pub fn answer(&self, path: &str) -> (u16, String) {
+        match path {
+            "/healthz" => (200, "ok\n".into()),
+            "/readyz" if self.connected.load(Ordering::Relaxed) => (200, "ok\n".into()),
+            "/readyz" => (503, "API server not reachable\n".into()),
+            "/metrics" => (200, self.metrics()),
+            _ => (404, "not found\n".into()),
+        }
+    }
+}
+
+async fn serve_health(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics address {addr}"))?;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let health = health.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (code, body) = health.answer(req.uri().path());
+                    async move {
+                        let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+                        *resp.status_mut() = http::StatusCode::from_u16(code)
+                            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn identity(args: &RunArgs) -> String {
+    args.identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(hostname)
+        .unwrap_or_else(|| format!("keelson-controller-{}", std::process::id()))
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// The reconcilers the gates enable, started when this replica leads.
+fn start_reconcilers(client: &Client, gates: &FeatureGates) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![];
+    if gates.enabled("ImagePullJobGate") {
+        tasks.push(tokio::spawn(crate::imagepulljob::controller::run(
+            client.clone(),
+        )));
+    }
+    tasks
+}
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let gates = FeatureGates::parse(&args.feature_gates)?;
+    let me = identity(&args);
+    tracing::info!(identity = %me, gates = %gates.describe(), "keelson-controller starting");
+    let health = Arc::new(Health::default());
+    let metrics = tokio::spawn(serve_health(args.metrics_addr, health.clone()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    tokio::pin!(stop);
+
+    // The API server may be away at start-up: retry with backoff.
+    let mut backoff = Duration::from_millis(500);
+    let client = loop {
+        match Client::try_default().await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "no API server yet");
+                tokio::select! {
+                    _ = &mut stop => { metrics.abort(); return Ok(()); }
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &args.leader_election_namespace);
+    let mut running: Vec<tokio::task::JoinHandle<()>> = vec![];
+    loop {
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        health.lease_rounds.fetch_add(1, Ordering::Relaxed);
+        let led = match leader::try_lead(
+            &leases,
+            &args.leader_election_id,
+            &args.leader_election_namespace,
+            &me,
+            &now,
+            LEASE_SECONDS,
+        )
+        .await
+        {
+            Ok(led) => {
+                health.connected.store(true, Ordering::Relaxed);
+                led
+            }
+            Err(e) => {
+                health.lease_errors.fetch_add(1, Ordering::Relaxed);
+                health.connected.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, "leader election round failed");
+                false
+            }
+        };
+        if led && running.is_empty() {
+            tracing::info!(identity = %me, "leading: starting reconcilers");
+            running = start_reconcilers(&client, &gates);
+        } else if !led && !running.is_empty() {
+            tracing::warn!(identity = %me, "lost the lease: stopping reconcilers");
+            for t in running.drain(..) {
+                t.abort();
+            }
+        }
+        health.leader.store(led, Ordering::Relaxed);
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(RENEW_EVERY) => {}
+        }
+    }
+    for t in running {
+        t.abort();
+    }
+    metrics.abort();
+    tracing::info!("keelson-controller stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_and_metrics_answers() {
+        let h = Health::default();
+        assert_eq!(h.answer("/healthz").0, 200);
+        assert_eq!(h.answer("/readyz").0, 503);
+        h.connected.store(true, Ordering::Relaxed);
+        h.leader.store(true, Ordering::Relaxed);
+        assert_eq!(h.answer("/readyz").0, 200);
+        let (code, body) = h.answer("/metrics");
+        assert_eq!(code, 200);
+        assert!(body.contains("keelson_controller_leader 1\n"), "{body}");
+        assert_eq!(h.answer("/nope").0, 404);
+    }
+}
