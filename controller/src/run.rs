@@ -140,6 +140,9 @@ fn start_reconcilers(client: &Client, gates: &FeatureGates) -> Vec<tokio::task::
             client.clone(),
         )));
     }
+    if gates.enabled("KruiseDaemon") {
+        tasks.push(tokio::spawn(crate::crr::controller::run(client.clone())));
+    }
     tasks
 }
 

@@ -5,6 +5,8 @@
 //! controller's deadline and TTL handling. The node side is the agent's
 //! restart engine.
 
+pub mod controller;
+
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
