@@ -140,6 +140,11 @@ fn start_reconcilers(client: &Client, gates: &FeatureGates) -> Vec<tokio::task::
             client.clone(),
         )));
     }
+    if gates.enabled("ImagePullJobGate") {
+        tasks.push(tokio::spawn(crate::imagelistpulljob::controller::run(
+            client.clone(),
+        )));
+    }
     if gates.enabled("KruiseDaemon") {
         tasks.push(tokio::spawn(crate::crr::controller::run(client.clone())));
     }

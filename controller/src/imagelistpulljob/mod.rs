@@ -6,6 +6,8 @@
 //! nodes); with completionPolicy `Always` it completes when every job has,
 //! and is deleted `ttlSecondsAfterFinished` later.
 
+pub mod controller;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
