@@ -3,6 +3,7 @@
 //! that runs them ([`run`]). Node features plug in as [`cri::Hook`]s.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod cri;
 pub mod ctl;

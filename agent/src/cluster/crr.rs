@@ -1,0 +1,199 @@
+//! A ContainerRecreateRequest ↔ the restart engine, without I/O: the
+//! engine request a CRR stands for (the pod by the uid label the webhook
+//! set, containers with their captured statusContext and preStop), and the
+//! CRR status a restart's status makes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use keelson_api::apps::v1alpha1::containerrecreaterequest::{
+    ContainerRecreateRequest, ContainerRecreateRequestContainerRecreateState,
+    ContainerRecreateRequestStatus, LABEL_POD_UID,
+};
+
+use crate::restart::spec::{
+    ExecAction, FailurePolicy, Phase, PodRef, PreStop, RestartContainer, RestartSpec,
+    RestartStatus, StatusContext, Strategy,
+};
+
+/// The restart request `crr` stands for.
+pub fn restart_spec(crr: &ContainerRecreateRequest) -> Result<RestartSpec, String> {
+    let uid = crr
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_POD_UID).cloned())
+        .filter(|u| !u.is_empty());
+    let pod = PodRef {
+        namespace: crr.metadata.namespace.clone(),
+        name: Some(crr.spec.pod_name.clone()),
+        uid,
+        sandbox_id: None,
+    };
+    let s = crr.spec.strategy.clone().unwrap_or_default();
+    let failure_policy = match s.failure_policy.as_deref() {
+        None | Some("") | Some("Fail") => FailurePolicy::Fail,
+        Some("Ignore") => FailurePolicy::Ignore,
+        Some(other) => return Err(format!("unknown failurePolicy {other}")),
+    };
+    let spec = RestartSpec {
+        pod,
+        containers: crr
+            .spec
+            .containers
+            .iter()
+            .map(|c| RestartContainer {
+                name: c.name.clone(),
+                pre_stop: c.pre_stop.as_ref().map(|p| PreStop {
+                    exec: p.exec.as_ref().map(|e| ExecAction {
+                        command: e.command.clone().unwrap_or_default(),
+                    }),
+                    http_get: p
+                        .http_get
+                        .as_ref()
+                        .and_then(|h| serde_json::to_value(h).ok()),
+                    tcp_socket: p
+                        .tcp_socket
+                        .as_ref()
+                        .and_then(|t| serde_json::to_value(t).ok()),
+                }),
+                status_context: c.status_context.as_ref().map(|ctx| StatusContext {
+                    container_id: ctx.container_id.clone(),
+                    restart_count: ctx.restart_count,
+                }),
+            })
+            .collect(),
+        strategy: Strategy {
+            failure_policy,
+            ordered_recreate: s.ordered_recreate,
+            force_recreate: s.force_recreate,
+            termination_grace_period_seconds: s.termination_grace_period_seconds,
+            unready_grace_period_seconds: s.unready_grace_period_seconds,
+            min_started_seconds: s.min_started_seconds,
+        },
+        active_deadline_seconds: crr.spec.active_deadline_seconds,
+        ttl_seconds_after_finished: crr.spec.ttl_seconds_after_finished,
+    };
+    spec.validate().map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
+fn phase(p: Phase) -> String {
+    format!("{p:?}")
+}
+
+/// The CRR status for a restart's status.
+pub fn crr_status(s: &RestartStatus) -> ContainerRecreateRequestStatus {
+    ContainerRecreateRequestStatus {
+        phase: phase(s.phase),
+        completion_time: s
+            .completion_unix_ms
+            .and_then(|ms| i64::try_from(ms).ok())
+            .and_then(|ms| k8s_openapi::jiff::Timestamp::from_millisecond(ms).ok())
+            .map(Time),
+        message: Some(s.message.clone()).filter(|m| !m.is_empty()),
+        container_recreate_states: s
+            .container_recreate_states
+            .iter()
+            .map(|c| ContainerRecreateRequestContainerRecreateState {
+                name: c.name.clone(),
+                phase: phase(c.phase),
+                message: Some(c.message.clone()).filter(|m| !m.is_empty()),
+                is_killed: c.is_killed,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restart::spec::{ContainerRecreateState, PodIdentity};
+
+    fn crr() -> ContainerRecreateRequest {
+        serde_saphyr::from_str(
+            r#"
+apiVersion: apps.kruise.io/v1alpha1
+kind: ContainerRecreateRequest
+metadata:
+  name: r
+  namespace: team
+  labels: {crr.apps.kruise.io/pod-uid: uid-1, crr.apps.kruise.io/node-name: node-a}
+spec:
+  podName: web-0
+  containers:
+  - name: app
+    preStop: {exec: {command: [sh, -c, "sleep 1"]}}
+    statusContext: {containerID: "containerd://abc", restartCount: 2}
+  - name: side
+    statusContext: {containerID: "containerd://def", restartCount: 0}
+  strategy: {failurePolicy: Ignore, orderedRecreate: true, minStartedSeconds: 5, terminationGracePeriodSeconds: 10}
+  activeDeadlineSeconds: 300
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_crr_becomes_an_engine_request() {
+        let s = restart_spec(&crr()).unwrap();
+        assert_eq!(s.pod.uid.as_deref(), Some("uid-1"));
+        assert_eq!(s.pod.name.as_deref(), Some("web-0"));
+        assert_eq!(s.strategy.failure_policy, FailurePolicy::Ignore);
+        assert!(s.strategy.ordered_recreate);
+        assert_eq!(s.strategy.min_started_seconds, 5);
+        let app = &s.containers[0];
+        assert_eq!(app.status_context.as_ref().unwrap().bare_id(), "abc");
+        assert_eq!(
+            app.pre_stop
+                .as_ref()
+                .unwrap()
+                .exec
+                .as_ref()
+                .unwrap()
+                .command,
+            vec!["sh", "-c", "sleep 1"]
+        );
+        assert_eq!(s.active_deadline_seconds, Some(300));
+        let mut bad = crr();
+        bad.spec.strategy.as_mut().unwrap().failure_policy = Some("Maybe".into());
+        assert!(restart_spec(&bad).unwrap_err().contains("Maybe"));
+    }
+
+    #[test]
+    fn a_restart_status_becomes_the_crr_status() {
+        let s = RestartStatus {
+            id: "restart-1".into(),
+            pod: PodIdentity {
+                namespace: "team".into(),
+                name: "web-0".into(),
+                uid: "uid-1".into(),
+            },
+            phase: Phase::Completed,
+            accepted_unix_ms: 1_000,
+            started_unix_ms: Some(1_000),
+            completion_unix_ms: Some(5_000),
+            message: "1 of 2 containers recreated; failed: side".into(),
+            container_recreate_states: vec![
+                ContainerRecreateState {
+                    name: "app".into(),
+                    phase: Phase::Succeeded,
+                    message: "recreated as 123".into(),
+                    is_killed: true,
+                },
+                ContainerRecreateState {
+                    name: "side".into(),
+                    phase: Phase::Failed,
+                    message: String::new(),
+                    is_killed: false,
+                },
+            ],
+        };
+        let c = crr_status(&s);
+        assert_eq!(c.phase, "Completed");
+        assert_eq!(c.completion_time.unwrap().0.as_millisecond(), 5_000);
+        assert_eq!(c.container_recreate_states[0].phase, "Succeeded");
+        assert!(c.container_recreate_states[0].is_killed);
+        assert_eq!(c.container_recreate_states[1].message, None);
+        let json = serde_json::to_value(crr_status(&s)).unwrap();
+        assert_eq!(json["containerRecreateStates"][0]["isKilled"], true);
+    }
+}

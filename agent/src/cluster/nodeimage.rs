@@ -1,0 +1,221 @@
+//! This node's NodeImage ↔ the pull engine, without I/O: which pulls the
+//! spec asks for (one per image tag and version: a new version is a new
+//! round of pulls), and the NodeImage status that the pulls' states make.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use keelson_api::apps::v1alpha1::nodeimage::{
+    ImageStatus, ImageTagStatus, NodeImage, NodeImageStatus, ReferenceObject,
+};
+
+use crate::images::pulls::{Phase, PullPolicy, PullSpec, PullStatus};
+
+/// One pull the NodeImage asks for.
+#[derive(Debug, Clone)]
+pub struct TagPull {
+    /// NodeImage key (familiar image name) and tag (or digest).
+    pub name: String,
+    pub tag: String,
+    pub version: i64,
+    /// The pull, secrets not yet filled in.
+    pub spec: PullSpec,
+    /// Secrets to read and add as `.dockerconfigjson` documents.
+    pub secrets: Vec<ReferenceObject>,
+}
+
+impl TagPull {
+    /// The key under which the agent remembers this round's pull.
+    pub fn key(&self) -> String {
+        format!("{}:{}#{}", self.name, self.tag, self.version)
+    }
+}
+
+/// The full reference of `name` at `tag` (`@` for a digest).
+pub fn reference(name: &str, tag: &str) -> String {
+    if tag.contains(':') {
+        format!("{name}@{tag}")
+    } else {
+        format!("{name}:{tag}")
+    }
+}
+
+/// Every pull `node` asks for, in image then tag order.
+pub fn wanted(node: &NodeImage) -> Vec<TagPull> {
+    let mut out = vec![];
+    for (name, image) in &node.spec.images {
+        for t in &image.tags {
+            let mut spec = PullSpec::new(&reference(name, &t.tag));
+            if let Some(p) = &t.pull_policy {
+                if let Some(s) = p.timeout_seconds.filter(|s| *s > 0) {
+                    spec.timeout_seconds = s as u64;
+                }
+                if let Some(b) = p.backoff_limit.filter(|b| *b >= 0) {
+                    spec.backoff_limit = b as u32;
+                }
+            }
+            spec.policy = match t.image_pull_policy.as_deref() {
+                Some("Always") => PullPolicy::Always,
+                _ => PullPolicy::IfNotPresent,
+            };
+            if let Some(sc) = &image.sandbox_config {
+                spec.sandbox_labels = sc.labels.clone().into_iter().collect();
+                spec.sandbox_annotations = sc.annotations.clone().into_iter().collect();
+            }
+            out.push(TagPull {
+                name: name.clone(),
+                tag: t.tag.clone(),
+                version: t.version,
+                spec,
+                secrets: image.pull_secrets.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn time(ms: Option<u64>) -> Option<Time> {
+    let ms = i64::try_from(ms?).ok()?;
+    Some(Time(
+        k8s_openapi::jiff::Timestamp::from_millisecond(ms).ok()?,
+    ))
+}
+
+/// The status `node` should have given the pulls the agent knows
+/// (`pulls`: by [`TagPull::key`]). A tag without a pull yet is Waiting.
+pub fn status(node: &NodeImage, pulls: &BTreeMap<String, PullStatus>) -> NodeImageStatus {
+    let mut out = NodeImageStatus {
+        first_sync_status: node
+            .status
+            .as_ref()
+            .and_then(|s| s.first_sync_status.clone()),
+        ..Default::default()
+    };
+    for want in wanted(node) {
+        let (phase, s) = match pulls.get(&want.key()) {
+            None => ("Waiting", None),
+            Some(p) => (
+                match p.phase {
+                    Phase::Waiting => "Waiting",
+                    Phase::Pulling => "Pulling",
+                    Phase::Succeeded => "Succeeded",
+                    Phase::Failed => "Failed",
+                },
+                Some(p),
+            ),
+        };
+        out.desired += 1;
+        match phase {
+            "Waiting" => out.waiting += 1,
+            "Pulling" => out.pulling += 1,
+            "Succeeded" => out.succeeded += 1,
+            _ => out.failed += 1,
+        }
+        out.image_statuses
+            .entry(want.name.clone())
+            .or_insert_with(ImageStatus::default)
+            .tags
+            .push(ImageTagStatus {
+                tag: want.tag.clone(),
+                phase: phase.into(),
+                progress: if phase == "Succeeded" { 100 } else { 0 },
+                start_time: s.and_then(|s| time(s.started_unix_ms)),
+                completion_time: s.and_then(|s| time(s.completed_unix_ms)),
+                version: want.version,
+                image_id: s.and_then(|s| s.image_id.clone()).unwrap_or_default(),
+                message: s.map(|s| s.message.clone()).filter(|m| !m.is_empty()),
+            });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeImage {
+        serde_saphyr::from_str(
+            r#"
+apiVersion: apps.kruise.io/v1alpha1
+kind: NodeImage
+metadata: {name: node-a}
+spec:
+  images:
+    nginx:
+      pullSecrets: [{namespace: kruise-daemon-config, name: regcred}]
+      sandboxConfig: {labels: {team: web}}
+      tags:
+      - {tag: "1.9.1", version: 2, pullPolicy: {timeoutSeconds: 120, backoffLimit: 1}, imagePullPolicy: Always}
+      - {tag: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", version: 0}
+    127.0.0.1:5000/team/app:
+      tags:
+      - {tag: v1, version: 0}
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn one_pull_per_tag_and_version() {
+        let w = wanted(&node());
+        let refs: Vec<&str> = w.iter().map(|p| p.spec.image.as_str()).collect();
+        assert_eq!(
+            refs,
+            vec![
+                "127.0.0.1:5000/team/app:v1",
+                "nginx:1.9.1",
+                "nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            ]
+        );
+        let nginx = &w[1];
+        assert_eq!(nginx.key(), "nginx:1.9.1#2");
+        assert_eq!(
+            (nginx.spec.timeout_seconds, nginx.spec.backoff_limit),
+            (120, 1)
+        );
+        assert_eq!(nginx.spec.policy, PullPolicy::Always);
+        assert_eq!(nginx.spec.sandbox_labels["team"], "web");
+        assert_eq!(nginx.secrets[0].name, "regcred");
+        assert_eq!(w[0].spec.timeout_seconds, 600, "defaults when not given");
+    }
+
+    #[test]
+    fn status_from_the_pulls() {
+        let n = node();
+        let w = wanted(&n);
+        let pull = |phase: Phase, image_id: Option<&str>| PullStatus {
+            id: "p".into(),
+            image: "x".into(),
+            phase,
+            attempts: 1,
+            accepted_unix_ms: 1_000,
+            started_unix_ms: Some(2_000),
+            completed_unix_ms: (phase == Phase::Succeeded).then_some(3_000),
+            image_id: image_id.map(str::to_string),
+            message: "pulled".into(),
+        };
+        let mut pulls = BTreeMap::new();
+        pulls.insert(w[1].key(), pull(Phase::Succeeded, Some("sha256:abc")));
+        pulls.insert(w[2].key(), pull(Phase::Pulling, None));
+        // An older round's pull does not count for version 2.
+        pulls.insert("nginx:1.9.1#1".into(), pull(Phase::Failed, None));
+        let s = status(&n, &pulls);
+        assert_eq!(
+            (s.desired, s.succeeded, s.pulling, s.waiting, s.failed),
+            (3, 1, 1, 1, 0)
+        );
+        let tags = &s.image_statuses["nginx"].tags;
+        assert_eq!(tags[0].tag, "1.9.1");
+        assert_eq!((tags[0].phase.as_str(), tags[0].version), ("Succeeded", 2));
+        assert_eq!(tags[0].image_id, "sha256:abc");
+        assert_eq!(tags[0].progress, 100);
+        assert_eq!(
+            tags[0].completion_time.as_ref().unwrap().0.as_millisecond(),
+            3_000
+        );
+        assert_eq!(
+            s.image_statuses["127.0.0.1:5000/team/app"].tags[0].phase,
+            "Waiting"
+        );
+    }
+}
