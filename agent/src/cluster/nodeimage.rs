@@ -113,7 +113,7 @@ pub fn status(node: &NodeImage, pulls: &BTreeMap<String, PullStatus>) -> NodeIma
         }
         out.image_statuses
             .entry(want.name.clone())
-            .or_insert_with(ImageStatus::default)
+            .or_default()
             .tags
             .push(ImageTagStatus {
                 tag: want.tag.clone(),
