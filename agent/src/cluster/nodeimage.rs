@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_api::apps::v1alpha1::nodeimage::{
-    ImageStatus, ImageTagStatus, NodeImage, NodeImageStatus, ReferenceObject,
+    ImageTagStatus, NodeImage, NodeImageStatus, ReferenceObject,
 };
 
 use crate::images::pulls::{Phase, PullPolicy, PullSpec, PullStatus};
