@@ -55,6 +55,8 @@ pub struct FileConfig {
     pub pull_status_ttl_seconds: Option<u64>,
     pub restart_parallelism: Option<usize>,
     pub restart_status_ttl_seconds: Option<u64>,
+    pub node_name: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Default socket of the local admin API.
@@ -113,6 +115,8 @@ pub struct Config {
     pub restart_parallelism: usize,
     /// How long finished restarts without their own TTL keep their status.
     pub restart_status_ttl: Duration,
+    /// Cluster mode (with `node-name`); `None`: standalone only.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Why the configuration is unusable.
@@ -142,6 +146,8 @@ pub enum ConfigError {
     ProviderPair,
     #[error("credential-provider-timeout-seconds must be at least 1")]
     ZeroTimeout,
+    #[error("kubeconfig needs node-name (cluster mode follows one node)")]
+    KubeconfigWithoutNode,
 }
 
 impl FileConfig {
@@ -245,6 +251,19 @@ impl Config {
                 .or(file.restart_parallelism)
                 .unwrap_or(16)
                 .max(1),
+            cluster: match (
+                flags.node_name.or(file.node_name),
+                flags.kubeconfig.or(file.kubeconfig),
+            ) {
+                (Some(node_name), kubeconfig) if !node_name.is_empty() => {
+                    Some(crate::cluster::ClusterConfig {
+                        node_name,
+                        kubeconfig,
+                    })
+                }
+                (_, Some(_)) => return Err(ConfigError::KubeconfigWithoutNode),
+                _ => None,
+            },
             restart_status_ttl: Duration::from_secs(
                 flags
                     .restart_status_ttl_seconds
@@ -358,6 +377,38 @@ mod tests {
         assert_eq!(c.default_restart_policy, RestartPolicy::Never);
         assert_eq!(c.credential_provider_timeout, Duration::from_secs(60));
         assert_eq!(c.pull_status_ttl, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn cluster_mode_needs_a_node_name() {
+        let c = Config::merge(
+            Overrides {
+                node_name: Some("node-a".into()),
+                ..Default::default()
+            },
+            FileConfig::default(),
+        )
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(
+            (cluster.node_name.as_str(), cluster.kubeconfig),
+            ("node-a", None)
+        );
+        assert!(
+            Config::merge(Overrides::default(), FileConfig::default())
+                .unwrap()
+                .cluster
+                .is_none()
+        );
+        let err = Config::merge(
+            Overrides {
+                kubeconfig: Some("/k".into()),
+                ..Default::default()
+            },
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::KubeconfigWithoutNode), "{err}");
     }
 
     #[test]

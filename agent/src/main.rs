@@ -71,6 +71,12 @@ struct Args {
     /// How long finished restarts keep their status unless they set ttlSecondsAfterFinished [default: 86400].
     #[arg(long)]
     restart_status_ttl_seconds: Option<u64>,
+    /// Cluster mode: this node's name (follows its NodeImage; standalone without it).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Kubeconfig for cluster mode [default: in-cluster service account].
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,6 +116,8 @@ fn main() -> ExitCode {
         pull_status_ttl_seconds: args.pull_status_ttl_seconds,
         restart_parallelism: args.restart_parallelism,
         restart_status_ttl_seconds: args.restart_status_ttl_seconds,
+        node_name: args.node_name,
+        kubeconfig: args.kubeconfig,
     };
     let config = match Config::merge(flags, file) {
         Ok(c) => c,

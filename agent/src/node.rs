@@ -96,6 +96,13 @@ pub async fn install(
         store,
     )?;
     let mut tasks = tasks;
+    if let Some(cluster) = &config.cluster {
+        tasks.push(tokio::spawn(crate::cluster::run(
+            cluster.clone(),
+            pulls.clone(),
+            store.clone(),
+        )));
+    }
     let (gc_pulls, gc_restarts) = (pulls.clone(), restarts.clone());
     tasks.push(tokio::spawn(async move {
         loop {

@@ -156,3 +156,57 @@ fn start_up_errors_say_what_is_wrong() {
         assert!(err.contains("does not exist"), "{err}");
     }
 }
+
+#[test]
+fn cluster_mode_without_an_api_server_keeps_the_node_side_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("runtime.sock");
+    let _runtime = UnixListener::bind(&runtime).unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    // A cluster nobody listens for (a closed loopback port).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(
+        &runtime,
+        &[
+            "--node-name",
+            "node-a",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || agent
+            .log_text()
+            .contains("API server not usable")),
+        "{}",
+        agent.log_text()
+    );
+    assert!(
+        std::os::unix::net::UnixStream::connect(agent.socket()).is_ok(),
+        "the CRI socket still serves"
+    );
+    assert!(agent.pid().is_some());
+    let out = Command::new(binary().unwrap())
+        .args(["--kubeconfig", "/nonexistent", "--listen"])
+        .arg(dir.path().join("x.sock"))
+        .arg("--runtime-endpoint")
+        .arg(&runtime)
+        .env_remove("NODE_NAME")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kubeconfig needs node-name"), "{err}");
+}

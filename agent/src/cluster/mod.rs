@@ -1,8 +1,94 @@
-//! Cluster mode, the part without I/O so far: how this node's NodeImage
-//! maps to pulls and back to its status ([`nodeimage`]), and how a
-//! ContainerRecreateRequest maps to a restart and back ([`crr`]). The
-//! watches and status writes (kube client, `--kubeconfig`/in-cluster,
-//! `--node-name`) come next; standalone mode does not depend on any of it.
+//! Cluster mode: with `--node-name` (and `--kubeconfig`, or in-cluster
+//! credentials) the agent also follows this node's NodeImage and writes its
+//! status ([`nodeimage`] is the mapping, [`nodeimage_sync`] the API side).
+//! The API server being away (at start-up or later) only delays this: the
+//! node features keep working standalone, and the agent reconnects with
+//! backoff. ContainerRecreateRequests ([`crr`]) have their mapping; their
+//! watch comes next.
 
 pub mod crr;
 pub mod nodeimage;
+pub mod nodeimage_sync;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use keelson_api::apps::v1alpha1::nodeimage::NodeImage;
+use kube::runtime::watcher;
+use kube::{Api, Client, Config};
+
+use crate::images::pulls::PullEngine;
+use crate::store::Store;
+
+/// How to reach the API server.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_name: String,
+    /// `None`: in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest between two status writes while nothing signals a change.
+const RESYNC: Duration = Duration::from_secs(30);
+
+async fn connect(c: &ClusterConfig) -> Result<Client, String> {
+    let config = match &c.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => Config::incluster().map_err(|e| format!("in-cluster config: {e}"))?,
+    };
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// Follows this node's NodeImage until the task is dropped.
+pub async fn run(c: ClusterConfig, pulls: Arc<PullEngine>, store: Store) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match follow(&c, &pulls, &store).await {
+            Ok(()) => backoff = Duration::from_millis(500),
+            Err(e) => {
+                tracing::warn!(node = %c.node_name, error = %e, retry_in_ms = backoff.as_millis() as u64, "cluster mode: API server not usable; node features go on standalone");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn follow(c: &ClusterConfig, pulls: &Arc<PullEngine>, store: &Store) -> Result<(), String> {
+    let client = connect(c).await?;
+    let sync =
+        nodeimage_sync::NodeImageSync::new(client.clone(), &c.node_name, pulls.clone(), store)
+            .map_err(|e| e.to_string())?;
+    let api: Api<NodeImage> = Api::all(client);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={}", c.node_name));
+    let mut events = watcher(api, cfg).boxed();
+    let mut changes = pulls.changes();
+    tracing::info!(node = %c.node_name, "cluster mode: following this node's NodeImage");
+    loop {
+        sync.sync_once().await.map_err(|e| e.to_string())?;
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("watching NodeImage: {e}")),
+                None => return Err("NodeImage watch ended".into()),
+            },
+            r = changes.changed() => {
+                if r.is_err() {
+                    return Ok(());
+                }
+                // Let a burst of pull updates settle into one write.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+}

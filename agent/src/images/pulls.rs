@@ -250,6 +250,11 @@ impl PullEngine {
         .map(|r| r.status)
     }
 
+    /// Ticks whenever a pull's status changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     /// The status of pull `id`.
     pub fn status(&self, id: &str) -> Option<PullStatus> {
         self.journal.get(id).ok().flatten().map(|r| r.status)

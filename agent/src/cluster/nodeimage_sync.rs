@@ -1,0 +1,228 @@
+//! Cluster mode for image pulls: keeps this node's NodeImage and the pull
+//! engine in step. One [`NodeImageSync::sync_once`] reads the NodeImage,
+//! submits every tag round it asks for that was not submitted before (the
+//! round → pull id map is in sled, so a restart submits nothing twice),
+//! with the referenced pull secrets read from the API, and writes the
+//! status the pulls make through the status subresource when it changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use keelson_api::apps::v1alpha1::nodeimage::NodeImage;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+
+use super::nodeimage::{status, wanted};
+use crate::images::pulls::PullEngine;
+use crate::store::{Store, StoreError, Table};
+
+/// Why a sync round failed (the caller retries with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("API server: {0}")]
+    Api(#[from] kube::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The NodeImage side of cluster mode.
+pub struct NodeImageSync {
+    client: Client,
+    node: String,
+    pulls: Arc<PullEngine>,
+    rounds: Table<String>,
+}
+
+impl NodeImageSync {
+    pub fn new(
+        client: Client,
+        node: &str,
+        pulls: Arc<PullEngine>,
+        store: &Store,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            client,
+            node: node.to_string(),
+            pulls,
+            rounds: store.table("cluster.nodeimage-rounds", 100_000)?,
+        })
+    }
+
+    /// The `.dockerconfigjson` documents of the referenced secrets (missing
+    /// ones are skipped, as kubelet does).
+    async fn secrets(
+        &self,
+        refs: &[keelson_api::apps::v1alpha1::nodeimage::ReferenceObject],
+    ) -> Result<Vec<String>, kube::Error> {
+        let mut out = vec![];
+        for r in refs {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &r.namespace);
+            let Some(secret) = api.get_opt(&r.name).await? else {
+                tracing::warn!(namespace = %r.namespace, name = %r.name, "pull secret not found; skipped");
+                continue;
+            };
+            if let Some(doc) = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(".dockerconfigjson"))
+                .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            {
+                out.push(doc);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One round; returns whether the status was written.
+    pub async fn sync_once(&self) -> Result<bool, SyncError> {
+        let api: Api<NodeImage> = Api::all(self.client.clone());
+        let Some(node) = api.get_opt(&self.node).await? else {
+            return Ok(false);
+        };
+        let mut known = BTreeMap::new();
+        for want in wanted(&node) {
+            let key = want.key();
+            let id = match self.rounds.get(&key)? {
+                Some(id) => id,
+                None => {
+                    let mut spec = want.spec.clone();
+                    spec.secrets = self.secrets(&want.secrets).await?;
+                    match self.pulls.submit(spec).await {
+                        Ok(id) => {
+                            self.rounds.put(&key, &id).await?;
+                            tracing::info!(round = %key, pull = %id, "NodeImage pull submitted");
+                            id
+                        }
+                        Err(e) => {
+                            tracing::warn!(round = %key, error = %e, "NodeImage pull refused");
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Some(s) = self.pulls.status(&id) {
+                known.insert(key, s);
+            }
+        }
+        let next = status(&node, &known);
+        if node.status.as_ref() == Some(&next) {
+            return Ok(false);
+        }
+        let patch = serde_json::json!({ "status": next });
+        api.patch_status(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::credentials::Credentials;
+    use crate::images::pulls::EngineConfig;
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use std::time::Duration;
+
+    fn reply(code: u16, body: serde_json::Value) -> Response<Body> {
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap()
+    }
+
+    fn node_image() -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "apps.kruise.io/v1alpha1", "kind": "NodeImage",
+            "metadata": {"name": "node-a", "resourceVersion": "5"},
+            "spec": {"images": {"nginx": {
+                "pullSecrets": [{"namespace": "kruise-daemon-config", "name": "regcred"}],
+                "tags": [{"tag": "1.9.1", "version": 3}]}}}
+        })
+    }
+
+    /// Answers like an API server holding `node_image()` and the secret;
+    /// returns every request seen as (method, path, body).
+    async fn serve(
+        mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    ) -> Vec<(Method, String, serde_json::Value)> {
+        let mut seen = vec![];
+        while let Some((req, send)) = handle.next_request().await {
+            let (method, path) = (req.method().clone(), req.uri().path().to_string());
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            let answer = match (&method, path.as_str()) {
+                (&Method::GET, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a") => {
+                    reply(200, node_image())
+                }
+                (&Method::GET, "/api/v1/namespaces/kruise-daemon-config/secrets/regcred") => reply(
+                    200,
+                    serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "regcred", "namespace": "kruise-daemon-config"},
+                        "type": "kubernetes.io/dockerconfigjson",
+                        "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}}),
+                ),
+                (&Method::PATCH, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a/status") => {
+                    reply(200, node_image())
+                }
+                _ => reply(
+                    404,
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                    "status": "Failure", "reason": "NotFound", "code": 404}),
+                ),
+            };
+            seen.push((method, path, body));
+            send.send_response(answer);
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn submits_each_round_once_reads_its_secret_and_writes_status() {
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::open(state.path()).unwrap();
+        let creds = Arc::new(Credentials::new(vec![], Duration::from_secs(5), &store).unwrap());
+        let engine = PullEngine::start(
+            EngineConfig {
+                runtime: state.path().join("no-runtime.sock"),
+                parallelism: 1,
+                backoff_base: Duration::from_secs(60),
+                ttl: Duration::from_secs(60),
+            },
+            creds,
+            &store,
+        )
+        .unwrap();
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(serve(handle));
+        let client = Client::new(service, "default");
+        let sync = NodeImageSync::new(client, "node-a", engine.clone(), &store).unwrap();
+        assert!(sync.sync_once().await.unwrap(), "status written");
+        sync.sync_once().await.unwrap();
+        drop(sync);
+        let seen = server.await.unwrap();
+
+        assert_eq!(engine.list().len(), 1, "one round, one pull: {seen:?}");
+        assert_eq!(engine.list()[0].image, "nginx:1.9.1");
+        let secret_reads = seen
+            .iter()
+            .filter(|(_, p, _)| p.contains("/secrets/"))
+            .count();
+        assert_eq!(
+            secret_reads, 1,
+            "the secret is read for the submission only"
+        );
+        let (_, _, body) = seen
+            .iter()
+            .find(|(m, p, _)| *m == Method::PATCH && p.ends_with("/status"))
+            .unwrap();
+        assert_eq!(body["status"]["desired"], 1);
+        let tag = &body["status"]["imageStatuses"]["nginx"]["tags"][0];
+        assert_eq!(
+            (tag["tag"].as_str(), tag["version"].as_i64()),
+            (Some("1.9.1"), Some(3))
+        );
+        assert!(body.get("spec").is_none(), "status only");
+    }
+}
