@@ -100,6 +100,7 @@ pub async fn install(
         tasks.push(tokio::spawn(crate::cluster::run(
             cluster.clone(),
             pulls.clone(),
+            restarts.clone(),
             store.clone(),
         )));
     }

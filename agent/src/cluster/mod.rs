@@ -3,10 +3,12 @@
 //! status ([`nodeimage`] is the mapping, [`nodeimage_sync`] the API side).
 //! The API server being away (at start-up or later) only delays this: the
 //! node features keep working standalone, and the agent reconnects with
-//! backoff. ContainerRecreateRequests ([`crr`]) have their mapping; their
-//! watch comes next.
+//! backoff. This node's active ContainerRecreateRequests become restarts
+//! ([`crr`] is the mapping, [`crr_sync`] the API side). Pod watches (a
+//! readiness source for the launch gate and the restart engine) come next.
 
 pub mod crr;
+pub mod crr_sync;
 pub mod nodeimage;
 pub mod nodeimage_sync;
 
@@ -20,7 +22,9 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Config};
 
 use crate::images::pulls::PullEngine;
+use crate::restart::engine::RestartEngine;
 use crate::store::Store;
+use keelson_api::apps::v1alpha1::containerrecreaterequest::ContainerRecreateRequest;
 
 /// How to reach the API server.
 #[derive(Debug, Clone)]
@@ -48,11 +52,17 @@ async fn connect(c: &ClusterConfig) -> Result<Client, String> {
     Client::try_from(config).map_err(|e| e.to_string())
 }
 
-/// Follows this node's NodeImage until the task is dropped.
-pub async fn run(c: ClusterConfig, pulls: Arc<PullEngine>, store: Store) {
+/// Follows this node's NodeImage and ContainerRecreateRequests until the
+/// task is dropped.
+pub async fn run(
+    c: ClusterConfig,
+    pulls: Arc<PullEngine>,
+    restarts: Arc<RestartEngine>,
+    store: Store,
+) {
     let mut backoff = Duration::from_millis(500);
     loop {
-        match follow(&c, &pulls, &store).await {
+        match follow(&c, &pulls, &restarts, &store).await {
             Ok(()) => backoff = Duration::from_millis(500),
             Err(e) => {
                 tracing::warn!(node = %c.node_name, error = %e, retry_in_ms = backoff.as_millis() as u64, "cluster mode: API server not usable; node features go on standalone");
@@ -63,29 +73,52 @@ pub async fn run(c: ClusterConfig, pulls: Arc<PullEngine>, store: Store) {
     }
 }
 
-async fn follow(c: &ClusterConfig, pulls: &Arc<PullEngine>, store: &Store) -> Result<(), String> {
+async fn follow(
+    c: &ClusterConfig,
+    pulls: &Arc<PullEngine>,
+    restarts: &Arc<RestartEngine>,
+    store: &Store,
+) -> Result<(), String> {
     let client = connect(c).await?;
-    let sync =
+    let images =
         nodeimage_sync::NodeImageSync::new(client.clone(), &c.node_name, pulls.clone(), store)
             .map_err(|e| e.to_string())?;
-    let api: Api<NodeImage> = Api::all(client);
-    let cfg = watcher::Config::default().fields(&format!("metadata.name={}", c.node_name));
-    let mut events = watcher(api, cfg).boxed();
-    let mut changes = pulls.changes();
-    tracing::info!(node = %c.node_name, "cluster mode: following this node's NodeImage");
+    let crrs = crr_sync::CrrSync::new(client.clone(), &c.node_name, restarts.clone(), store)
+        .map_err(|e| e.to_string())?;
+    let node_images: Api<NodeImage> = Api::all(client.clone());
+    let by_name = watcher::Config::default().fields(&format!("metadata.name={}", c.node_name));
+    let mut image_events = watcher(node_images, by_name).boxed();
+    let requests: Api<ContainerRecreateRequest> = Api::all(client);
+    let by_node = watcher::Config::default().labels(&crrs.selector());
+    let mut crr_events = watcher(requests, by_node).boxed();
+    let mut pull_changes = pulls.changes();
+    let mut restart_changes = restarts.changes();
+    tracing::info!(node = %c.node_name, "cluster mode: following this node's NodeImage and ContainerRecreateRequests");
     loop {
-        sync.sync_once().await.map_err(|e| e.to_string())?;
+        images.sync_once().await.map_err(|e| e.to_string())?;
+        crrs.sync_once().await.map_err(|e| e.to_string())?;
         tokio::select! {
-            ev = events.next() => match ev {
+            ev = image_events.next() => match ev {
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(format!("watching NodeImage: {e}")),
                 None => return Err("NodeImage watch ended".into()),
             },
-            r = changes.changed() => {
+            ev = crr_events.next() => match ev {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("watching ContainerRecreateRequests: {e}")),
+                None => return Err("ContainerRecreateRequest watch ended".into()),
+            },
+            r = pull_changes.changed() => {
                 if r.is_err() {
                     return Ok(());
                 }
-                // Let a burst of pull updates settle into one write.
+                // Let a burst of updates settle into one write.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            r = restart_changes.changed() => {
+                if r.is_err() {
+                    return Ok(());
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             _ = tokio::time::sleep(RESYNC) => {}

@@ -250,6 +250,11 @@ impl RestartEngine {
         Ok((containers, Some(id)))
     }
 
+    /// Ticks whenever a request's status changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     /// The status of request `id`.
     pub fn status(&self, id: &str) -> Option<RestartStatus> {
         self.journal.get(id).ok().flatten().map(|r| r.status)
