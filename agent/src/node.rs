@@ -96,14 +96,21 @@ pub async fn install(
         store,
     )?;
     let mut tasks = tasks;
-    if let Some(cluster) = &config.cluster {
-        tasks.push(tokio::spawn(crate::cluster::run(
-            cluster.clone(),
-            pulls.clone(),
-            restarts.clone(),
-            store.clone(),
-        )));
-    }
+    // Standalone, running counts as ready; cluster mode reads the pods.
+    let readiness: Arc<dyn crate::priority::Readiness> = match &config.cluster {
+        Some(cluster) => {
+            let pods = Arc::new(crate::cluster::readiness::PodReadiness::new(book.clone()));
+            tasks.push(tokio::spawn(crate::cluster::run(
+                cluster.clone(),
+                pulls.clone(),
+                restarts.clone(),
+                pods.clone(),
+                store.clone(),
+            )));
+            pods
+        }
+        None => Arc::new(RunningIsReady),
+    };
     let (gc_pulls, gc_restarts) = (pulls.clone(), restarts.clone());
     tasks.push(tokio::spawn(async move {
         loop {
@@ -122,7 +129,7 @@ pub async fn install(
     hooks.register(Arc::new(LaunchGate::new(
         book.clone(),
         config.launch_hold,
-        Arc::new(RunningIsReady),
+        readiness,
     )));
     hooks.register(terminator.hook());
     Ok((

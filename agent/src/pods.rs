@@ -165,6 +165,12 @@ impl PodBook {
         self.changed.notify_waiters();
     }
 
+    /// Wakes everyone waiting on [`PodBook::changed`] though the book did
+    /// not change (a readiness source changed what they wait for).
+    pub fn poke(&self) {
+        self.touch();
+    }
+
     /// The container with `id`, if known.
     pub fn container(&self, id: &str) -> Option<(Container, State)> {
         let inner = self.lock();

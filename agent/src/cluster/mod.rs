@@ -4,13 +4,15 @@
 //! The API server being away (at start-up or later) only delays this: the
 //! node features keep working standalone, and the agent reconnects with
 //! backoff. This node's active ContainerRecreateRequests become restarts
-//! ([`crr`] is the mapping, [`crr_sync`] the API side). Pod watches (a
-//! readiness source for the launch gate and the restart engine) come next.
+//! ([`crr`] is the mapping, [`crr_sync`] the API side). A watch on this
+//! node's pods feeds container readiness to the launch gate
+//! ([`readiness`]).
 
 pub mod crr;
 pub mod crr_sync;
 pub mod nodeimage;
 pub mod nodeimage_sync;
+pub mod readiness;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,11 +60,12 @@ pub async fn run(
     c: ClusterConfig,
     pulls: Arc<PullEngine>,
     restarts: Arc<RestartEngine>,
+    readiness: Arc<readiness::PodReadiness>,
     store: Store,
 ) {
     let mut backoff = Duration::from_millis(500);
     loop {
-        match follow(&c, &pulls, &restarts, &store).await {
+        match follow(&c, &pulls, &restarts, &readiness, &store).await {
             Ok(()) => backoff = Duration::from_millis(500),
             Err(e) => {
                 tracing::warn!(node = %c.node_name, error = %e, retry_in_ms = backoff.as_millis() as u64, "cluster mode: API server not usable; node features go on standalone");
@@ -77,6 +80,7 @@ async fn follow(
     c: &ClusterConfig,
     pulls: &Arc<PullEngine>,
     restarts: &Arc<RestartEngine>,
+    readiness: &Arc<readiness::PodReadiness>,
     store: &Store,
 ) -> Result<(), String> {
     let client = connect(c).await?;
@@ -88,6 +92,9 @@ async fn follow(
     let node_images: Api<NodeImage> = Api::all(client.clone());
     let by_name = watcher::Config::default().fields(&format!("metadata.name={}", c.node_name));
     let mut image_events = watcher(node_images, by_name).boxed();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::all(client.clone());
+    let on_node = watcher::Config::default().fields(&format!("spec.nodeName={}", c.node_name));
+    let mut pod_events = watcher(pods, on_node).boxed();
     let requests: Api<ContainerRecreateRequest> = Api::all(client);
     let by_node = watcher::Config::default().labels(&crrs.selector());
     let mut crr_events = watcher(requests, by_node).boxed();
@@ -102,6 +109,13 @@ async fn follow(
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(format!("watching NodeImage: {e}")),
                 None => return Err("NodeImage watch ended".into()),
+            },
+            ev = pod_events.next() => match ev {
+                Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => readiness.update(&p),
+                Some(Ok(watcher::Event::Delete(p))) => readiness.remove(&p),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("watching pods: {e}")),
+                None => return Err("pod watch ended".into()),
             },
             ev = crr_events.next() => match ev {
                 Some(Ok(_)) => {}

@@ -1,0 +1,113 @@
+//! Container readiness from the pods' status (cluster mode): the launch
+//! gate's "ready" for OpenKruise's launch priority, fed by a watch on this
+//! node's pods. Pods it has not seen answer "unknown" (running counts, as
+//! standalone).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::pods::{PodBook, PodView};
+use crate::priority::Readiness;
+
+/// Per pod uid, per container name: ready.
+pub struct PodReadiness {
+    ready: RwLock<HashMap<String, HashMap<String, bool>>>,
+    book: Arc<PodBook>,
+}
+
+impl PodReadiness {
+    pub fn new(book: Arc<PodBook>) -> Self {
+        Self {
+            ready: RwLock::new(HashMap::new()),
+            book,
+        }
+    }
+
+    /// Takes in a pod's status; wakes the gate when readiness changed.
+    pub fn update(&self, pod: &Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        let status = pod.status.clone().unwrap_or_default();
+        let now: HashMap<String, bool> = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .chain(status.init_container_statuses.iter().flatten())
+            .map(|c| (c.name.clone(), c.ready))
+            .collect();
+        let changed = {
+            let mut all = self.ready.write().unwrap_or_else(|e| e.into_inner());
+            all.insert(uid, now.clone()) != Some(now)
+        };
+        if changed {
+            self.book.poke();
+        }
+    }
+
+    /// Forgets a pod that left the node.
+    pub fn remove(&self, pod: &Pod) {
+        if let Some(uid) = &pod.metadata.uid {
+            self.ready
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(uid);
+        }
+    }
+}
+
+impl Readiness for PodReadiness {
+    fn ready(&self, pod: &PodView, name: &str) -> Option<bool> {
+        self.ready
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pod.sandbox.uid)?
+            .get(name)
+            .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pods::Sandbox;
+    use crate::store::Store;
+
+    #[test]
+    fn readiness_comes_from_the_pod_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = PodReadiness::new(PodBook::open(&store).unwrap());
+        let pod: Pod = serde_saphyr::from_str(
+            r#"
+metadata: {name: web-0, namespace: team, uid: uid-1}
+status:
+  initContainerStatuses:
+  - {name: proxy, ready: true, restartCount: 0, image: i, imageID: x}
+  containerStatuses:
+  - {name: app, ready: false, restartCount: 0, image: i, imageID: x}
+"#,
+        )
+        .unwrap();
+        let view = |uid: &str| PodView {
+            sandbox: Sandbox {
+                id: "sb".into(),
+                uid: uid.into(),
+                name: "web-0".into(),
+                namespace: "team".into(),
+                annotations: HashMap::new(),
+            },
+            containers: vec![],
+            ever_started: vec![],
+        };
+        assert_eq!(r.ready(&view("uid-1"), "app"), None, "not seen yet");
+        r.update(&pod);
+        assert_eq!(r.ready(&view("uid-1"), "app"), Some(false));
+        assert_eq!(r.ready(&view("uid-1"), "proxy"), Some(true));
+        assert_eq!(r.ready(&view("uid-2"), "app"), None);
+        r.remove(&pod);
+        assert_eq!(r.ready(&view("uid-1"), "app"), None);
+    }
+}
