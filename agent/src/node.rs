@@ -85,6 +85,15 @@ pub async fn install(
         credentials,
         store,
     )?;
+    // Standalone, running counts as ready; cluster mode reads the pods.
+    let pod_readiness = config
+        .cluster
+        .as_ref()
+        .map(|_| Arc::new(crate::cluster::readiness::PodReadiness::new(book.clone())));
+    let readiness: Arc<dyn crate::priority::Readiness> = match &pod_readiness {
+        Some(p) => p.clone(),
+        None => Arc::new(RunningIsReady),
+    };
     let restarts = RestartEngine::start(
         RestartConfig {
             runtime: runtime.to_path_buf(),
@@ -93,24 +102,19 @@ pub async fn install(
         },
         book.clone(),
         events.sender(),
+        readiness.clone(),
         store,
     )?;
     let mut tasks = tasks;
-    // Standalone, running counts as ready; cluster mode reads the pods.
-    let readiness: Arc<dyn crate::priority::Readiness> = match &config.cluster {
-        Some(cluster) => {
-            let pods = Arc::new(crate::cluster::readiness::PodReadiness::new(book.clone()));
-            tasks.push(tokio::spawn(crate::cluster::run(
-                cluster.clone(),
-                pulls.clone(),
-                restarts.clone(),
-                pods.clone(),
-                store.clone(),
-            )));
-            pods
-        }
-        None => Arc::new(RunningIsReady),
-    };
+    if let (Some(cluster), Some(pods)) = (&config.cluster, &pod_readiness) {
+        tasks.push(tokio::spawn(crate::cluster::run(
+            cluster.clone(),
+            pulls.clone(),
+            restarts.clone(),
+            pods.clone(),
+            store.clone(),
+        )));
+    }
     let (gc_pulls, gc_restarts) = (pulls.clone(), restarts.clone());
     tasks.push(tokio::spawn(async move {
         loop {

@@ -40,6 +40,14 @@ pub trait Readiness: Send + Sync {
     /// Whether container `name` of the pod is ready; `None`: unknown, so
     /// running is enough.
     fn ready(&self, pod: &PodView, name: &str) -> Option<bool>;
+
+    /// Whether instance `container_id` (the runtime's id) of container
+    /// `name` in the pod with `uid` is ready (`false` while the status is
+    /// still about another instance); `None`: no readiness source knows the
+    /// pod.
+    fn instance_ready(&self, _uid: &str, _name: &str, _container_id: &str) -> Option<bool> {
+        None
+    }
 }
 
 /// No readiness source: running means ready.

@@ -159,6 +159,7 @@ mod tests {
             },
             book,
             tokio::sync::broadcast::channel(4).0,
+            Arc::new(crate::priority::RunningIsReady),
             &store,
         )
         .unwrap();

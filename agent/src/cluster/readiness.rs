@@ -11,9 +11,13 @@ use k8s_openapi::api::core::v1::Pod;
 use crate::pods::{PodBook, PodView};
 use crate::priority::Readiness;
 
-/// Per pod uid, per container name: ready.
+/// Per pod uid, per container name: ready, and the instance (the
+/// runtime's id) the status is about.
+type Statuses = HashMap<String, HashMap<String, (bool, String)>>;
+
+/// Container readiness of this node's pods.
 pub struct PodReadiness {
-    ready: RwLock<HashMap<String, HashMap<String, bool>>>,
+    ready: RwLock<Statuses>,
     book: Arc<PodBook>,
 }
 
@@ -31,12 +35,16 @@ impl PodReadiness {
             return;
         };
         let status = pod.status.clone().unwrap_or_default();
-        let now: HashMap<String, bool> = status
+        let now: HashMap<String, (bool, String)> = status
             .container_statuses
             .iter()
             .flatten()
             .chain(status.init_container_statuses.iter().flatten())
-            .map(|c| (c.name.clone(), c.ready))
+            .map(|c| {
+                let id = c.container_id.as_deref().unwrap_or_default();
+                let bare = id.split_once("://").map_or(id, |(_, b)| b);
+                (c.name.clone(), (c.ready, bare.to_string()))
+            })
             .collect();
         let changed = {
             let mut all = self.ready.write().unwrap_or_else(|e| e.into_inner());
@@ -65,7 +73,15 @@ impl Readiness for PodReadiness {
             .unwrap_or_else(|e| e.into_inner())
             .get(&pod.sandbox.uid)?
             .get(name)
-            .copied()
+            .map(|(ready, _)| *ready)
+    }
+
+    fn instance_ready(&self, uid: &str, name: &str, container_id: &str) -> Option<bool> {
+        let all = self.ready.read().unwrap_or_else(|e| e.into_inner());
+        let (ready, id) = all.get(uid)?.get(name)?;
+        // A status about an older instance: not ready as far as we know
+        // (kubelet has not reported the new one yet).
+        Some(id == container_id && *ready)
     }
 }
 
@@ -87,7 +103,7 @@ status:
   initContainerStatuses:
   - {name: proxy, ready: true, restartCount: 0, image: i, imageID: x}
   containerStatuses:
-  - {name: app, ready: false, restartCount: 0, image: i, imageID: x}
+  - {name: app, ready: false, restartCount: 0, image: i, imageID: x, containerID: "containerd://abc"}
 "#,
         )
         .unwrap();
@@ -107,6 +123,17 @@ status:
         assert_eq!(r.ready(&view("uid-1"), "app"), Some(false));
         assert_eq!(r.ready(&view("uid-1"), "proxy"), Some(true));
         assert_eq!(r.ready(&view("uid-2"), "app"), None);
+        assert_eq!(r.instance_ready("uid-1", "app", "abc"), Some(false));
+        assert_eq!(
+            r.instance_ready("uid-1", "app", "newer"),
+            Some(false),
+            "the status is about another instance"
+        );
+        assert_eq!(
+            r.instance_ready("uid-9", "app", "abc"),
+            None,
+            "pod not seen"
+        );
         r.remove(&pod);
         assert_eq!(r.ready(&view("uid-1"), "app"), None);
     }

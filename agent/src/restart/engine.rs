@@ -24,6 +24,7 @@ use super::spec::{
 use super::{envdeps, runtime};
 use crate::events::{RuntimeEvent, received};
 use crate::pods::PodBook;
+use crate::priority::Readiness;
 use crate::store::{Store, StoreError, Table};
 
 /// Longest wait between two looks at a pod that has a request running
@@ -71,6 +72,7 @@ pub struct RestartEngine {
     journal: Table<Record>,
     book: Arc<PodBook>,
     events: broadcast::Sender<RuntimeEvent>,
+    readiness: Arc<dyn Readiness>,
     slots: Semaphore,
     /// Pods (uids) with a worker.
     workers: Mutex<HashSet<String>>,
@@ -86,10 +88,14 @@ fn now_ms() -> u64 {
 
 impl RestartEngine {
     /// Opens the engine and resumes every unfinished request.
+    /// `readiness` tells whether a recreated instance is ready (cluster
+    /// mode reads the pod's status; standalone knows nothing, and running
+    /// for `minStartedSeconds` is enough).
     pub fn start(
         config: EngineConfig,
         book: Arc<PodBook>,
         events: broadcast::Sender<RuntimeEvent>,
+        readiness: Arc<dyn Readiness>,
         store: &Store,
     ) -> Result<Arc<Self>, StoreError> {
         let journal: Table<Record> = store.table("restarts.requests", 100_000)?;
@@ -105,6 +111,7 @@ impl RestartEngine {
             journal,
             book,
             events,
+            readiness,
             workers: Mutex::new(HashSet::new()),
             changed: watch::channel(0).0,
             seq: AtomicU64::new(seq),
@@ -363,7 +370,14 @@ impl RestartEngine {
             };
             let now = now_ms();
             let observed = match observed {
-                Ok(o) => o,
+                Ok(mut o) => {
+                    for (name, seen) in &mut o.containers {
+                        seen.ready =
+                            self.readiness
+                                .instance_ready(&rec.status.pod.uid, name, &seen.id);
+                    }
+                    o
+                }
                 Err(e) => {
                     rt = runtime::connect(&self.config.runtime).await.ok();
                     let deadline_passed = rec
