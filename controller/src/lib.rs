@@ -8,3 +8,5 @@ pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod leader;
 pub mod run;
+#[cfg(test)]
+mod testing;

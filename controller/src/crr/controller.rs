@@ -88,12 +88,9 @@ pub async fn run(client: Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{Method, Request, Response};
-    use kube::client::Body;
-
-    fn at(s: i64) -> Time {
-        Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
-    }
+    use crate::testing::at;
+    use crate::testing::{mock_client, reply};
+    use http::Method;
 
     fn crr(status: &str) -> ContainerRecreateRequest {
         serde_saphyr::from_str(&format!(
@@ -102,17 +99,9 @@ mod tests {
         .unwrap()
     }
 
-    fn ok(body: serde_json::Value) -> Response<Body> {
-        Response::builder()
-            .status(200)
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap()
-    }
-
     #[tokio::test]
     async fn expiry_then_deactivation_then_deletion_are_the_right_requests() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "default");
+        let (client, mut handle) = mock_client();
         let path = "/apis/apps.kruise.io/v1alpha1/namespaces/team/containerrecreaterequests/r";
         let server = tokio::spawn(async move {
             let (req, send) = handle.next_request().await.unwrap();
@@ -127,7 +116,7 @@ mod tests {
                 body["status"]["containerRecreateStates"][0]["phase"],
                 "Failed"
             );
-            send.send_response(ok(serde_json::to_value(crr("")).unwrap()));
+            send.send_response(reply(200, serde_json::to_value(crr("")).unwrap()));
 
             let (req, send) = handle.next_request().await.unwrap();
             assert_eq!((req.method(), req.uri().path()), (&Method::PATCH, path));
@@ -137,11 +126,11 @@ mod tests {
                 body,
                 serde_json::json!({"metadata": {"labels": {LABEL_ACTIVE: null}}})
             );
-            send.send_response(ok(serde_json::to_value(crr("")).unwrap()));
+            send.send_response(reply(200, serde_json::to_value(crr("")).unwrap()));
 
             let (req, send) = handle.next_request().await.unwrap();
             assert_eq!((req.method(), req.uri().path()), (&Method::DELETE, path));
-            send.send_response(ok(serde_json::to_value(crr("")).unwrap()));
+            send.send_response(reply(200, serde_json::to_value(crr("")).unwrap()));
         });
         // Created at 1000 s with a 60 s deadline.
         let running = crr("status: {phase: Recreating}\n");

@@ -278,11 +278,8 @@ pub fn cleanup(crr: &ContainerRecreateRequest, now: &Time) -> Cleanup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::at;
     use keelson_api::apps::v1alpha1::containerrecreaterequest::ContainerRecreateRequestContainerRecreateState as State;
-
-    fn at(s: i64) -> Time {
-        Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
-    }
 
     fn crr(yaml_spec: &str) -> ContainerRecreateRequest {
         serde_saphyr::from_str(&format!(

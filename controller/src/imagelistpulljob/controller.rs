@@ -127,8 +127,8 @@ pub async fn run(client: Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{Method, Request, Response};
-    use kube::client::Body;
+    use crate::testing::{mock_client, reply};
+    use http::Method;
 
     fn list() -> ImageListPullJob {
         serde_saphyr::from_str(
@@ -137,17 +137,9 @@ mod tests {
         .unwrap()
     }
 
-    fn ok(body: serde_json::Value) -> Response<Body> {
-        Response::builder()
-            .status(200)
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap()
-    }
-
     #[tokio::test]
     async fn label_then_create_then_status() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "default");
+        let (client, mut handle) = mock_client();
         let l = list();
         let decision = reconcile(
             &l,
@@ -168,7 +160,7 @@ mod tests {
             let body: serde_json::Value =
                 serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
             assert_eq!(body["metadata"]["labels"][TEMPLATE_HASH_LABEL], hash);
-            send.send_response(ok(serde_json::to_value(list()).unwrap()));
+            send.send_response(reply(200, serde_json::to_value(list()).unwrap()));
 
             let (req, send) = handle.next_request().await.unwrap();
             assert_eq!(
@@ -182,7 +174,7 @@ mod tests {
             assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-list");
             let mut created = body.clone();
             created["metadata"]["name"] = "prefetch-x1".into();
-            send.send_response(ok(created));
+            send.send_response(reply(200, created));
 
             let (req, send) = handle.next_request().await.unwrap();
             assert_eq!(
@@ -195,7 +187,7 @@ mod tests {
             let body: serde_json::Value =
                 serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
             assert_eq!(body["status"]["desired"], 1);
-            send.send_response(ok(serde_json::to_value(list()).unwrap()));
+            send.send_response(reply(200, serde_json::to_value(list()).unwrap()));
         });
         assert_eq!(apply(&client, &l, decision).await.unwrap(), None);
         server.await.unwrap();

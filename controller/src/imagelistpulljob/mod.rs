@@ -179,11 +179,8 @@ fn new_job(list: &ImageListPullJob, image: &str, hash: &str) -> ImagePullJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::at;
     use keelson_api::apps::v1alpha1::imagepulljob::ImagePullJobStatus;
-
-    fn at(s: i64) -> Time {
-        Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
-    }
 
     fn list(images: &str, extra: &str) -> ImageListPullJob {
         serde_saphyr::from_str(&format!(

@@ -87,14 +87,9 @@ pub async fn apply(
 mod tests {
     use super::super::{Context, reconcile};
     use super::*;
-    use http::{Method, Request, Response};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use crate::testing::{at, body_json, mock_client, reply};
+    use http::Method;
     use keelson_api::apps::v1alpha1::nodeimage::NodeImageSpec;
-    use kube::client::Body;
-
-    fn at(s: i64) -> Time {
-        Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
-    }
 
     fn job() -> ImagePullJob {
         serde_saphyr::from_str(
@@ -109,27 +104,9 @@ mod tests {
         n
     }
 
-    fn reply(code: u16, body: serde_json::Value) -> Response<Body> {
-        Response::builder()
-            .status(code)
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap()
-    }
-
-    async fn json(req: Request<Body>) -> serde_json::Value {
-        serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap()
-    }
-
-    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-    fn client() -> (Client, Handle) {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        (Client::new(service, "default"), handle)
-    }
-
     #[tokio::test]
     async fn entries_are_merge_patches_of_one_image_then_the_status_subresource() {
-        let (client, mut handle) = client();
+        let (client, mut handle) = mock_client();
         let j = job();
         let nodes = [node("node-a", "11"), node("node-b", "12")];
         let refs: Vec<&NodeImage> = nodes.iter().collect();
@@ -154,7 +131,7 @@ mod tests {
                     req.headers()["content-type"],
                     "application/merge-patch+json"
                 );
-                let body = json(req).await;
+                let body = body_json(req).await;
                 assert_eq!(body["metadata"]["resourceVersion"], rv);
                 let images = body["spec"]["images"].as_object().unwrap();
                 assert_eq!(
@@ -178,7 +155,7 @@ mod tests {
                 req.uri().path(),
                 "/apis/apps.kruise.io/v1alpha1/namespaces/team/imagepulljobs/job/status"
             );
-            let body = json(req).await;
+            let body = body_json(req).await;
             assert_eq!(body["status"]["desired"], 2);
             assert!(body.get("spec").is_none(), "status only");
             send.send_response(reply(200, serde_json::to_value(job()).unwrap()));
@@ -195,7 +172,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_conflict_stops_and_asks_for_a_fresh_reconcile_and_ttl_deletes() {
-        let (client, mut handle) = client();
+        let (client, mut handle) = mock_client();
         let j = job();
         let nodes = [node("node-a", "11")];
         let refs: Vec<&NodeImage> = nodes.iter().collect();

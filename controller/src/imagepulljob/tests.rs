@@ -1,13 +1,10 @@
 //! The ImagePullJob reconcile, state in → decision out.
 
 use super::*;
+use crate::testing::at;
 use keelson_api::apps::v1alpha1::nodeimage::{
     ImageStatus, ImageTagStatus, NodeImageSpec, NodeImageStatus,
 };
-
-fn at(s: i64) -> Time {
-    Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
-}
 
 fn ctx(now: i64) -> Context {
     Context {

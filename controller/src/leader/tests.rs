@@ -2,8 +2,8 @@
 //! service stands in for the API server).
 
 use super::*;
-use http::{Method, Request, Response};
-use kube::client::Body;
+use crate::testing::{Handle, body_json, mock_client, reply};
+use http::Method;
 
 const PATH: &str =
     "/apis/coordination.k8s.io/v1/namespaces/keelson-system/leases/keelson-controller";
@@ -76,29 +76,14 @@ fn the_rule() {
     assert_eq!(s.lease_transitions, Some(4));
 }
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
 fn api() -> (Api<Lease>, Handle) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "default");
+    let (client, handle) = mock_client();
     (Api::namespaced(client, "keelson-system"), handle)
-}
-
-fn reply(code: u16, body: serde_json::Value) -> Response<Body> {
-    Response::builder()
-        .status(code)
-        .body(Body::from(serde_json::to_vec(&body).unwrap()))
-        .unwrap()
 }
 
 fn status(code: u16, reason: &str) -> serde_json::Value {
     serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
         "message": reason, "reason": reason, "code": code})
-}
-
-async fn body_of(req: Request<Body>) -> serde_json::Value {
-    let bytes = req.into_body().collect_bytes().await.unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 #[tokio::test]
@@ -114,7 +99,7 @@ async fn creates_the_lease_when_there_is_none() {
             req.uri().path(),
             "/apis/coordination.k8s.io/v1/namespaces/keelson-system/leases"
         );
-        let body = body_of(req).await;
+        let body = body_json(req).await;
         assert_eq!(body["spec"]["holderIdentity"], "pod-a");
         assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
         send.send_response(reply(201, body));
@@ -147,7 +132,7 @@ async fn hand_over_after_expiry_and_a_lost_race_is_not_leadership() {
         ));
         let (req, send) = handle.next_request().await.unwrap();
         assert_eq!((req.method(), req.uri().path()), (&Method::PUT, PATH));
-        let body = body_of(req).await;
+        let body = body_json(req).await;
         assert_eq!(body["metadata"]["resourceVersion"], "41");
         assert_eq!(body["spec"]["holderIdentity"], "pod-b");
         assert_eq!(body["spec"]["leaseTransitions"], 2);
