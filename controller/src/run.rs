@@ -45,6 +45,9 @@ pub struct RunArgs {
     /// This replica's identity [default: $POD_NAME, else the hostname].
     #[arg(long)]
     pub identity: Option<String>,
+    /// Seconds a Node must have been Ready before its NodeImage is created.
+    #[arg(long, default_value_t = crate::nodeimage::DEFAULT_CREATION_DELAY_SECONDS)]
+    pub nodeimage_creation_delay_seconds: i64,
 }
 
 /// What the health and metrics endpoints report.
@@ -133,8 +136,18 @@ fn hostname() -> Option<String> {
 }
 
 /// The reconcilers the gates enable, started when this replica leads.
-fn start_reconcilers(client: &Client, gates: &FeatureGates) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_reconcilers(
+    client: &Client,
+    gates: &FeatureGates,
+    args: &RunArgs,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = vec![];
+    if gates.enabled("KruiseDaemon") {
+        tasks.push(tokio::spawn(crate::nodeimage::controller::run(
+            client.clone(),
+            args.nodeimage_creation_delay_seconds.max(0),
+        )));
+    }
     if gates.enabled("ImagePullJobGate") {
         tasks.push(tokio::spawn(crate::imagepulljob::controller::run(
             client.clone(),
@@ -210,7 +223,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         if led && running.is_empty() {
             tracing::info!(identity = %me, "leading: starting reconcilers");
-            running = start_reconcilers(&client, &gates);
+            running = start_reconcilers(&client, &gates, &args);
         } else if !led && !running.is_empty() {
             tracing::warn!(identity = %me, "lost the lease: stopping reconcilers");
             for t in running.drain(..) {
