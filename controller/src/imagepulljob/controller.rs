@@ -7,17 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_api::apps::v1alpha1::imagepulljob::ImagePullJob;
-use keelson_api::apps::v1alpha1::nodeimage::{NodeImage, ReferenceObject};
+use keelson_api::apps::v1alpha1::nodeimage::NodeImage;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
 use super::apply::{Applied, apply};
+use super::secrets::{self, DAEMON_CONFIG_NAMESPACE, REFERENCES_ANNOTATION, Synced};
 use super::{Context, reconcile, targets};
 
 /// Why one reconcile failed (it is retried).
@@ -45,6 +46,34 @@ pub fn owners(node: NodeImage) -> Vec<ObjectRef<ImagePullJob>> {
         .collect()
 }
 
+/// The jobs a Secret matters to: jobs naming it as a pull secret in its
+/// namespace, and, for a copy in `kruise-daemon-config`, the jobs using it.
+pub fn secret_users(jobs: &Store<ImagePullJob>, secret: &Secret) -> Vec<ObjectRef<ImagePullJob>> {
+    let ns = secret.metadata.namespace.as_deref().unwrap_or_default();
+    let name = secret.metadata.name.as_deref().unwrap_or_default();
+    let mut refs: Vec<ObjectRef<ImagePullJob>> = jobs
+        .state()
+        .iter()
+        .filter(|j| j.metadata.namespace.as_deref() == Some(ns))
+        .filter(|j| j.spec.template.pull_secrets.iter().any(|s| s == name))
+        .map(|j| ObjectRef::from_obj(j.as_ref()))
+        .collect();
+    if ns == DAEMON_CONFIG_NAMESPACE
+        && let Some(users) = secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REFERENCES_ANNOTATION))
+    {
+        for key in users.split(',') {
+            if let Some((job_ns, job_name)) = key.trim().split_once('/') {
+                refs.push(ObjectRef::new(job_name).within(job_ns));
+            }
+        }
+    }
+    refs
+}
+
 fn jitter() -> i32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -55,6 +84,14 @@ async fn reconcile_one(
     job: Arc<ImagePullJob>,
     state: Arc<State>,
 ) -> Result<Action, ReconcileError> {
+    // Pull secrets first: the entries name the copies the agents can read.
+    let secrets = match secrets::sync(&state.client, &job).await? {
+        Synced::Refs(refs) => refs,
+        Synced::Conflict => return Ok(Action::requeue(Duration::from_millis(200))),
+    };
+    if job.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
     let nodes: Api<NodeImage> = Api::all(state.client.clone());
     let all = nodes.list(&ListParams::default()).await?.items;
     let pods = if job.spec.template.pod_selector.is_some() {
@@ -67,16 +104,6 @@ async fn reconcile_one(
         vec![]
     };
     let selected = targets::select(&job, &all, &pods);
-    let secrets = job
-        .spec
-        .template
-        .pull_secrets
-        .iter()
-        .map(|s| ReferenceObject {
-            namespace: job.metadata.namespace.clone().unwrap_or_default(),
-            name: s.clone(),
-        })
-        .collect();
     let ctx = Context {
         now: Time(k8s_openapi::jiff::Timestamp::now()),
         secrets,
@@ -109,8 +136,14 @@ fn on_error(job: Arc<ImagePullJob>, error: &ReconcileError, _: Arc<State>) -> Ac
 pub async fn run(client: Client) {
     let jobs: Api<ImagePullJob> = Api::all(client.clone());
     let nodes: Api<NodeImage> = Api::all(client.clone());
-    Controller::new(jobs, watcher::Config::default())
+    let secrets: Api<Secret> = Api::all(client.clone());
+    let controller = Controller::new(jobs, watcher::Config::default());
+    let store = controller.store();
+    controller
         .watches(nodes, watcher::Config::default(), owners)
+        .watches(secrets, watcher::Config::default(), move |s: Secret| {
+            secret_users(&store, &s)
+        })
         .run(reconcile_one, on_error, Arc::new(State { client }))
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -153,5 +186,50 @@ mod tests {
         assert_eq!(refs.len(), 1);
         assert_eq!(refs[0].name, "job-a");
         assert_eq!(refs[0].namespace.as_deref(), Some("team"));
+    }
+
+    #[test]
+    fn a_secret_maps_to_the_jobs_naming_it_and_a_copy_to_the_jobs_using_it() {
+        use kube::runtime::watcher::Event;
+        let (reader, mut writer) = kube::runtime::reflector::store::<ImagePullJob>();
+        for (ns, name, secret) in [
+            ("team", "a", "regcred"),
+            ("team", "b", "other"),
+            ("prod", "c", "regcred"),
+        ] {
+            let mut j: ImagePullJob = serde_saphyr::from_str(&format!(
+                "apiVersion: apps.kruise.io/v1alpha1\nkind: ImagePullJob\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  image: nginx\n  completionPolicy: {{}}\n"
+            ))
+            .unwrap();
+            j.spec.template.pull_secrets = vec![secret.into()];
+            writer.apply_watcher_event(&Event::Apply(j));
+        }
+        let secret = |ns: &str, name: &str, users: Option<&str>| Secret {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                annotations: users
+                    .map(|u| [(REFERENCES_ANNOTATION.to_string(), u.to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let names = |refs: Vec<ObjectRef<ImagePullJob>>| {
+            refs.iter()
+                .map(|r| format!("{}/{}", r.namespace.clone().unwrap_or_default(), r.name))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(secret_users(&reader, &secret("team", "regcred", None))),
+            ["team/a"]
+        );
+        assert_eq!(
+            names(secret_users(
+                &reader,
+                &secret(DAEMON_CONFIG_NAMESPACE, "regcred-x", Some("team/a,prod/c"))
+            )),
+            ["team/a", "prod/c"]
+        );
+        assert!(secret_users(&reader, &secret("team", "unused", None)).is_empty());
     }
 }

@@ -19,6 +19,7 @@
 pub mod apply;
 pub mod controller;
 pub mod image_ref;
+pub mod secrets;
 pub mod targets;
 
 use std::collections::BTreeMap;
