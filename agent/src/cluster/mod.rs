@@ -65,7 +65,13 @@ pub async fn run(
 ) {
     let mut backoff = Duration::from_millis(500);
     loop {
-        match follow(&c, &pulls, &restarts, &readiness, &store).await {
+        let mut synced = false;
+        let result = follow(&c, &pulls, &restarts, &readiness, &store, &mut synced).await;
+        if synced {
+            // It worked for a while: a later loss starts the backoff afresh.
+            backoff = Duration::from_millis(500);
+        }
+        match result {
             Ok(()) => backoff = Duration::from_millis(500),
             Err(e) => {
                 tracing::warn!(node = %c.node_name, error = %e, retry_in_ms = backoff.as_millis() as u64, "cluster mode: API server not usable; node features go on standalone");
@@ -82,6 +88,7 @@ async fn follow(
     restarts: &Arc<RestartEngine>,
     readiness: &Arc<readiness::PodReadiness>,
     store: &Store,
+    synced: &mut bool,
 ) -> Result<(), String> {
     let client = connect(c).await?;
     let images =
@@ -104,6 +111,10 @@ async fn follow(
     loop {
         images.sync_once().await.map_err(|e| e.to_string())?;
         crrs.sync_once().await.map_err(|e| e.to_string())?;
+        if !*synced {
+            *synced = true;
+            tracing::info!(node = %c.node_name, "cluster mode: in sync with the API server");
+        }
         tokio::select! {
             ev = image_events.next() => match ev {
                 Some(Ok(_)) => {}

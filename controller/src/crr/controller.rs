@@ -150,4 +150,120 @@ mod tests {
         assert_eq!(apply(&client, &done, &at(1090)).await.unwrap(), None);
         server.await.unwrap();
     }
+
+    /// A finished request past its TTL, as the API server lists it.
+    fn finished(name: &str, rv: &str) -> serde_json::Value {
+        let mut c = crr("status: {phase: Completed, completionTime: '1970-01-01T00:17:40Z'}\n");
+        c.metadata.name = Some(name.into());
+        c.metadata.resource_version = Some(rv.into());
+        serde_json::to_value(c).unwrap()
+    }
+
+    fn watch_body(lines: &[serde_json::Value]) -> http::Response<kube::client::Body> {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        http::Response::builder()
+            .status(200)
+            .body(kube::client::Body::from(text.into_bytes()))
+            .unwrap()
+    }
+
+    /// The controller's watch ends twice (once cleanly, once with 410
+    /// Gone) and it goes on: a clean end re-watches from the last
+    /// resourceVersion seen, a 410 re-lists; objects arriving on every
+    /// leg are reconciled.
+    #[tokio::test]
+    async fn the_watch_is_resumed_after_it_ends_and_relisted_after_410() {
+        let (client, mut handle) = mock_client();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let mut log: Vec<String> = vec![];
+            let mut held = vec![];
+            let (mut lists, mut watches) = (0, 0);
+            let mut done_tx = Some(done_tx);
+            while let Some((req, send)) = handle.next_request().await {
+                let uri = req.uri().to_string();
+                let method = req.method().clone();
+                log.push(format!("{method} {uri}").trim_end_matches('?').to_string());
+                let path = req.uri().path().to_string();
+                // Done once the relisted object is deleted and the watch
+                // after the relist is open.
+                let all_seen = |log: &[String]| {
+                    log.iter()
+                        .any(|l| l.starts_with("DELETE") && l.ends_with("/third"))
+                        && log.iter().filter(|l| l.contains("watch=true")).count() >= 4
+                };
+                if method == Method::DELETE {
+                    send.send_response(reply(200, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})));
+                    if all_seen(&log)
+                        && let Some(tx) = done_tx.take()
+                    {
+                        let _ = tx.send(log.clone());
+                    }
+                    continue;
+                }
+                assert_eq!(
+                    path, "/apis/apps.kruise.io/v1alpha1/containerrecreaterequests",
+                    "{uri}"
+                );
+                if !uri.contains("watch=true") {
+                    lists += 1;
+                    let (rv, items) = match lists {
+                        1 => ("10", vec![]),
+                        _ => ("20", vec![finished("third", "20")]),
+                    };
+                    send.send_response(reply(200, serde_json::json!({"apiVersion": "apps.kruise.io/v1alpha1",
+                        "kind": "ContainerRecreateRequestList", "metadata": {"resourceVersion": rv}, "items": items})));
+                    continue;
+                }
+                watches += 1;
+                match watches {
+                    1 => send.send_response(watch_body(&[serde_json::json!({"type": "ADDED", "object": finished("first", "11")})])),
+                    2 => send.send_response(watch_body(&[serde_json::json!({"type": "ADDED", "object": finished("second", "12")})])),
+                    3 => send.send_response(watch_body(&[serde_json::json!({"type": "ERROR", "object": {
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired",
+                        "code": 410, "message": "too old resource version: 12 (15)"}})])),
+                    // The watch after the relist stays open.
+                    _ => held.push(send),
+                }
+                if all_seen(&log)
+                    && let Some(tx) = done_tx.take()
+                {
+                    let _ = tx.send(log.clone());
+                }
+            }
+        });
+        let controller = tokio::spawn(run(client));
+        let log = tokio::time::timeout(Duration::from_secs(30), done_rx)
+            .await
+            .expect("the controller reconciled the relisted object")
+            .unwrap();
+        controller.abort();
+        let _ = controller.await;
+        server.await.unwrap();
+        let watches: Vec<&String> = log.iter().filter(|l| l.contains("watch=true")).collect();
+        assert!(watches[0].contains("resourceVersion=10"), "{log:#?}");
+        assert!(
+            watches[1].contains("resourceVersion=11"),
+            "a clean end resumes from the last event: {log:#?}"
+        );
+        assert!(watches[2].contains("resourceVersion=12"), "{log:#?}");
+        assert!(
+            watches[3].contains("resourceVersion=20"),
+            "410 means a new list: {log:#?}"
+        );
+        let lists = log
+            .iter()
+            .filter(|l| l.starts_with("GET") && !l.contains("watch=true"))
+            .count();
+        assert_eq!(lists, 2, "{log:#?}");
+        for name in ["first", "second", "third"] {
+            assert_eq!(
+                log.iter()
+                    .filter(|l| l.starts_with("DELETE") && l.contains(&format!("/{name}")))
+                    .count(),
+                1,
+                "{name}: {log:#?}"
+            );
+        }
+    }
 }
