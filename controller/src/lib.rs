@@ -11,3 +11,4 @@ pub mod nodeimage;
 pub mod run;
 #[cfg(test)]
 mod testing;
+pub mod webhook;

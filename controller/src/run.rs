@@ -45,6 +45,26 @@ pub struct RunArgs {
     /// This replica's identity [default: $POD_NAME, else the hostname].
     #[arg(long)]
     pub identity: Option<String>,
+    /// The admission webhook server (HTTPS) listens here.
+    #[arg(long, default_value = "0.0.0.0:9443")]
+    pub webhook_addr: SocketAddr,
+    /// Do not serve admission webhooks.
+    #[arg(long)]
+    pub disable_webhook: bool,
+    /// The Service the API server calls the webhooks through (its DNS
+    /// names go into the self-made certificate; webhooks calling it get
+    /// the caBundle).
+    #[arg(long, default_value = "keelson-webhook")]
+    pub webhook_service_name: String,
+    /// Namespace of that Service and of the certificate Secret.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "keelson-system")]
+    pub webhook_namespace: String,
+    /// Secret keeping the self-made CA and serving certificate.
+    #[arg(long, default_value = "keelson-webhook-certs")]
+    pub webhook_secret_name: String,
+    /// With EnableExternalCerts: where `tls.crt` and `tls.key` are mounted.
+    #[arg(long, default_value = "/tmp/keelson-webhook-certs")]
+    pub webhook_cert_dir: std::path::PathBuf,
     /// Seconds a Node must have been Ready before its NodeImage is created.
     #[arg(long, default_value_t = crate::nodeimage::DEFAULT_CREATION_DELAY_SECONDS)]
     pub nodeimage_creation_delay_seconds: i64,
@@ -164,11 +184,84 @@ fn start_reconcilers(
     tasks
 }
 
+/// The webhook server: TLS material (made and kept in a Secret, or read
+/// from a directory under EnableExternalCerts), the caBundle kept in the
+/// webhook configurations, then HTTPS on `listener`. Runs until dropped.
+async fn run_webhook(
+    listener: tokio::net::TcpListener,
+    client: Client,
+    args: RunArgs,
+    external: bool,
+) {
+    use crate::webhook::{ca_bundle, certs};
+    let names = certs::dns_names(&args.webhook_service_name, &args.webhook_namespace);
+    let mut backoff = Duration::from_millis(500);
+    let made = loop {
+        let got = if external {
+            certs::read_dir(&args.webhook_cert_dir)
+        } else {
+            certs::ensure_secret(
+                &client,
+                &args.webhook_namespace,
+                &args.webhook_secret_name,
+                &names,
+            )
+            .await
+        };
+        match got {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "webhook certificates not available yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    let tls = match certs::server_config(&made) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook certificates unusable; not serving webhooks");
+            return;
+        }
+    };
+    let injector = (!external).then(|| {
+        let client = client.clone();
+        let (service, ns) = (
+            args.webhook_service_name.clone(),
+            args.webhook_namespace.clone(),
+        );
+        let ca = made.ca_cert.clone().into_bytes();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = ca_bundle::sync(&client, &service, &ns, &ca).await {
+                    tracing::warn!(error = %e, "writing the webhook caBundle failed; retrying");
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        })
+    });
+    tracing::info!(addr = ?listener.local_addr().ok(), external_certs = external, "webhook server serving");
+    crate::webhook::serve(listener, tls, client).await;
+    if let Some(t) = injector {
+        t.abort();
+    }
+}
+
 /// Runs the controller until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let gates = FeatureGates::parse(&args.feature_gates)?;
     let me = identity(&args);
     tracing::info!(identity = %me, gates = %gates.describe(), "keelson-controller starting");
+    // Bound first, so a taken port is an error at start-up.
+    let webhook_listener = if args.disable_webhook {
+        None
+    } else {
+        Some(
+            tokio::net::TcpListener::bind(args.webhook_addr)
+                .await
+                .with_context(|| format!("binding the webhook address {}", args.webhook_addr))?,
+        )
+    };
     let health = Arc::new(Health::default());
     let metrics = tokio::spawn(serve_health(args.metrics_addr, health.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -195,6 +288,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     };
+    let webhook = webhook_listener.map(|l| {
+        tokio::spawn(run_webhook(
+            l,
+            client.clone(),
+            args.clone(),
+            gates.enabled("EnableExternalCerts"),
+        ))
+    });
     let leases: Api<Lease> = Api::namespaced(client.clone(), &args.leader_election_namespace);
     let mut running: Vec<tokio::task::JoinHandle<()>> = vec![];
     loop {
@@ -238,6 +339,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     for t in running {
         t.abort();
+    }
+    if let Some(w) = webhook {
+        w.abort();
     }
     metrics.abort();
     tracing::info!("keelson-controller stopped");

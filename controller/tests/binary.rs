@@ -1,5 +1,5 @@
-//! The `keelson-controller` binary: bad feature gates are refused before
-//! anything starts; without an API server it keeps running (health up,
+//! The `keelson-controller` binary: bad feature gates and a taken webhook
+//! port are refused before anything starts; without an API server it keeps running (health up,
 //! not ready) and SIGTERM stops it cleanly.
 
 use std::io::{Read, Write};
@@ -39,6 +39,23 @@ fn unknown_feature_gates_are_refused() {
 }
 
 #[test]
+fn a_taken_webhook_port_is_a_start_up_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["--webhook-addr", &addr])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("binding the webhook address {addr}")),
+        "{err}"
+    );
+}
+
+#[test]
 fn without_an_api_server_it_waits_and_stops_on_sigterm() {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -48,6 +65,7 @@ fn without_an_api_server_it_waits_and_stops_on_sigterm() {
     let dir = std::env::temp_dir();
     let mut child = Command::new(BIN)
         .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["--webhook-addr", "127.0.0.1:0"])
         .args(["--feature-gates", "ImagePullJobGate=true"])
         .env("KUBECONFIG", dir.join("keelson-no-such-kubeconfig"))
         .env_remove("KUBERNETES_SERVICE_HOST")

@@ -122,3 +122,37 @@ fn the_agent_writes_only_status() {
         }
     }
 }
+
+#[test]
+fn every_webhook_calls_the_service_at_a_path_the_controller_serves() {
+    let docs = rendered();
+    let mutating = find(
+        &docs,
+        "MutatingWebhookConfiguration",
+        keelson_controller::webhook::ca_bundle::MUTATING,
+    );
+    find(
+        &docs,
+        "ValidatingWebhookConfiguration",
+        keelson_controller::webhook::ca_bundle::VALIDATING,
+    );
+    let hooks = mutating["webhooks"].as_array().unwrap();
+    let names: Vec<&str> = hooks.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert!(
+        names.contains(&"mcontainerrecreaterequest.kb.io"),
+        "{names:?}"
+    );
+    for h in hooks {
+        let svc = &h["clientConfig"]["service"];
+        assert_eq!(svc["name"], "keelson-webhook", "{h}");
+        assert_eq!(svc["namespace"], "keelson-system", "{h}");
+        let path = svc["path"].as_str().unwrap();
+        assert!(
+            keelson_controller::webhook::PATHS.contains(&path),
+            "{path} is not served"
+        );
+        assert_eq!(h["sideEffects"], "None", "{h}");
+    }
+    let service = find(&docs, "Service", "keelson-webhook");
+    assert_eq!(service["spec"]["ports"][0]["port"], 443);
+}

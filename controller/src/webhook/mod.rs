@@ -1,0 +1,137 @@
+//! The admission webhook server: AdmissionReviews over HTTPS, routed by
+//! path to the handlers ([`crr`] so far), with TLS material from
+//! [`certs`] and the CA written into Keelson's webhook configurations by
+//! [`ca_bundle`]. Every replica serves (the API server may call any).
+
+pub mod ca_bundle;
+pub mod certs;
+pub mod crr;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use kube::Client;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+
+/// Largest AdmissionReview accepted (the API server's own request limit).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// The paths served.
+pub const PATHS: &[&str] = &[crr::PATH];
+
+/// The answer to one AdmissionReview `body` posted to `path`: (HTTP status,
+/// JSON body).
+pub async fn answer(path: &str, body: &[u8], client: &Client) -> (u16, Vec<u8>) {
+    if !PATHS.contains(&path) {
+        return (404, b"{\"message\":\"no webhook at this path\"}".to_vec());
+    }
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                400,
+                review_json(AdmissionResponse::invalid(format!(
+                    "not an AdmissionReview: {e}"
+                ))),
+            );
+        }
+    };
+    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => return (400, review_json(AdmissionResponse::invalid(e))),
+    };
+    let resp = match path {
+        crr::PATH => crr::review(&req, client).await,
+        _ => unreachable!("checked above"),
+    };
+    tracing::debug!(path = %path, uid = %req.uid, operation = ?req.operation, name = %req.name, allowed = resp.allowed, "admission");
+    if !resp.allowed {
+        tracing::info!(path = %path, namespace = ?req.namespace, name = %req.name, reason = %resp.result.message, "admission refused");
+    }
+    (200, review_json(resp))
+}
+
+/// The AdmissionReview answer as JSON, its patch base64-encoded as the
+/// API server writes `[]byte` (kube-core would send an array of numbers).
+fn review_json(resp: AdmissionResponse) -> Vec<u8> {
+    use base64::Engine as _;
+    let patch = resp.patch.clone();
+    let mut v = serde_json::to_value(resp.into_review()).unwrap_or_default();
+    if let (Some(p), Some(slot)) = (patch, v.pointer_mut("/response/patch")) {
+        *slot = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(p));
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+async fn handle(
+    req: hyper::Request<hyper::body::Incoming>,
+    client: Client,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let reply = |code: u16, body: Vec<u8>| {
+        hyper::Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default()
+    };
+    if req.method() == hyper::Method::GET && path == "/healthz" {
+        return Ok(reply(200, b"{}".to_vec()));
+    }
+    if req.method() != hyper::Method::POST {
+        return Ok(reply(
+            405,
+            b"{\"message\":\"POST an AdmissionReview\"}".to_vec(),
+        ));
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(reply(413, format!("{{\"message\":\"{e}\"}}").into_bytes())),
+    };
+    let (code, out) = answer(&path, &body, &client).await;
+    Ok(reply(code, out))
+}
+
+/// Serves HTTPS on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    client: Client,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let client = client.clone();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(stream).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(peer = %peer, error = %e, "webhook TLS handshake failed");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |req| handle(req, client.clone()));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(peer = %peer, error = %e, "webhook connection ended");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
