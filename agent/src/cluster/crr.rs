@@ -5,8 +5,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_api::apps::v1alpha1::containerrecreaterequest::{
-    ContainerRecreateRequest, ContainerRecreateRequestContainerRecreateState,
-    ContainerRecreateRequestStatus, LABEL_POD_UID,
+    ANNOTATION_UNREADY_ACQUIRED, ContainerRecreateRequest,
+    ContainerRecreateRequestContainerRecreateState, ContainerRecreateRequestStatus, LABEL_POD_UID,
 };
 
 use crate::restart::spec::{
@@ -74,6 +74,57 @@ pub fn restart_spec(crr: &ContainerRecreateRequest) -> Result<RestartSpec, Strin
     };
     spec.validate().map_err(|e| e.to_string())?;
     Ok(spec)
+}
+
+/// Where a request with `unreadyGracePeriodSeconds` stands before the
+/// node may act: the controller first makes the pod not-ready and writes
+/// when (annotation `crr.apps.kruise.io/unready-acquired`, RFC 3339); the
+/// grace runs from then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unready {
+    /// No grace asked for: go ahead.
+    NotAsked,
+    /// Not acquired yet: wait (the request shows Recreating meanwhile, which
+    /// is what the controller acts on).
+    Acquiring,
+    /// Acquired: this many seconds of grace are left (0: none).
+    Left(i64),
+    /// The annotation cannot be read: the request fails with this.
+    Bad(String),
+}
+
+/// The unready state of `crr` at `now_s` (Unix seconds).
+pub fn unready(crr: &ContainerRecreateRequest, now_s: i64) -> Unready {
+    let Some(grace) = crr
+        .spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.unready_grace_period_seconds)
+    else {
+        return Unready::NotAsked;
+    };
+    let Some(at) = crr
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_UNREADY_ACQUIRED))
+        .filter(|v| !v.is_empty())
+    else {
+        return Unready::Acquiring;
+    };
+    match at.parse::<k8s_openapi::jiff::Timestamp>() {
+        Ok(t) => Unready::Left((grace - (now_s - t.as_second())).max(0)),
+        Err(e) => Unready::Bad(format!("failed to parse unready time {at}: {e}")),
+    }
+}
+
+/// The status a request waiting for the pod to be made not-ready shows.
+pub fn acquiring_status() -> ContainerRecreateRequestStatus {
+    ContainerRecreateRequestStatus {
+        phase: "Recreating".into(),
+        message: Some("waiting for the pod to be made not-ready".into()),
+        ..Default::default()
+    }
 }
 
 fn phase(p: Phase) -> String {
@@ -156,6 +207,33 @@ spec:
         let mut bad = crr();
         bad.spec.strategy.as_mut().unwrap().failure_policy = Some("Maybe".into());
         assert!(restart_spec(&bad).unwrap_err().contains("Maybe"));
+    }
+
+    #[test]
+    fn unready_grace_waits_for_the_controller_then_runs_from_its_time() {
+        let mut r = crr();
+        assert_eq!(unready(&r, 1000), Unready::NotAsked);
+        r.spec
+            .strategy
+            .as_mut()
+            .unwrap()
+            .unready_grace_period_seconds = Some(5);
+        assert_eq!(unready(&r, 1000), Unready::Acquiring);
+        r.metadata.annotations = Some(
+            [(
+                ANNOTATION_UNREADY_ACQUIRED.to_string(),
+                "1970-01-01T00:16:40Z".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(unready(&r, 1002), Unready::Left(3));
+        assert_eq!(unready(&r, 1100), Unready::Left(0));
+        r.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANNOTATION_UNREADY_ACQUIRED.into(), "yesterday".into());
+        assert!(matches!(unready(&r, 1000), Unready::Bad(m) if m.contains("yesterday")));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! their status is written back through the status subresource. A request
 //! the node can never carry out (bad spec, pod or container not here) is
 //! completed with the reason; a runtime that cannot be reached is only
-//! retried.
+//! retried. A request with `unreadyGracePeriodSeconds` waits (showing
+//! Recreating) until the controller has made the pod not-ready, and gets
+//! the grace left from that moment.
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use keelson_api::apps::v1alpha1::containerrecreaterequest::{
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
-use super::crr::{crr_status, restart_spec};
+use super::crr::{Unready, acquiring_status, crr_status, restart_spec, unready};
 use super::nodeimage_sync::SyncError;
 use crate::restart::engine::{RestartEngine, SubmitError};
 use crate::store::{Store, StoreError, Table};
@@ -82,7 +84,32 @@ impl CrrSync {
                     None => continue,
                 },
                 None => {
-                    let submitted = match restart_spec(&crr) {
+                    let now_s = k8s_openapi::jiff::Timestamp::now().as_second();
+                    let grace_left = match unready(&crr, now_s) {
+                        Unready::NotAsked => None,
+                        Unready::Left(s) => Some(s),
+                        Unready::Acquiring => {
+                            // Shown as Recreating: that is the controller's cue.
+                            let waiting = acquiring_status();
+                            if crr.status.as_ref() != Some(&waiting) {
+                                self.write_status(&ns, &name, &waiting).await?;
+                                written += 1;
+                            }
+                            continue;
+                        }
+                        Unready::Bad(m) => {
+                            self.write_status(&ns, &name, &completed(m)).await?;
+                            written += 1;
+                            continue;
+                        }
+                    };
+                    let submitted = match restart_spec(&crr).map(|mut spec| {
+                        if let Some(left) = grace_left {
+                            spec.strategy.unready_grace_period_seconds =
+                                Some(left).filter(|s| *s > 0);
+                        }
+                        spec
+                    }) {
                         Err(e) => Err(e),
                         Ok(spec) => match self.restarts.submit(spec).await {
                             Ok(id) => Ok(id),
@@ -110,13 +137,23 @@ impl CrrSync {
             if crr.status.as_ref() == Some(&next) {
                 continue;
             }
-            let api: Api<ContainerRecreateRequest> = Api::namespaced(self.client.clone(), &ns);
-            let patch = serde_json::json!({ "status": next });
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+            self.write_status(&ns, &name, &next).await?;
             written += 1;
         }
         Ok(written)
+    }
+
+    async fn write_status(
+        &self,
+        ns: &str,
+        name: &str,
+        status: &ContainerRecreateRequestStatus,
+    ) -> Result<(), SyncError> {
+        let api: Api<ContainerRecreateRequest> = Api::namespaced(self.client.clone(), ns);
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
     }
 }
 
@@ -212,5 +249,76 @@ mod tests {
             "nothing accepted without the runtime"
         );
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn unready_grace_waits_showing_recreating_until_the_pod_is_made_not_ready() {
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::open(state.path()).unwrap();
+        let engine = RestartEngine::start(
+            EngineConfig {
+                runtime: state.path().join("no-runtime.sock"),
+                pods_at_once: 1,
+                default_ttl: Duration::from_secs(60),
+            },
+            PodBook::open(&store).unwrap(),
+            tokio::sync::broadcast::channel(4).0,
+            Arc::new(crate::priority::RunningIsReady),
+            &store,
+        )
+        .unwrap();
+        let mut waiting = crr("r", "u1", "Fail");
+        waiting["spec"]["strategy"]["unreadyGracePeriodSeconds"] = 5.into();
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let listed = waiting.clone();
+        let server = tokio::spawn(async move {
+            let mut patches: Vec<serde_json::Value> = vec![];
+            for round in 0..2 {
+                let (req, send) = handle.next_request().await.unwrap();
+                assert_eq!(req.method(), Method::GET);
+                let mut item = listed.clone();
+                if round == 1 {
+                    // The status written in round 0 is what is listed now.
+                    item["status"] = patches[0]["status"].clone();
+                }
+                send.send_response(reply(serde_json::json!({
+                    "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ContainerRecreateRequestList",
+                    "metadata": {}, "items": [item]})));
+                if round == 0 {
+                    let (req, send) = handle.next_request().await.unwrap();
+                    assert_eq!(req.method(), Method::PATCH);
+                    assert!(
+                        req.uri()
+                            .path()
+                            .ends_with("/containerrecreaterequests/r/status")
+                    );
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap())
+                            .unwrap();
+                    patches.push(body);
+                    send.send_response(reply(listed.clone()));
+                }
+            }
+            patches
+        });
+        let sync = CrrSync::new(
+            Client::new(service, "default"),
+            "node-a",
+            engine.clone(),
+            &store,
+        )
+        .unwrap();
+        assert_eq!(sync.sync_once().await.unwrap(), 1);
+        assert_eq!(sync.sync_once().await.unwrap(), 0, "written once");
+        let patches = server.await.unwrap();
+        assert_eq!(patches[0]["status"]["phase"], "Recreating");
+        assert_eq!(
+            patches[0]["status"]["message"],
+            "waiting for the pod to be made not-ready"
+        );
+        assert!(
+            engine.list().is_empty(),
+            "no container is touched meanwhile"
+        );
     }
 }

@@ -1,22 +1,30 @@
-//! The ContainerRecreateRequest controller on kube-runtime: applies
+//! The ContainerRecreateRequest controller on kube-runtime. Each reconcile
+//! first takes the request's [`lifecycle`](super::lifecycle) step (pod
+//! gone, no node answering, container statuses mirrored, the pod made
+//! not-ready and released again), and when there is none applies
 //! [`cleanup`](super::cleanup) — an expired request gets its final status
 //! through the status subresource, a completed one loses the active label
-//! (so agents stop watching it), one past its TTL is deleted.
+//! (so agents stop watching it), one past its TTL is deleted. Woken by its
+//! requests and by their pods.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_api::apps::v1alpha1::containerrecreaterequest::{
-    ContainerRecreateRequest, LABEL_ACTIVE,
+    ANNOTATION_SYNC_CONTAINER_STATUSES, ANNOTATION_UNREADY_ACQUIRED, ContainerRecreateRequest,
+    LABEL_ACTIVE,
 };
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
-use super::{Cleanup, cleanup};
+use super::lifecycle::{self, Step, UNREADY_FINALIZER};
+use super::{Cleanup, cleanup, completed};
 
 /// Why one reconcile failed (it is retried).
 #[derive(Debug, thiserror::Error)]
@@ -56,26 +64,190 @@ pub async fn apply(
     }
 }
 
+fn code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// Whether the reconcile needs the pod: an unfinished request, or one
+/// still holding the pod not-ready.
+fn needs_pod(crr: &ContainerRecreateRequest) -> bool {
+    let finished = crr.metadata.deletion_timestamp.is_some()
+        || crr
+            .status
+            .as_ref()
+            .is_some_and(|s| s.completion_time.is_some());
+    let holds = crr
+        .metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == UNREADY_FINALIZER));
+    !finished || holds
+}
+
+/// Takes `crr`'s lifecycle step at `now`, then (when there was none) its
+/// cleanup; returns when to look again.
+pub async fn reconcile_at(
+    client: &Client,
+    crr: &ContainerRecreateRequest,
+    now: &Time,
+) -> Result<Option<Duration>, kube::Error> {
+    let name = crr.metadata.name.clone().unwrap_or_default();
+    let ns = crr.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<ContainerRecreateRequest> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = if needs_pod(crr) {
+        pods.get_opt(&crr.spec.pod_name).await?
+    } else {
+        None
+    };
+    let again = Some(Duration::from_millis(200));
+    let finalizers = |add: bool| {
+        let mut list: Vec<String> = crr
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != UNREADY_FINALIZER)
+            .cloned()
+            .collect();
+        if add {
+            list.push(UNREADY_FINALIZER.into());
+        }
+        serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": crr.metadata.resource_version}})
+    };
+    let pod_status = |patch: serde_json::Value| {
+        let pods = pods.clone();
+        let pod_name = crr.spec.pod_name.clone();
+        async move {
+            match pods
+                .patch_status(
+                    &pod_name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&patch),
+                )
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) if code(&e) == Some(409) => Ok(false),
+                Err(e) if code(&e) == Some(404) => Ok(true),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let merge = |patch: serde_json::Value| {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) if code(&e) == Some(409) => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match lifecycle::step(crr, pod.as_ref(), now) {
+        Step::Nothing { after_seconds } => {
+            let later = apply(client, crr, now).await?;
+            let own = after_seconds.map(|s| Duration::from_secs(s.max(1) as u64));
+            Ok(match (later, own) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            })
+        }
+        Step::Complete { message } => {
+            tracing::info!(crr = %name, namespace = %ns, reason = %message, "ContainerRecreateRequest completed");
+            let patch = serde_json::json!({ "status": completed(crr, now, &message) });
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            Ok(Some(Duration::from_secs(1)))
+        }
+        Step::SyncStatuses { value } => {
+            merge(serde_json::json!({"metadata": {"annotations": {ANNOTATION_SYNC_CONTAINER_STATUSES: value}}}))
+                .await?;
+            Ok(None)
+        }
+        Step::Acquire {
+            add_finalizer,
+            pod_patch,
+            at,
+        } => {
+            // Finalizer first, then the pod, then the time the node waits for.
+            if add_finalizer && !merge(finalizers(true)).await? {
+                return Ok(again);
+            }
+            if let Some(p) = pod_patch
+                && !pod_status(p).await?
+            {
+                return Ok(again);
+            }
+            merge(
+                serde_json::json!({"metadata": {"annotations": {ANNOTATION_UNREADY_ACQUIRED: at}}}),
+            )
+            .await?;
+            tracing::info!(crr = %name, namespace = %ns, pod = %crr.spec.pod_name, "pod made not-ready for the restart");
+            Ok(None)
+        }
+        Step::Release { pod_patch } => {
+            if let Some(p) = pod_patch
+                && !pod_status(p).await?
+            {
+                return Ok(again);
+            }
+            if !merge(finalizers(false)).await? {
+                return Ok(again);
+            }
+            Ok(None)
+        }
+    }
+}
+
 async fn reconcile_one(
     crr: Arc<ContainerRecreateRequest>,
     client: Arc<Client>,
 ) -> Result<Action, ReconcileError> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    Ok(match apply(&client, &crr, &now).await? {
+    Ok(match reconcile_at(&client, &crr, &now).await? {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
 }
 
 fn on_error(crr: Arc<ContainerRecreateRequest>, error: &ReconcileError, _: Arc<Client>) -> Action {
-    tracing::warn!(crr = ?crr.metadata.name, error = %error, "ContainerRecreateRequest cleanup failed; retrying");
+    tracing::warn!(crr = ?crr.metadata.name, error = %error, "ContainerRecreateRequest reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
+}
+
+/// The requests about `pod`.
+pub fn requests_of(
+    store: &Store<ContainerRecreateRequest>,
+    pod: &Pod,
+) -> Vec<ObjectRef<ContainerRecreateRequest>> {
+    let ns = pod.metadata.namespace.as_deref();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    store
+        .state()
+        .iter()
+        .filter(|c| c.metadata.namespace.as_deref() == ns && c.spec.pod_name == name)
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
 }
 
 /// Runs until the task is dropped.
 pub async fn run(client: Client) {
     let api: Api<ContainerRecreateRequest> = Api::all(client.clone());
-    Controller::new(api, watcher::Config::default())
+    let pods: Api<Pod> = Api::all(client.clone());
+    let controller = Controller::new(api, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(pods, watcher::Config::default(), move |p: Pod| {
+            requests_of(&store, &p)
+        })
         .run(reconcile_one, on_error, Arc::new(client))
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -151,6 +323,147 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// The requests, in order, `reconcile_at` makes for `crr` against a
+    /// server holding `pod` (answers echo the request body).
+    async fn requests_for(
+        crr: ContainerRecreateRequest,
+        pod: serde_json::Value,
+        now: i64,
+    ) -> Vec<(Method, String, String, serde_json::Value)> {
+        let (client, mut handle) = mock_client();
+        let crr_json = serde_json::to_value(&crr).unwrap();
+        let server = tokio::spawn(async move {
+            let mut seen = vec![];
+            while let Some((req, send)) = handle.next_request().await {
+                let method = req.method().clone();
+                let path = req.uri().path().to_string();
+                let answer = if path.contains("/containerrecreaterequests/") {
+                    crr_json.clone()
+                } else {
+                    pod.clone()
+                };
+                let ctype = req
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                if method == Method::GET {
+                    seen.push((method, path, ctype, serde_json::Value::Null));
+                    send.send_response(reply(200, pod.clone()));
+                    continue;
+                }
+                let body: serde_json::Value =
+                    serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap())
+                        .unwrap();
+                seen.push((method, path, ctype, body));
+                send.send_response(reply(200, answer));
+            }
+            seen
+        });
+        reconcile_at(&client, &crr, &at(now)).await.unwrap();
+        drop(client);
+        server.await.unwrap()
+    }
+
+    fn gated_pod() -> serde_json::Value {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "team", "uid": "pod-uid", "resourceVersion": "40"},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}],
+                "readinessGates": [{"conditionType": "KruisePodReady"}]},
+            "status": {"conditions": [{"type": "KruisePodReady", "status": "True"}]}})
+    }
+
+    #[tokio::test]
+    async fn acquiring_unready_writes_finalizer_then_pod_then_annotation() {
+        let mut r = crr("status: {phase: Recreating}\n");
+        r.metadata.resource_version = Some("5".into());
+        r.metadata.labels.as_mut().unwrap().insert(
+            keelson_api::apps::v1alpha1::containerrecreaterequest::LABEL_POD_UID.into(),
+            "pod-uid".into(),
+        );
+        r.metadata.annotations = Some(
+            [(
+                ANNOTATION_SYNC_CONTAINER_STATUSES.to_string(),
+                "[]".to_string(),
+            )]
+            .into(),
+        );
+        r.spec.strategy = Some(Default::default());
+        r.spec
+            .strategy
+            .as_mut()
+            .unwrap()
+            .unready_grace_period_seconds = Some(5);
+        let seen = requests_for(r, gated_pod(), 1010).await;
+        let steps: Vec<(String, String)> = seen
+            .iter()
+            .map(|(m, p, _, _)| (m.to_string(), p.clone()))
+            .collect();
+        let crr_path = "/apis/apps.kruise.io/v1alpha1/namespaces/team/containerrecreaterequests/r";
+        assert_eq!(
+            steps,
+            [
+                ("GET".into(), "/api/v1/namespaces/team/pods/p".into()),
+                ("PATCH".into(), crr_path.into()),
+                (
+                    "PATCH".into(),
+                    "/api/v1/namespaces/team/pods/p/status".into()
+                ),
+                ("PATCH".into(), crr_path.into()),
+            ]
+        );
+        assert_eq!(
+            seen[1].3,
+            serde_json::json!({"metadata": {"finalizers": [UNREADY_FINALIZER], "resourceVersion": "5"}})
+        );
+        assert_eq!(seen[2].2, "application/strategic-merge-patch+json");
+        assert_eq!(seen[2].3["metadata"]["resourceVersion"], "40");
+        assert_eq!(seen[2].3["status"]["conditions"][0]["status"], "False");
+        assert_eq!(
+            seen[3].3["metadata"]["annotations"][ANNOTATION_UNREADY_ACQUIRED],
+            "1970-01-01T00:16:50Z"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_completed_request_releases_the_pod_then_its_finalizer() {
+        let mut r = crr("status: {phase: Completed, completionTime: '1970-01-01T00:17:00Z'}\n");
+        r.metadata.finalizers = Some(vec!["keep/me".into(), UNREADY_FINALIZER.into()]);
+        r.metadata.resource_version = Some("9".into());
+        let mut pod = gated_pod();
+        pod["status"]["conditions"][0] = serde_json::json!({"type": "KruisePodReady", "status": "False",
+            "message": r#"[{"userAgent":"ContainerRecreateRequest","key":"team/r"}]"#});
+        let seen = requests_for(r, pod, 1030).await;
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(seen[1].1, "/api/v1/namespaces/team/pods/p/status");
+        assert_eq!(seen[1].3["status"]["conditions"][0]["status"], "True");
+        assert_eq!(
+            seen[2].3,
+            serde_json::json!({"metadata": {"finalizers": ["keep/me"], "resourceVersion": "9"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_pod_is_gone_is_completed_through_the_status_subresource() {
+        let mut r = crr("status: {phase: Recreating}\n");
+        r.metadata.labels.as_mut().unwrap().insert(
+            keelson_api::apps::v1alpha1::containerrecreaterequest::LABEL_POD_UID.into(),
+            "old-uid".into(),
+        );
+        let seen = requests_for(r, gated_pod(), 1010).await;
+        assert_eq!(seen.len(), 2);
+        assert!(seen[1].1.ends_with("/containerrecreaterequests/r/status"));
+        assert_eq!(seen[1].3["status"]["phase"], "Completed");
+        assert_eq!(
+            seen[1].3["status"]["message"],
+            super::super::lifecycle::POD_GONE
+        );
+        assert_eq!(
+            seen[1].3["status"]["containerRecreateStates"][0]["phase"],
+            "Failed"
+        );
+    }
+
     /// A finished request past its TTL, as the API server lists it.
     fn finished(name: &str, rv: &str) -> serde_json::Value {
         let mut c = crr("status: {phase: Completed, completionTime: '1970-01-01T00:17:40Z'}\n");
@@ -183,6 +496,19 @@ mod tests {
             while let Some((req, send)) = handle.next_request().await {
                 let uri = req.uri().to_string();
                 let method = req.method().clone();
+                // The pod watch: nothing there, and it stays open.
+                if req.uri().path() == "/api/v1/pods" {
+                    if uri.contains("watch=true") {
+                        held.push(send);
+                    } else {
+                        send.send_response(reply(
+                            200,
+                            serde_json::json!({"apiVersion": "v1",
+                            "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": []}),
+                        ));
+                    }
+                    continue;
+                }
                 log.push(format!("{method} {uri}").trim_end_matches('?').to_string());
                 let path = req.uri().path().to_string();
                 // Done once the relisted object is deleted and the watch

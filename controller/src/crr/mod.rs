@@ -6,6 +6,7 @@
 //! restart engine.
 
 pub mod controller;
+pub mod lifecycle;
 
 use std::collections::BTreeSet;
 
@@ -249,30 +250,40 @@ pub fn cleanup(crr: &ContainerRecreateRequest, now: &Time) -> Cleanup {
             after_seconds: Some(left),
         };
     }
-    let mut expired = status;
+    Cleanup::Expire(completed(crr, now, DEADLINE_MESSAGE))
+}
+
+/// `crr`'s status completed at `now` with `message`: every container not
+/// yet finished is Failed with the same message.
+pub fn completed(
+    crr: &ContainerRecreateRequest,
+    now: &Time,
+    message: &str,
+) -> ContainerRecreateRequestStatus {
+    let mut expired = crr.status.clone().unwrap_or_default();
     expired.phase = "Completed".into();
     expired.completion_time = Some(now.clone());
-    expired.message = Some(DEADLINE_MESSAGE.into());
+    expired.message = Some(message.into());
     let mut states = expired.container_recreate_states.clone();
     for c in &crr.spec.containers {
         match states.iter_mut().find(|s| s.name == c.name) {
             Some(s) if s.phase == "Succeeded" || s.phase == "Failed" => {}
             Some(s) => {
                 s.phase = "Failed".into();
-                s.message = Some(DEADLINE_MESSAGE.into());
+                s.message = Some(message.into());
             }
             None => states.push(
                 keelson_api::apps::v1alpha1::containerrecreaterequest::ContainerRecreateRequestContainerRecreateState {
                     name: c.name.clone(),
                     phase: "Failed".into(),
-                    message: Some(DEADLINE_MESSAGE.into()),
+                    message: Some(message.into()),
                     is_killed: false,
                 },
             ),
         }
     }
     expired.container_recreate_states = states;
-    Cleanup::Expire(expired)
+    expired
 }
 
 #[cfg(test)]
