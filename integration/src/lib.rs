@@ -8,6 +8,7 @@
 //! starts is stopped and unmounted when its guard drops, also on panic.
 
 pub mod agent;
+pub mod api_stand_in;
 pub mod client;
 pub mod cni;
 pub mod containerd;
