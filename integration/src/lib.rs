@@ -12,6 +12,7 @@ pub mod api_stand_in;
 pub mod client;
 pub mod cni;
 pub mod containerd;
+pub mod controller;
 pub mod images;
 pub mod kubelet;
 pub mod pod_worker;

@@ -13,36 +13,12 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use common::*;
 use cri_proto as cri;
-use keelson_integration::agent::Agent;
 use keelson_integration::api_stand_in::{ApiStandIn, CRRS, NODE_IMAGES, PODS, SECRETS};
-use keelson_integration::containerd::Containerd;
-use keelson_integration::image_cache;
 use keelson_integration::images::BUSYBOX;
 use keelson_integration::kubelet::{ContainerSpec, PodSpec, RestartPolicy};
 use keelson_integration::pod_worker::PodWorker;
 use keelson_integration::registry::{Credentials, Registry};
 use serde_json::{Value, json};
-
-/// A node (containerd + the agent in cluster mode as node-a) and the
-/// stand-in API server it talks to.
-async fn cluster_node() -> (Node, ApiStandIn, tempfile::TempDir) {
-    let api = ApiStandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).unwrap();
-    let containerd = Containerd::start(&image_cache()).expect("start containerd");
-    let agent = Agent::start(
-        &containerd.socket(),
-        &[
-            "--node-name",
-            "node-a",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ],
-    )
-    .expect("start agent");
-    (Node { agent, containerd }, api, dir)
-}
 
 /// Waits until `check` finds what it wants in the stand-in.
 async fn until<T>(what: &str, node: &Node, mut check: impl FnMut() -> Option<T>) -> T {
@@ -61,9 +37,7 @@ async fn until<T>(what: &str, node: &Node, mut check: impl FnMut() -> Option<T>)
 }
 
 fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    now_rfc3339()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

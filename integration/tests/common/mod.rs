@@ -37,6 +37,42 @@ impl Node {
     }
 }
 
+/// A node (containerd + the agent in cluster mode as `node-a`) and the
+/// stand-in API server it talks to; the kubeconfig lives in the temp dir.
+pub async fn cluster_node() -> (
+    Node,
+    keelson_integration::api_stand_in::ApiStandIn,
+    tempfile::TempDir,
+) {
+    let api = keelson_integration::api_stand_in::ApiStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    api.write_kubeconfig(&kubeconfig(&dir)).unwrap();
+    let containerd = Containerd::start(&image_cache()).expect("start containerd");
+    let agent = Agent::start(
+        &containerd.socket(),
+        &[
+            "--node-name",
+            "node-a",
+            "--kubeconfig",
+            kubeconfig(&dir).to_str().unwrap(),
+        ],
+    )
+    .expect("start agent");
+    (Node { agent, containerd }, api, dir)
+}
+
+/// The kubeconfig [`cluster_node`] wrote.
+pub fn kubeconfig(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("kubeconfig")
+}
+
+/// Now as RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
 /// A pod with one long-running container.
 pub fn sleeper(name: &str) -> PodSpec {
     PodSpec::new(

@@ -1,0 +1,177 @@
+//! The delegation path end to end, with both real binaries: an
+//! ImagePullJob is written to the (stand-in) API server; `keelson-controller`
+//! makes the Node's NodeImage, copies the job's pull secret into
+//! `kruise-daemon-config` and writes the NodeImage entry; `keelson-agent`
+//! (cluster mode, real containerd) pulls from a real registry with that
+//! secret and reports; the controller aggregates the job's status, then
+//! releases the secret copy. The API server is the in-memory stand-in
+//! (no kube-apiserver exists on this machine).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::*;
+use cri_proto as cri;
+use keelson_integration::api_stand_in::{ApiStandIn, IMAGE_PULL_JOBS, NODE_IMAGES, NODES, SECRETS};
+use keelson_integration::controller::Controller;
+use keelson_integration::images::BUSYBOX;
+use keelson_integration::registry::{Credentials, Registry};
+use serde_json::{Value, json};
+
+async fn until<T>(
+    what: &str,
+    node: &Node,
+    controller: &Controller,
+    api: &ApiStandIn,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen\ncontroller log:\n{}\nagent log:\n{}\nrequests:\n{:#?}",
+            controller.log_text(),
+            node.agent.log_text(),
+            api.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pull_job_is_carried_out_by_the_node_and_reported() {
+    let (node, api, dir) = cluster_node().await;
+    let registry = Registry::start(Some(Credentials {
+        username: "keelson".into(),
+        password: "s3cret".into(),
+    }))
+    .unwrap();
+    registry
+        .push(
+            &node.containerd.images().layout("busybox"),
+            BUSYBOX,
+            "team/app:v1",
+        )
+        .unwrap();
+    let host = registry.host();
+    let auth = base64::engine::general_purpose::STANDARD.encode("keelson:s3cret");
+    let config = json!({"auths": {&host: {"auth": auth}}}).to_string();
+    // The cluster: one Ready node, the job's pull secret in its namespace.
+    api.put(
+        NODES,
+        json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "node-a", "labels": {"zone": "a"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True",
+                "lastTransitionTime": "2020-01-01T00:00:00Z"}]}}),
+    );
+    api.put(
+        SECRETS,
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": "regcred", "namespace": "team"},
+            "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(&config)}}),
+    );
+    let controller = Controller::start(
+        &kubeconfig(&dir),
+        &[
+            "--feature-gates",
+            "ImagePullJobGate=true",
+            "--nodeimage-creation-delay-seconds",
+            "0",
+        ],
+    )
+    .unwrap();
+    until(
+        "the controller made the NodeImage",
+        &node,
+        &controller,
+        &api,
+        || {
+            let n = api.get(NODE_IMAGES, "", "node-a")?;
+            (n["metadata"]["labels"]["zone"] == "a").then_some(())
+        },
+    )
+    .await;
+
+    let image = format!("{host}/team/app:v1");
+    api.put(
+        IMAGE_PULL_JOBS,
+        json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
+            "metadata": {"name": "job", "namespace": "team"},
+            "spec": {"image": image, "pullSecrets": ["regcred"], "parallelism": 1,
+                "completionPolicy": {"type": "Always"},
+                "pullPolicy": {"timeoutSeconds": 60, "backoffLimit": 1}}}),
+    );
+    let job = until("the job completed", &node, &controller, &api, || {
+        let j = api.get(IMAGE_PULL_JOBS, "team", "job")?;
+        j["status"].get("completionTime").map(|_| j.clone())
+    })
+    .await;
+    let status = &job["status"];
+    assert_eq!(
+        (status["desired"].clone(), status["succeeded"].clone()),
+        (json!(1), json!(1)),
+        "{job}"
+    );
+    assert_eq!(status["message"], "job has completed");
+
+    // The entry the node pulled named the copy, not the source.
+    let n = api.get(NODE_IMAGES, "", "node-a").unwrap();
+    let entry = n["spec"]["images"][format!("{host}/team/app")].clone();
+    let secret_ref = entry["pullSecrets"][0].clone();
+    assert_eq!(secret_ref["namespace"], "kruise-daemon-config", "{entry}");
+    assert!(
+        secret_ref["name"].as_str().unwrap().starts_with("regcred-"),
+        "{entry}"
+    );
+    assert_eq!(entry["tags"][0]["ownerReferences"][0]["name"], "job");
+    let tag_status = &n["status"]["imageStatuses"][format!("{host}/team/app")]["tags"][0];
+    assert_eq!(tag_status["phase"], "Succeeded", "{n}");
+    // The agent read the copy, never the source.
+    let secret_reads: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /api/v1/namespaces/") && r.contains("/secrets/"))
+        .filter(|r| !r.contains("keelson-webhook-certs"))
+        .collect();
+    assert!(
+        secret_reads
+            .iter()
+            .any(|r| r.contains("/kruise-daemon-config/secrets/regcred-")),
+        "{secret_reads:?}"
+    );
+
+    // Finished: the copy is released and the job let go of.
+    let copy = secret_ref["name"].as_str().unwrap().to_string();
+    until("the copy was released", &node, &controller, &api, || {
+        let gone = api.get(SECRETS, "kruise-daemon-config", &copy).is_none();
+        let j = api.get(IMAGE_PULL_JOBS, "team", "job")?;
+        let unheld = j["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty());
+        (gone && unheld).then_some(())
+    })
+    .await;
+
+    // The image is on the node.
+    let listed = node
+        .direct()
+        .await
+        .images
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed.images.iter().any(|i| i.repo_tags.contains(&image)),
+        "{image} not in containerd"
+    );
+    // The webhook's certificate was made and stored once.
+    let certs: Vec<Value> = api.list(SECRETS, "keelson-system");
+    assert_eq!(certs.len(), 1);
+    assert!(certs[0]["data"].get("ca-cert.pem").is_some());
+}
