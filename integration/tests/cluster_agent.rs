@@ -13,12 +13,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use common::*;
 use cri_proto as cri;
-use keelson_integration::api_stand_in::{ApiStandIn, CRRS, NODE_IMAGES, PODS, SECRETS};
+use keelson_integration::api_stand_in::{CRRS, NODE_IMAGES, SECRETS};
 use keelson_integration::images::BUSYBOX;
-use keelson_integration::kubelet::{ContainerSpec, PodSpec, RestartPolicy};
-use keelson_integration::pod_worker::PodWorker;
 use keelson_integration::registry::{Credentials, Registry};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Waits until `check` finds what it wants in the stand-in.
 async fn until<T>(what: &str, node: &Node, mut check: impl FnMut() -> Option<T>) -> T {
@@ -164,74 +162,6 @@ async fn a_nodeimage_entry_is_pulled_with_its_secret_and_the_status_written_back
             .all(|r| r.contains("fieldSelector=spec.nodeName%3Dnode-a")),
         "{watches:?}"
     );
-}
-
-/// Writes the pod as kubelet's status manager would: each container's
-/// current instance, restart count, and ready = running.
-fn publish_pod(api: &ApiStandIn, w: &PodWorker) {
-    let snap = w.snapshot();
-    let mut statuses: Vec<Value> = snap
-        .iter()
-        .map(|(name, (id, state, attempt))| {
-            let running = *state == cri::ContainerState::ContainerRunning as i32;
-            json!({"name": name, "image": "busybox", "imageID": "x", "ready": running,
-                "restartCount": attempt, "containerID": format!("containerd://{id}"),
-                "state": if running { json!({"running": {"startedAt": now()}}) } else { json!({"waiting": {}}) }})
-        })
-        .collect();
-    statuses.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    let previous = api.get(PODS, &w.namespace, &w.name);
-    if previous
-        .as_ref()
-        .is_some_and(|p| p["status"]["containerStatuses"] == json!(statuses))
-    {
-        return;
-    }
-    api.put(
-        PODS,
-        json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": w.name, "namespace": w.namespace, "uid": w.uid},
-            "spec": {"nodeName": "node-a", "containers": [{"name": "app", "image": "busybox"}]},
-            "status": {"phase": "Running", "containerStatuses": statuses}}),
-    );
-}
-
-/// Pod web-0 with container app (ends promptly on SIGTERM), kept in sync
-/// by a kubelet-like pod worker, and published to the stand-in.
-async fn web_pod(node: &Node, api: &ApiStandIn) -> PodWorker {
-    let mut k = node.via_agent().await;
-    let spec = PodSpec::new(
-        "web-0",
-        vec![ContainerSpec::shell(
-            "app",
-            "trap 'exit 0' TERM; while true; do sleep 0.1; done",
-        )],
-    );
-    let pod = k.start_pod(spec, RestartPolicy::Always).await.unwrap();
-    let w = PodWorker::spawn(k, pod, Duration::from_millis(100));
-    w.wait_for(WAIT, |s| {
-        s.get("app")
-            .is_some_and(|(_, st, _)| *st == cri::ContainerState::ContainerRunning as i32)
-    })
-    .await
-    .unwrap();
-    publish_pod(api, &w);
-    w
-}
-
-/// A request to recreate app, as the webhook stores it (labels, and the
-/// statusContext of the instance running now).
-fn recreate_app(w: &PodWorker, strategy: Value) -> Value {
-    let (id, _, attempt) = w.snapshot()["app"].clone();
-    json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ContainerRecreateRequest",
-        "metadata": {"name": "restart-app", "namespace": w.namespace, "uid": "crr-uid-1",
-            "creationTimestamp": now(),
-            "labels": {"crr.apps.kruise.io/node-name": "node-a", "crr.apps.kruise.io/active": "true",
-                "crr.apps.kruise.io/pod-uid": w.uid, "crr.apps.kruise.io/pod-name": w.name}},
-        "spec": {"podName": w.name,
-            "containers": [{"name": "app", "statusContext":
-                {"containerID": format!("containerd://{id}"), "restartCount": attempt}}],
-            "strategy": strategy}})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

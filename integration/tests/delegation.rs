@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use common::*;
 use cri_proto as cri;
-use keelson_integration::api_stand_in::{ApiStandIn, IMAGE_PULL_JOBS, NODE_IMAGES, NODES, SECRETS};
+use keelson_integration::api_stand_in::{
+    ApiStandIn, CRRS, IMAGE_PULL_JOBS, NODE_IMAGES, NODES, PODS, SECRETS,
+};
 use keelson_integration::controller::Controller;
 use keelson_integration::images::BUSYBOX;
 use keelson_integration::registry::{Credentials, Registry};
@@ -174,4 +176,91 @@ async fn an_image_pull_job_is_carried_out_by_the_node_and_reported() {
     let certs: Vec<Value> = api.list(SECRETS, "keelson-system");
     assert_eq!(certs.len(), 1);
     assert!(certs[0]["data"].get("ca-cert.pem").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unready_grace_goes_through_the_controller_and_the_pod_gate_is_released() {
+    let (node, api, dir) = cluster_node().await;
+    let w = web_pod(&node, &api).await;
+    // The pod has OpenKruise's readiness gate, and is Ready.
+    let mut pod = api.get(PODS, &w.namespace, &w.name).unwrap();
+    pod["spec"]["readinessGates"] = json!([{"conditionType": "KruisePodReady"}]);
+    pod["status"]["conditions"] = json!([
+        {"type": "KruisePodReady", "status": "True"},
+        {"type": "ContainersReady", "status": "True"},
+        {"type": "Ready", "status": "True"}]);
+    api.put(PODS, pod);
+    let controller = Controller::start(&kubeconfig(&dir), &[]).unwrap();
+    let (old_id, _, old_attempt) = w.snapshot()["app"].clone();
+    api.put(
+        CRRS,
+        recreate_app(
+            &w,
+            json!({"unreadyGracePeriodSeconds": 1, "terminationGracePeriodSeconds": 5}),
+        ),
+    );
+    let gate = |api: &ApiStandIn| -> Value {
+        let p = api.get(PODS, &w.namespace, &w.name).unwrap();
+        p["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "KruisePodReady")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    // The controller makes the pod not-ready before anything stops.
+    let held = until("the pod made not-ready", &node, &controller, &api, || {
+        publish_pod(&api, &w);
+        let g = gate(&api);
+        (g["status"] == "False").then_some(g)
+    })
+    .await;
+    assert_eq!(
+        held["message"],
+        format!(
+            r#"[{{"userAgent":"ContainerRecreateRequest","key":"{}/restart-app"}}]"#,
+            w.namespace
+        )
+    );
+    let crr = api.get(CRRS, &w.namespace, "restart-app").unwrap();
+    assert!(
+        crr["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "crr.apps.kruise.io/unready-acquired")),
+        "{crr}"
+    );
+    let done = until("the request completed", &node, &controller, &api, || {
+        publish_pod(&api, &w);
+        let c = api.get(CRRS, &w.namespace, "restart-app")?;
+        (c["status"]["phase"] == "Completed").then_some(c)
+    })
+    .await;
+    assert_eq!(
+        done["status"]["containerRecreateStates"][0]["phase"], "Succeeded",
+        "{done}"
+    );
+    assert!(
+        done["metadata"]["annotations"]
+            .get("crr.apps.kruise.io/unready-acquired")
+            .is_some()
+    );
+    let (new_id, _, new_attempt) = w.snapshot()["app"].clone();
+    assert_ne!(new_id, old_id);
+    assert_eq!(new_attempt, old_attempt + 1);
+    // Completed: the gate is released, the finalizer and active label go.
+    until("the pod released", &node, &controller, &api, || {
+        publish_pod(&api, &w);
+        let c = api.get(CRRS, &w.namespace, "restart-app")?;
+        let released = gate(&api)["status"] == "True";
+        let unheld = c["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty());
+        let inactive = c["metadata"]["labels"]
+            .get("crr.apps.kruise.io/active")
+            .is_none();
+        (released && unheld && inactive).then_some(())
+    })
+    .await;
+    w.stop().await.unwrap();
 }
