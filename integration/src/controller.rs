@@ -35,7 +35,8 @@ pub struct Controller {
 
 impl Controller {
     /// Starts the controller with `KUBECONFIG=kubeconfig`, its metrics and
-    /// webhook servers on free loopback ports, and `extra` arguments.
+    /// webhook servers on free loopback ports (unless `extra` says where),
+    /// and `extra` arguments.
     pub fn start(kubeconfig: &Path, extra: &[&str]) -> crate::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("keelson-controller-")
@@ -44,11 +45,18 @@ impl Controller {
             .create(true)
             .append(true)
             .open(dir.path().join("controller.log"))?;
+        let mut args: Vec<&str> = vec!["--identity", "test-controller"];
+        for (flag, default) in [
+            ("--metrics-addr", "127.0.0.1:0"),
+            ("--webhook-addr", "127.0.0.1:0"),
+        ] {
+            if !extra.contains(&flag) {
+                args.extend([flag, default]);
+            }
+        }
         let child = Command::new(binary()?)
             .process_group(0)
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .args(["--webhook-addr", "127.0.0.1:0"])
-            .args(["--identity", "test-controller"])
+            .args(args)
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env_remove("KUBERNETES_SERVICE_HOST")

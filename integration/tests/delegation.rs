@@ -15,7 +15,7 @@ use base64::Engine;
 use common::*;
 use cri_proto as cri;
 use keelson_integration::api_stand_in::{
-    ApiStandIn, CRRS, IMAGE_PULL_JOBS, NODE_IMAGES, NODES, PODS, SECRETS,
+    ApiStandIn, CRRS, IMAGE_PULL_JOBS, Kind, NODE_IMAGES, NODES, PODS, SECRETS,
 };
 use keelson_integration::controller::Controller;
 use keelson_integration::images::BUSYBOX;
@@ -262,5 +262,119 @@ async fn unready_grace_goes_through_the_controller_and_the_pod_gate_is_released(
         (released && unheld && inactive).then_some(())
     })
     .await;
+    w.stop().await.unwrap();
+}
+
+/// The MutatingWebhookConfiguration shipped in deploy/webhooks.yaml.
+fn shipped_mutating_configuration() -> Value {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/webhooks.yaml"),
+    )
+    .unwrap();
+    text.split("\n---\n")
+        .map(|doc| serde_saphyr::from_str::<Value>(doc).unwrap())
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_request_is_completed_by_the_webhook_and_carried_out_by_the_node() {
+    let (node, api, dir) = cluster_node().await;
+    let w = web_pod(&node, &api).await;
+    api.put(
+        Kind("mutatingwebhookconfigurations"),
+        shipped_mutating_configuration(),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    api.route_service("keelson-system", "keelson-webhook", port);
+    let controller =
+        Controller::start(&kubeconfig(&dir), &["--webhook-addr", &port.to_string()]).unwrap();
+    // The controller writes its CA into the shipped configuration.
+    until("the caBundle was written", &node, &controller, &api, || {
+        let c = api.get(
+            Kind("mutatingwebhookconfigurations"),
+            "",
+            "keelson-mutating-webhook-configuration",
+        )?;
+        c["webhooks"][0]["clientConfig"].get("caBundle").map(|_| ())
+    })
+    .await;
+    let path = format!(
+        "/apis/apps.kruise.io/v1alpha1/namespaces/{}/containerrecreaterequests",
+        w.namespace
+    );
+    // A request naming a container the pod does not have is refused with
+    // OpenKruise's message.
+    let (code, refused) = api
+        .send(
+            "POST",
+            &path,
+            Some(
+                &json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ContainerRecreateRequest",
+                "metadata": {"name": "typo"},
+                "spec": {"podName": w.name, "containers": [{"name": "nope"}]}}),
+            ),
+        )
+        .await;
+    assert_eq!(code, 400, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("container nope not found in Pod"),
+        "{refused}"
+    );
+    // The manifest as a user writes it (OpenKruise's documented shape).
+    let (old_id, _, old_attempt) = w.snapshot()["app"].clone();
+    let (code, created) = api
+        .send(
+            "POST",
+            &path,
+            Some(
+                &json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ContainerRecreateRequest",
+                "metadata": {"name": "restart-app"},
+                "spec": {"podName": w.name, "containers": [{"name": "app"}],
+                    "strategy": {"failurePolicy": "Fail", "orderedRecreate": false,
+                        "unreadyGracePeriodSeconds": 1, "minStartedSeconds": 1},
+                    "activeDeadlineSeconds": 300, "ttlSecondsAfterFinished": 600}}),
+            ),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    let labels = &created["metadata"]["labels"];
+    assert_eq!(
+        labels["crr.apps.kruise.io/node-name"], "node-a",
+        "{created}"
+    );
+    assert_eq!(labels["crr.apps.kruise.io/pod-uid"], w.uid.as_str());
+    assert_eq!(
+        created["spec"]["containers"][0]["statusContext"]["containerID"],
+        format!("containerd://{old_id}")
+    );
+    let done = until("the request completed", &node, &controller, &api, || {
+        publish_pod(&api, &w);
+        let c = api.get(CRRS, &w.namespace, "restart-app")?;
+        (c["status"]["phase"] == "Completed").then_some(c)
+    })
+    .await;
+    assert_eq!(
+        done["status"]["containerRecreateStates"][0]["phase"], "Succeeded",
+        "{done}"
+    );
+    let (_, _, new_attempt) = w.snapshot()["app"].clone();
+    assert_eq!(new_attempt, old_attempt + 1);
+    // Updates that change the spec are refused by the webhook.
+    let (code, refused) = api
+        .send(
+            "PATCH",
+            &format!("{path}/restart-app"),
+            Some(&json!({"spec": {"activeDeadlineSeconds": 30}})),
+        )
+        .await;
+    assert_eq!(code, 403, "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("immutable"));
     w.stop().await.unwrap();
 }

@@ -7,7 +7,10 @@
 //! PUT and JSON merge PATCH (of the object or its `/status`; a
 //! resourceVersion in the body must match, else 409), DELETE (objects with
 //! finalizers get a deletionTimestamp and go when the last finalizer does;
-//! a uid precondition is honoured). Every request is recorded.
+//! a uid precondition is honoured). Creates and updates go through the
+//! mutating webhooks of the stored MutatingWebhookConfigurations
+//! ([`admission`]; Services are routed to loopback addresses with
+//! [`ApiStandIn::route_service`]). Every request is recorded.
 //!
 //! It is not an API server: no schemas, validation, defaulting, admission
 //! or authorisation, strategic merge patches are applied as JSON merge
@@ -15,6 +18,7 @@
 //! (writes to the object keep the stored status). Listens on 127.0.0.1;
 //! dropping it stops it and closes every connection.
 
+pub mod admission;
 pub mod paths;
 
 use std::collections::BTreeMap;
@@ -109,6 +113,7 @@ pub struct ApiStandIn {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     changes: broadcast::Sender<Event>,
+    routes: Arc<Mutex<admission::Routes>>,
     accept: JoinHandle<()>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -169,14 +174,20 @@ impl ApiStandIn {
         let state = Arc::new(Mutex::new(State::default()));
         let (changes, _) = broadcast::channel(4096);
         let connections = Arc::new(Mutex::new(Vec::new()));
-        let (st, ch, held) = (state.clone(), changes.clone(), connections.clone());
+        let routes: Arc<Mutex<admission::Routes>> = Arc::default();
+        let shared = Shared {
+            state: state.clone(),
+            changes: changes.clone(),
+            routes: routes.clone(),
+        };
+        let held = connections.clone();
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (st, ch) = (st.clone(), ch.clone());
+                let shared = shared.clone();
                 let conn = tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
-                        let (st, ch) = (st.clone(), ch.clone());
-                        async move { Ok::<_, Infallible>(answer(req, st, ch).await) }
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(answer(req, shared).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -189,9 +200,53 @@ impl ApiStandIn {
             addr,
             state,
             changes,
+            routes,
             accept,
             connections,
         }
+    }
+
+    /// Where the stand-in listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends a request over HTTP as a client (kubectl) would: the
+    /// answer's status code and JSON body.
+    pub async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect to the stand-in");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("HTTP handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(
+                body.map(Value::to_string).unwrap_or_default(),
+            )))
+            .expect("a request");
+        let resp = sender.send_request(req).await.expect("an answer");
+        let code = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Calls to Service `namespace/name` (webhooks) go to `addr`.
+    pub fn route_service(&self, namespace: &str, name: &str, addr: SocketAddr) {
+        self.routes
+            .lock()
+            .unwrap()
+            .insert((namespace.to_string(), name.to_string()), addr);
     }
 
     /// A kubeconfig pointing at the stand-in, written to `path`.
@@ -258,11 +313,46 @@ impl Drop for ApiStandIn {
     }
 }
 
-async fn answer(
-    req: hyper::Request<Incoming>,
+/// What every connection shares.
+#[derive(Clone)]
+struct Shared {
     state: Arc<Mutex<State>>,
     changes: broadcast::Sender<Event>,
-) -> hyper::Response<Body> {
+    routes: Arc<Mutex<admission::Routes>>,
+}
+
+/// Runs the mutating webhooks over `object` (no lock is held meanwhile).
+async fn admit(
+    shared: &Shared,
+    t: &Target,
+    operation: &str,
+    object: Value,
+    old: Option<Value>,
+) -> Result<Value, hyper::Response<Body>> {
+    let configs: Vec<Value> = shared
+        .state
+        .lock()
+        .unwrap()
+        .objects
+        .iter()
+        .filter(|(k, _)| k.0 == "mutatingwebhookconfigurations")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let routes = shared.routes.lock().unwrap().clone();
+    admission::mutate(&configs, &routes, t, operation, object, old)
+        .await
+        .map_err(|(code, msg)| {
+            let reason = match code {
+                400 => "BadRequest",
+                403 => "Forbidden",
+                _ => "InternalError",
+            };
+            status(code, reason, &msg)
+        })
+}
+
+async fn answer(req: hyper::Request<Incoming>, shared: Shared) -> hyper::Response<Body> {
+    let (state, changes) = (&shared.state, &shared.changes);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
@@ -305,7 +395,7 @@ async fn answer(
             }
         }
         (&hyper::Method::GET, None) if param(&query, "watch").as_deref() == Some("true") => {
-            watch(&t, &query, &state, &changes)
+            watch(&t, &query, state, changes)
         }
         (&hyper::Method::GET, None) => {
             let labels = param(&query, "labelSelector");
@@ -343,8 +433,7 @@ async fn answer(
                 },
             };
             let key = key_of(&t, &name);
-            let mut st = state.lock().unwrap();
-            if st.objects.contains_key(&key) {
+            if state.lock().unwrap().objects.contains_key(&key) {
                 return status(
                     409,
                     "AlreadyExists",
@@ -357,7 +446,15 @@ async fn answer(
             }
             obj["metadata"]["uid"] = Value::String(format!("uid-{name}-{}", suffix()));
             obj["metadata"]["creationTimestamp"] = Value::String(now());
-            let stored = st.store(key, obj, &changes);
+            let obj = match admit(&shared, &t, "CREATE", obj, None).await {
+                Ok(o) => o,
+                Err(refused) => return refused,
+            };
+            let mut st = state.lock().unwrap();
+            if st.objects.contains_key(&key) {
+                return status(409, "AlreadyExists", "created meanwhile");
+            }
+            let stored = st.store(key, obj, changes);
             json_reply(201, &stored)
         }
         (&hyper::Method::PUT | &hyper::Method::PATCH, Some(name)) => {
@@ -365,8 +462,8 @@ async fn answer(
                 return status(400, "BadRequest", "no body");
             };
             let key = key_of(&t, &name);
-            let mut st = state.lock().unwrap();
-            let Some(current) = st.objects.get(&key).cloned() else {
+            let found = state.lock().unwrap().objects.get(&key).cloned();
+            let Some(current) = found else {
                 return status(
                     404,
                     "NotFound",
@@ -422,8 +519,17 @@ async fn answer(
                 } else {
                     json_patch::merge(&mut next, &given);
                 }
+                next = match admit(&shared, &t, "UPDATE", next, Some(current.clone())).await {
+                    Ok(o) => o,
+                    Err(refused) => return refused,
+                };
             }
-            let stored = st.store(key, next, &changes);
+            let mut st = state.lock().unwrap();
+            // Changed while the webhooks ran: a conflict.
+            if st.objects.get(&key).and_then(rv_of) != rv_of(&current) {
+                return status(409, "Conflict", "the object has been modified");
+            }
+            let stored = st.store(key, next, changes);
             json_reply(200, &stored)
         }
         (&hyper::Method::DELETE, Some(name)) => {
@@ -447,7 +553,7 @@ async fn answer(
             if current.pointer("/metadata/deletionTimestamp").is_none() {
                 current["metadata"]["deletionTimestamp"] = Value::String(now());
             }
-            let stored = st.store(key, current, &changes);
+            let stored = st.store(key, current, changes);
             json_reply(200, &stored)
         }
         _ => status(

@@ -7,6 +7,9 @@ use serde_json::Value;
 /// What a request path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// API group ("" for the core group) and version.
+    pub group: String,
+    pub version: String,
     /// The resource's plural (the stand-in keys objects by it).
     pub plural: String,
     pub namespace: Option<String>,
@@ -16,14 +19,12 @@ pub struct Target {
 
 /// Parses an API path; `None` for anything else.
 pub fn parse(path: &str) -> Option<Target> {
-    let rest = if let Some(r) = path.strip_prefix("/api/v1/") {
-        r
+    let (group, version, rest) = if let Some(r) = path.strip_prefix("/api/v1/") {
+        ("", "v1", r)
     } else {
         let r = path.strip_prefix("/apis/")?;
-        // group/version/...
         let mut it = r.splitn(3, '/');
-        let (_group, _version, rest) = (it.next()?, it.next()?, it.next()?);
-        rest
+        (it.next()?, it.next()?, it.next()?)
     };
     let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
     let (namespace, tail) = match parts.as_slice() {
@@ -33,6 +34,8 @@ pub fn parse(path: &str) -> Option<Target> {
         tail => (None, tail.to_vec()),
     };
     let target = |plural: &str, name: Option<&str>, status: bool| Target {
+        group: group.to_string(),
+        version: version.to_string(),
         plural: plural.to_string(),
         namespace: namespace.clone(),
         name: name.map(String::from),
@@ -121,6 +124,8 @@ mod tests {
                 "/apis/apps.kruise.io/v1alpha1/namespaces/team/containerrecreaterequests/r/status"
             ),
             Some(Target {
+                group: "apps.kruise.io".into(),
+                version: "v1alpha1".into(),
                 plural: "containerrecreaterequests".into(),
                 namespace: Some("team".into()),
                 name: Some("r".into()),
