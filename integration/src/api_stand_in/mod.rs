@@ -167,7 +167,12 @@ fn rv_of(v: &Value) -> Option<&str> {
 impl ApiStandIn {
     /// Starts on a free loopback port.
     pub async fn start() -> ApiStandIn {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(0).await
+    }
+
+    /// Starts on loopback port `port` (0: any free one), empty.
+    pub async fn start_on(port: u16) -> ApiStandIn {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local address");
