@@ -7,6 +7,7 @@ pub mod gates;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod leader;
+pub mod metrics;
 pub mod nodeimage;
 pub mod run;
 #[cfg(test)]

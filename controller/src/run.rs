@@ -98,7 +98,7 @@ impl Health {
             u8::from(self.connected.load(Ordering::Relaxed)),
             self.lease_rounds.load(Ordering::Relaxed),
             self.lease_errors.load(Ordering::Relaxed),
-        )
+        ) + &crate::metrics::render()
     }
 
     /// The answer to `path`: (HTTP status, body).

@@ -22,6 +22,20 @@ use keelson_integration::images::BUSYBOX;
 use keelson_integration::registry::{Credentials, Registry};
 use serde_json::{Value, json};
 
+/// The body of a plain HTTP GET.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()
+}
+
 async fn until<T>(
     what: &str,
     node: &Node,
@@ -77,6 +91,11 @@ async fn an_image_pull_job_is_carried_out_by_the_node_and_reported() {
             "metadata": {"name": "regcred", "namespace": "team"},
             "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(&config)}}),
     );
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
     let controller = Controller::start(
         &kubeconfig(&dir),
         &[
@@ -84,6 +103,8 @@ async fn an_image_pull_job_is_carried_out_by_the_node_and_reported() {
             "ImagePullJobGate=true",
             "--nodeimage-creation-delay-seconds",
             "0",
+            "--metrics-addr",
+            &metrics_addr,
         ],
     )
     .unwrap();
@@ -172,6 +193,22 @@ async fn an_image_pull_job_is_carried_out_by_the_node_and_reported() {
         listed.images.iter().any(|i| i.repo_tags.contains(&image)),
         "{image} not in containerd"
     );
+    // The reconciles are counted.
+    let metrics = http_get(&metrics_addr, "/metrics");
+    let ok = |c: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "keelson_controller_reconciles_total{{controller=\"{c}\",result=\"ok\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(ok("imagepulljob") > 0 && ok("nodeimage") > 0, "{metrics}");
+    assert!(metrics.contains("keelson_controller_leader 1"), "{metrics}");
     // The webhook's certificate was made and stored once.
     let certs: Vec<Value> = api.list(SECRETS, "keelson-system");
     assert_eq!(certs.len(), 1);

@@ -240,6 +240,7 @@ pub fn requests_of(
 
 /// Runs until the task is dropped.
 pub async fn run(client: Client) {
+    crate::metrics::register_controller("containerrecreaterequest");
     let api: Api<ContainerRecreateRequest> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(api, watcher::Config::default());
@@ -250,6 +251,7 @@ pub async fn run(client: Client) {
         })
         .run(reconcile_one, on_error, Arc::new(client))
         .for_each(|r| async move {
+            crate::metrics::reconciled("containerrecreaterequest", r.is_ok());
             if let Err(e) = r {
                 tracing::debug!(error = %e, "ContainerRecreateRequest controller event");
             }

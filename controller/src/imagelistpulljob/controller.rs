@@ -111,12 +111,14 @@ fn on_error(list: Arc<ImageListPullJob>, error: &ReconcileError, _: Arc<Client>)
 
 /// Runs until the task is dropped.
 pub async fn run(client: Client) {
+    crate::metrics::register_controller("imagelistpulljob");
     let lists: Api<ImageListPullJob> = Api::all(client.clone());
     let jobs: Api<ImagePullJob> = Api::all(client.clone());
     Controller::new(lists, watcher::Config::default())
         .owns(jobs, watcher::Config::default())
         .run(reconcile_one, on_error, Arc::new(client))
         .for_each(|r| async move {
+            crate::metrics::reconciled("imagelistpulljob", r.is_ok());
             if let Err(e) = r {
                 tracing::debug!(error = %e, "ImageListPullJob controller event");
             }

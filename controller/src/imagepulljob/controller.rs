@@ -134,6 +134,7 @@ fn on_error(job: Arc<ImagePullJob>, error: &ReconcileError, _: Arc<State>) -> Ac
 
 /// Runs until the task is dropped.
 pub async fn run(client: Client) {
+    crate::metrics::register_controller("imagepulljob");
     let jobs: Api<ImagePullJob> = Api::all(client.clone());
     let nodes: Api<NodeImage> = Api::all(client.clone());
     let secrets: Api<Secret> = Api::all(client.clone());
@@ -146,6 +147,7 @@ pub async fn run(client: Client) {
         })
         .run(reconcile_one, on_error, Arc::new(State { client }))
         .for_each(|r| async move {
+            crate::metrics::reconciled("imagepulljob", r.is_ok());
             if let Err(e) = r {
                 tracing::debug!(error = %e, "ImagePullJob controller event");
             }

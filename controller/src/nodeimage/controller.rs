@@ -197,6 +197,8 @@ fn on_error<K: kube::Resource>(obj: Arc<K>, error: &ReconcileError, _: Arc<State
 
 /// Runs until the task is dropped.
 pub async fn run(client: Client, creation_delay_seconds: i64) {
+    crate::metrics::register_controller("nodeimage");
+    crate::metrics::register_controller("nodeimage-node");
     let images: Api<NodeImage> = Api::all(client.clone());
     let nodes: Api<Node> = Api::all(client.clone());
     let jobs: Api<ImagePullJob> = Api::all(client.clone());
@@ -218,6 +220,7 @@ pub async fn run(client: Client, creation_delay_seconds: i64) {
         })
         .run(reconcile_image, on_error, state.clone())
         .for_each(|r| async move {
+            crate::metrics::reconciled("nodeimage", r.is_ok());
             if let Err(e) = r {
                 tracing::debug!(error = %e, "NodeImage controller event");
             }
@@ -225,6 +228,7 @@ pub async fn run(client: Client, creation_delay_seconds: i64) {
     let node_side = Controller::new(nodes, watcher::Config::default())
         .run(reconcile_node, on_error, state)
         .for_each(|r| async move {
+            crate::metrics::reconciled("nodeimage-node", r.is_ok());
             if let Err(e) = r {
                 tracing::debug!(error = %e, "Node controller event");
             }

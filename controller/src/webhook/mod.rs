@@ -49,6 +49,7 @@ pub async fn answer(path: &str, body: &[u8], client: &Client) -> (u16, Vec<u8>) 
         _ => unreachable!("checked above"),
     };
     tracing::debug!(path = %path, uid = %req.uid, operation = ?req.operation, name = %req.name, allowed = resp.allowed, "admission");
+    crate::metrics::admitted(path, resp.allowed);
     if !resp.allowed {
         tracing::info!(path = %path, namespace = ?req.namespace, name = %req.name, reason = %resp.result.message, "admission refused");
     }
