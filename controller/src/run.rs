@@ -74,6 +74,10 @@ pub struct RunArgs {
 #[derive(Default)]
 pub struct Health {
     pub connected: AtomicBool,
+    /// Whether this replica should serve webhooks, and whether it does:
+    /// not ready until it does (the webhook Service routes to ready pods).
+    pub webhook_expected: AtomicBool,
+    pub webhook_serving: AtomicBool,
     pub leader: AtomicBool,
     pub lease_rounds: AtomicU64,
     pub lease_errors: AtomicU64,
@@ -105,8 +109,16 @@ impl Health {
     pub fn answer(&self, path: &str) -> (u16, String) {
         match path {
             "/healthz" => (200, "ok\n".into()),
-            "/readyz" if self.connected.load(Ordering::Relaxed) => (200, "ok\n".into()),
-            "/readyz" => (503, "API server not reachable\n".into()),
+            "/readyz" if !self.connected.load(Ordering::Relaxed) => {
+                (503, "API server not reachable\n".into())
+            }
+            "/readyz"
+                if self.webhook_expected.load(Ordering::Relaxed)
+                    && !self.webhook_serving.load(Ordering::Relaxed) =>
+            {
+                (503, "webhook server not serving yet\n".into())
+            }
+            "/readyz" => (200, "ok\n".into()),
             "/metrics" => (200, self.metrics()),
             _ => (404, "not found\n".into()),
         }
@@ -192,6 +204,7 @@ async fn run_webhook(
     client: Client,
     args: RunArgs,
     external: bool,
+    health: Arc<Health>,
 ) {
     use crate::webhook::{ca_bundle, certs};
     let names = certs::dns_names(&args.webhook_service_name, &args.webhook_namespace);
@@ -241,6 +254,7 @@ async fn run_webhook(
         })
     });
     tracing::info!(addr = ?listener.local_addr().ok(), external_certs = external, "webhook server serving");
+    health.webhook_serving.store(true, Ordering::Relaxed);
     crate::webhook::serve(listener, tls, client).await;
     if let Some(t) = injector {
         t.abort();
@@ -263,6 +277,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
     };
     let health = Arc::new(Health::default());
+    health
+        .webhook_expected
+        .store(webhook_listener.is_some(), Ordering::Relaxed);
     let metrics = tokio::spawn(serve_health(args.metrics_addr, health.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stop = async move {
@@ -294,6 +311,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             client.clone(),
             args.clone(),
             gates.enabled("EnableExternalCerts"),
+            health.clone(),
         ))
     });
     let leases: Api<Lease> = Api::namespaced(client.clone(), &args.leader_election_namespace);
@@ -359,6 +377,13 @@ mod tests {
         assert_eq!(h.answer("/readyz").0, 503);
         h.connected.store(true, Ordering::Relaxed);
         h.leader.store(true, Ordering::Relaxed);
+        assert_eq!(h.answer("/readyz").0, 200);
+        h.webhook_expected.store(true, Ordering::Relaxed);
+        assert_eq!(
+            h.answer("/readyz"),
+            (503, "webhook server not serving yet\n".into())
+        );
+        h.webhook_serving.store(true, Ordering::Relaxed);
         assert_eq!(h.answer("/readyz").0, 200);
         let (code, body) = h.answer("/metrics");
         assert_eq!(code, 200);

@@ -209,6 +209,11 @@ async fn an_image_pull_job_is_carried_out_by_the_node_and_reported() {
     };
     assert!(ok("imagepulljob") > 0 && ok("nodeimage") > 0, "{metrics}");
     assert!(metrics.contains("keelson_controller_leader 1"), "{metrics}");
+    assert_eq!(
+        http_get(&metrics_addr, "/readyz"),
+        "ok\n",
+        "ready: API reachable and webhooks served"
+    );
     // The webhook's certificate was made and stored once.
     let certs: Vec<Value> = api.list(SECRETS, "keelson-system");
     assert_eq!(certs.len(), 1);
