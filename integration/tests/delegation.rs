@@ -420,3 +420,78 @@ async fn a_bare_request_is_completed_by_the_webhook_and_carried_out_by_the_node(
     assert!(refused["message"].as_str().unwrap().contains("immutable"));
     w.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_list_pull_job_pulls_every_image_through_its_jobs() {
+    let (node, api, dir) = cluster_node().await;
+    let registry = Registry::start(None).unwrap();
+    for repo in ["list/one:v1", "list/two:v1"] {
+        registry
+            .push(&node.containerd.images().layout("busybox"), BUSYBOX, repo)
+            .unwrap();
+    }
+    let host = registry.host();
+    api.put(
+        NODES,
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"},
+            "status": {"conditions": [{"type": "Ready", "status": "True",
+                "lastTransitionTime": "2020-01-01T00:00:00Z"}]}}),
+    );
+    let controller = Controller::start(
+        &kubeconfig(&dir),
+        &[
+            "--feature-gates",
+            "ImagePullJobGate=true",
+            "--nodeimage-creation-delay-seconds",
+            "0",
+        ],
+    )
+    .unwrap();
+    let images = [format!("{host}/list/one:v1"), format!("{host}/list/two:v1")];
+    api.put(
+        Kind("imagelistpulljobs"),
+        json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImageListPullJob",
+            "metadata": {"name": "list", "namespace": "team"},
+            "spec": {"images": images, "parallelism": 2,
+                "completionPolicy": {"type": "Always"}}}),
+    );
+    let list = until("the list completed", &node, &controller, &api, || {
+        let l = api.get(Kind("imagelistpulljobs"), "team", "list")?;
+        l["status"].get("completionTime").map(|_| l.clone())
+    })
+    .await;
+    let s = &list["status"];
+    assert_eq!(
+        (
+            s["desired"].clone(),
+            s["completed"].clone(),
+            s["succeeded"].clone()
+        ),
+        (json!(2), json!(2), json!(2)),
+        "{list}"
+    );
+    // One ImagePullJob per image, owned by the list.
+    let jobs = api.list(IMAGE_PULL_JOBS, "team");
+    assert_eq!(jobs.len(), 2);
+    for j in &jobs {
+        assert_eq!(
+            j["metadata"]["ownerReferences"][0]["kind"],
+            "ImageListPullJob"
+        );
+        assert_eq!(j["status"]["succeeded"], 1, "{j}");
+    }
+    let listed = node
+        .direct()
+        .await
+        .images
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    for image in &images {
+        assert!(
+            listed.images.iter().any(|i| i.repo_tags.contains(image)),
+            "{image} not in containerd"
+        );
+    }
+}
