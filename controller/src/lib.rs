@@ -1,6 +1,7 @@
 //! Keelson's cluster controller, as a library: the CRD generator and the
 //! reconcilers (pure: state in → decision out; the binary does the I/O).
 
+pub mod api_call;
 pub mod crds;
 pub mod crr;
 pub mod gates;

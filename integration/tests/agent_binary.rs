@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use keelson_integration::agent::{Agent, binary};
+use keelson_integration::api_stand_in::write_kubeconfig;
 use keelson_integration::proc::wait_until;
 
 fn mode(p: &std::path::Path) -> u32 {
@@ -169,13 +170,7 @@ fn cluster_mode_without_an_api_server_keeps_the_node_side_serving() {
         .local_addr()
         .unwrap()
         .port();
-    fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
-        ),
-    )
-    .unwrap();
+    write_kubeconfig(&kubeconfig, ([127, 0, 0, 1], port).into()).unwrap();
     let agent = Agent::start(
         &runtime,
         &[

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use common::*;
@@ -18,20 +18,9 @@ use keelson_integration::images::BUSYBOX;
 use keelson_integration::registry::{Credentials, Registry};
 use serde_json::json;
 
-/// Waits until `check` finds what it wants in the stand-in.
-async fn until<T>(what: &str, node: &Node, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen\nagent log:\n{}",
-            node.agent.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// What a timed-out wait shows: the agent's log.
+fn agent_log(node: &Node) -> impl Fn() -> String + '_ {
+    || format!("agent log:\n{}", node.agent.log_text())
 }
 
 fn now() -> String {
@@ -76,7 +65,7 @@ async fn a_nodeimage_entry_is_pulled_with_its_secret_and_the_status_written_back
                     "pullPolicy": {"timeoutSeconds": 60, "backoffLimit": 1},
                     "ownerReferences": [owner]}]}}}}),
     );
-    let tag = until("the pull reported Succeeded", &node, || {
+    let tag = until("the pull reported Succeeded", agent_log(&node), || {
         let n = api.get(NODE_IMAGES, "", "node-a")?;
         let t = n
             .pointer(&format!(
@@ -131,7 +120,7 @@ async fn a_nodeimage_entry_is_pulled_with_its_secret_and_the_status_written_back
     let mut n = api.get(NODE_IMAGES, "", "node-a").unwrap();
     n["spec"]["images"][&image]["tags"][0]["version"] = json!(2);
     api.put(NODE_IMAGES, n);
-    until("the second round reported", &node, || {
+    until("the second round reported", agent_log(&node), || {
         let n = api.get(NODE_IMAGES, "", "node-a")?;
         let t = n
             .pointer(&format!(
@@ -177,7 +166,7 @@ async fn a_container_recreate_request_restarts_the_container_and_completes() {
         ),
     );
     // Kubelet's status manager meanwhile.
-    let completed = until("the request completed", &node, || {
+    let completed = until("the request completed", agent_log(&node), || {
         publish_pod(&api, &w);
         let crr = api.get(CRRS, &w.namespace, "restart-app")?;
         (crr["status"]["phase"] == "Completed").then_some(crr)
@@ -216,7 +205,7 @@ async fn with_unready_grace_nothing_stops_until_the_pod_is_made_not_ready() {
             json!({"unreadyGracePeriodSeconds": 1, "terminationGracePeriodSeconds": 5}),
         ),
     );
-    let waiting = until("the request shows Recreating", &node, || {
+    let waiting = until("the request shows Recreating", agent_log(&node), || {
         let crr = api.get(CRRS, &w.namespace, "restart-app")?;
         (crr["status"]["phase"] == "Recreating").then_some(crr)
     })
@@ -236,7 +225,7 @@ async fn with_unready_grace_nothing_stops_until_the_pod_is_made_not_ready() {
     let mut crr = api.get(CRRS, &w.namespace, "restart-app").unwrap();
     crr["metadata"]["annotations"] = json!({"crr.apps.kruise.io/unready-acquired": now()});
     api.put(CRRS, crr);
-    let completed = until("the request completed", &node, || {
+    let completed = until("the request completed", agent_log(&node), || {
         publish_pod(&api, &w);
         let crr = api.get(CRRS, &w.namespace, "restart-app")?;
         (crr["status"]["phase"] == "Completed").then_some(crr)

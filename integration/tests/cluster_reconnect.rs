@@ -6,12 +6,11 @@
 //! No kube-apiserver exists on this machine; the API stand-in (empty: no
 //! NodeImage, empty lists, watches held open) is all this test needs.
 
-use std::fs;
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
 use keelson_integration::agent::Agent;
-use keelson_integration::api_stand_in::ApiStandIn;
+use keelson_integration::api_stand_in::{ApiStandIn, write_kubeconfig};
 
 fn count(text: &str, needle: &str) -> usize {
     text.matches(needle).count()
@@ -39,13 +38,7 @@ async fn cluster_mode_connects_late_and_reconnects_after_the_api_server_returns(
         .unwrap()
         .port();
     let kubeconfig = dir.path().join("kubeconfig");
-    fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
-        ),
-    )
-    .unwrap();
+    write_kubeconfig(&kubeconfig, ([127, 0, 0, 1], port).into()).unwrap();
     let agent = Agent::start(
         &runtime,
         &[

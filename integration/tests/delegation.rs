@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use base64::Engine;
 use common::*;
 use cri_proto as cri;
@@ -36,27 +34,32 @@ fn http_get(addr: &str, path: &str) -> String {
     out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()
 }
 
-async fn until<T>(
-    what: &str,
-    node: &Node,
-    controller: &Controller,
-    api: &ApiStandIn,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen\ncontroller log:\n{}\nagent log:\n{}\nrequests:\n{:#?}",
+/// What a timed-out wait shows: both logs and the requests the stand-in
+/// served.
+fn logs<'a>(
+    node: &'a Node,
+    controller: &'a Controller,
+    api: &'a ApiStandIn,
+) -> impl Fn() -> String + 'a {
+    move || {
+        format!(
+            "controller log:\n{}\nagent log:\n{}\nrequests:\n{:#?}",
             controller.log_text(),
             node.agent.log_text(),
             api.requests()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        )
     }
+}
+
+/// Node node-a (the agent's), Ready since 2020, with `labels`.
+fn ready_node(api: &ApiStandIn, labels: Value) {
+    api.put(
+        NODES,
+        json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "node-a", "labels": labels},
+            "status": {"conditions": [{"type": "Ready", "status": "True",
+                "lastTransitionTime": "2020-01-01T00:00:00Z"}]}}),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,13 +81,7 @@ async fn an_image_pull_job_is_carried_out_by_the_node_and_reported() {
     let auth = base64::engine::general_purpose::STANDARD.encode("keelson:s3cret");
     let config = json!({"auths": {&host: {"auth": auth}}}).to_string();
     // The cluster: one Ready node, the job's pull secret in its namespace.
-    api.put(
-        NODES,
-        json!({"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": "node-a", "labels": {"zone": "a"}},
-            "status": {"conditions": [{"type": "Ready", "status": "True",
-                "lastTransitionTime": "2020-01-01T00:00:00Z"}]}}),
-    );
+    ready_node(&api, json!({"zone": "a"}));
     api.put(
         SECRETS,
         json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
@@ -110,9 +107,7 @@ async fn an_image_pull_job_is_carried_out_by_the_node_and_reported() {
     .unwrap();
     until(
         "the controller made the NodeImage",
-        &node,
-        &controller,
-        &api,
+        logs(&node, &controller, &api),
         || {
             let n = api.get(NODE_IMAGES, "", "node-a")?;
             (n["metadata"]["labels"]["zone"] == "a").then_some(())
@@ -129,7 +124,7 @@ async fn an_image_pull_job_is_carried_out_by_the_node_and_reported() {
                 "completionPolicy": {"type": "Always"},
                 "pullPolicy": {"timeoutSeconds": 60, "backoffLimit": 1}}}),
     );
-    let job = until("the job completed", &node, &controller, &api, || {
+    let job = until("the job completed", logs(&node, &controller, &api), || {
         let j = api.get(IMAGE_PULL_JOBS, "team", "job")?;
         j["status"].get("completionTime").map(|_| j.clone())
     })
@@ -170,14 +165,18 @@ async fn an_image_pull_job_is_carried_out_by_the_node_and_reported() {
 
     // Finished: the copy is released and the job let go of.
     let copy = secret_ref["name"].as_str().unwrap().to_string();
-    until("the copy was released", &node, &controller, &api, || {
-        let gone = api.get(SECRETS, "kruise-daemon-config", &copy).is_none();
-        let j = api.get(IMAGE_PULL_JOBS, "team", "job")?;
-        let unheld = j["metadata"]["finalizers"]
-            .as_array()
-            .is_none_or(|f| f.is_empty());
-        (gone && unheld).then_some(())
-    })
+    until(
+        "the copy was released",
+        logs(&node, &controller, &api),
+        || {
+            let gone = api.get(SECRETS, "kruise-daemon-config", &copy).is_none();
+            let j = api.get(IMAGE_PULL_JOBS, "team", "job")?;
+            let unheld = j["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty());
+            (gone && unheld).then_some(())
+        },
+    )
     .await;
 
     // The image is on the node.
@@ -252,11 +251,15 @@ async fn unready_grace_goes_through_the_controller_and_the_pod_gate_is_released(
             .unwrap_or(Value::Null)
     };
     // The controller makes the pod not-ready before anything stops.
-    let held = until("the pod made not-ready", &node, &controller, &api, || {
-        publish_pod(&api, &w);
-        let g = gate(&api);
-        (g["status"] == "False").then_some(g)
-    })
+    let held = until(
+        "the pod made not-ready",
+        logs(&node, &controller, &api),
+        || {
+            publish_pod(&api, &w);
+            let g = gate(&api);
+            (g["status"] == "False").then_some(g)
+        },
+    )
     .await;
     assert_eq!(
         held["message"],
@@ -272,11 +275,15 @@ async fn unready_grace_goes_through_the_controller_and_the_pod_gate_is_released(
             .is_some_and(|f| f.iter().any(|x| x == "crr.apps.kruise.io/unready-acquired")),
         "{crr}"
     );
-    let done = until("the request completed", &node, &controller, &api, || {
-        publish_pod(&api, &w);
-        let c = api.get(CRRS, &w.namespace, "restart-app")?;
-        (c["status"]["phase"] == "Completed").then_some(c)
-    })
+    let done = until(
+        "the request completed",
+        logs(&node, &controller, &api),
+        || {
+            publish_pod(&api, &w);
+            let c = api.get(CRRS, &w.namespace, "restart-app")?;
+            (c["status"]["phase"] == "Completed").then_some(c)
+        },
+    )
     .await;
     assert_eq!(
         done["status"]["containerRecreateStates"][0]["phase"], "Succeeded",
@@ -291,7 +298,7 @@ async fn unready_grace_goes_through_the_controller_and_the_pod_gate_is_released(
     assert_ne!(new_id, old_id);
     assert_eq!(new_attempt, old_attempt + 1);
     // Completed: the gate is released, the finalizer and active label go.
-    until("the pod released", &node, &controller, &api, || {
+    until("the pod released", logs(&node, &controller, &api), || {
         publish_pod(&api, &w);
         let c = api.get(CRRS, &w.namespace, "restart-app")?;
         let released = gate(&api)["status"] == "True";
@@ -335,14 +342,18 @@ async fn a_bare_request_is_completed_by_the_webhook_and_carried_out_by_the_node(
     let controller =
         Controller::start(&kubeconfig(&dir), &["--webhook-addr", &port.to_string()]).unwrap();
     // The controller writes its CA into the shipped configuration.
-    until("the caBundle was written", &node, &controller, &api, || {
-        let c = api.get(
-            Kind("mutatingwebhookconfigurations"),
-            "",
-            "keelson-mutating-webhook-configuration",
-        )?;
-        c["webhooks"][0]["clientConfig"].get("caBundle").map(|_| ())
-    })
+    until(
+        "the caBundle was written",
+        logs(&node, &controller, &api),
+        || {
+            let c = api.get(
+                Kind("mutatingwebhookconfigurations"),
+                "",
+                "keelson-mutating-webhook-configuration",
+            )?;
+            c["webhooks"][0]["clientConfig"].get("caBundle").map(|_| ())
+        },
+    )
     .await;
     let path = format!(
         "/apis/apps.kruise.io/v1alpha1/namespaces/{}/containerrecreaterequests",
@@ -396,11 +407,15 @@ async fn a_bare_request_is_completed_by_the_webhook_and_carried_out_by_the_node(
         created["spec"]["containers"][0]["statusContext"]["containerID"],
         format!("containerd://{old_id}")
     );
-    let done = until("the request completed", &node, &controller, &api, || {
-        publish_pod(&api, &w);
-        let c = api.get(CRRS, &w.namespace, "restart-app")?;
-        (c["status"]["phase"] == "Completed").then_some(c)
-    })
+    let done = until(
+        "the request completed",
+        logs(&node, &controller, &api),
+        || {
+            publish_pod(&api, &w);
+            let c = api.get(CRRS, &w.namespace, "restart-app")?;
+            (c["status"]["phase"] == "Completed").then_some(c)
+        },
+    )
     .await;
     assert_eq!(
         done["status"]["containerRecreateStates"][0]["phase"], "Succeeded",
@@ -431,12 +446,7 @@ async fn an_image_list_pull_job_pulls_every_image_through_its_jobs() {
             .unwrap();
     }
     let host = registry.host();
-    api.put(
-        NODES,
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"},
-            "status": {"conditions": [{"type": "Ready", "status": "True",
-                "lastTransitionTime": "2020-01-01T00:00:00Z"}]}}),
-    );
+    ready_node(&api, json!({}));
     let controller = Controller::start(
         &kubeconfig(&dir),
         &[
@@ -447,6 +457,14 @@ async fn an_image_list_pull_job_pulls_every_image_through_its_jobs() {
         ],
     )
     .unwrap();
+    // A job made before the node's NodeImage exists targets no node and
+    // completes at once (0 desired), as in OpenKruise: wait for it.
+    until(
+        "the controller made the NodeImage",
+        logs(&node, &controller, &api),
+        || api.get(NODE_IMAGES, "", "node-a").map(|_| ()),
+    )
+    .await;
     let images = [format!("{host}/list/one:v1"), format!("{host}/list/two:v1")];
     api.put(
         Kind("imagelistpulljobs"),
@@ -455,7 +473,7 @@ async fn an_image_list_pull_job_pulls_every_image_through_its_jobs() {
             "spec": {"images": images, "parallelism": 2,
                 "completionPolicy": {"type": "Always"}}}),
     );
-    let list = until("the list completed", &node, &controller, &api, || {
+    let list = until("the list completed", logs(&node, &controller, &api), || {
         let l = api.get(Kind("imagelistpulljobs"), "team", "list")?;
         l["status"].get("completionTime").map(|_| l.clone())
     })

@@ -23,6 +23,8 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
+use crate::api_call::{finalizer_patch, status_code};
+
 use super::lifecycle::{self, Step, UNREADY_FINALIZER};
 use super::{Cleanup, cleanup, completed};
 
@@ -31,43 +33,35 @@ use super::{Cleanup, cleanup, completed};
 #[error("{0}")]
 pub struct ReconcileError(#[from] kube::Error);
 
-/// Carries out `cleanup` for `crr` at `now`; returns when to look again.
+/// Carries out `cleanup` for `crr` (called `name` in `api`) at `now`;
+/// returns when to look again.
 pub async fn apply(
-    client: &Client,
+    api: &Api<ContainerRecreateRequest>,
+    name: &str,
     crr: &ContainerRecreateRequest,
     now: &Time,
 ) -> Result<Option<Duration>, kube::Error> {
-    let name = crr.metadata.name.clone().unwrap_or_default();
-    let ns = crr.metadata.namespace.clone().unwrap_or_default();
-    let api: Api<ContainerRecreateRequest> = Api::namespaced(client.clone(), &ns);
     match cleanup(crr, now) {
         Cleanup::Wait { after_seconds } => {
             Ok(after_seconds.map(|s| Duration::from_secs(s.max(1) as u64)))
         }
         Cleanup::Expire(status) => {
             let patch = serde_json::json!({ "status": status });
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
             Ok(Some(Duration::from_secs(1)))
         }
         Cleanup::Deactivate => {
             let patch = serde_json::json!({ "metadata": { "labels": { LABEL_ACTIVE: null } } });
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
             Ok(Some(Duration::from_secs(1)))
         }
-        Cleanup::Delete => match api.delete(&name, &DeleteParams::background()).await {
+        Cleanup::Delete => match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => Ok(None),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
             Err(e) => Err(e),
         },
-    }
-}
-
-fn code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
     }
 }
 
@@ -104,20 +98,7 @@ pub async fn reconcile_at(
         None
     };
     let again = Some(Duration::from_millis(200));
-    let finalizers = |add: bool| {
-        let mut list: Vec<String> = crr
-            .metadata
-            .finalizers
-            .iter()
-            .flatten()
-            .filter(|f| *f != UNREADY_FINALIZER)
-            .cloned()
-            .collect();
-        if add {
-            list.push(UNREADY_FINALIZER.into());
-        }
-        serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": crr.metadata.resource_version}})
-    };
+    let finalizers = |add: bool| finalizer_patch(&crr.metadata, UNREADY_FINALIZER, add);
     let pod_status = |patch: serde_json::Value| {
         let pods = pods.clone();
         let pod_name = crr.spec.pod_name.clone();
@@ -131,8 +112,8 @@ pub async fn reconcile_at(
                 .await
             {
                 Ok(_) => Ok(true),
-                Err(e) if code(&e) == Some(409) => Ok(false),
-                Err(e) if code(&e) == Some(404) => Ok(true),
+                Err(e) if status_code(&e) == Some(409) => Ok(false),
+                Err(e) if status_code(&e) == Some(404) => Ok(true),
                 Err(e) => Err(e),
             }
         }
@@ -146,14 +127,14 @@ pub async fn reconcile_at(
                 .await
             {
                 Ok(_) => Ok(true),
-                Err(e) if code(&e) == Some(409) => Ok(false),
+                Err(e) if status_code(&e) == Some(409) => Ok(false),
                 Err(e) => Err(e),
             }
         }
     };
     match lifecycle::step(crr, pod.as_ref(), now) {
         Step::Nothing { after_seconds } => {
-            let later = apply(client, crr, now).await?;
+            let later = apply(&api, &name, crr, now).await?;
             let own = after_seconds.map(|s| Duration::from_secs(s.max(1) as u64));
             Ok(match (later, own) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -306,22 +287,23 @@ mod tests {
             assert_eq!((req.method(), req.uri().path()), (&Method::DELETE, path));
             send.send_response(reply(200, serde_json::to_value(crr("")).unwrap()));
         });
+        let api = Api::namespaced(client, "team");
         // Created at 1000 s with a 60 s deadline.
         let running = crr("status: {phase: Recreating}\n");
         assert_eq!(
-            apply(&client, &running, &at(1030)).await.unwrap(),
+            apply(&api, "r", &running, &at(1030)).await.unwrap(),
             Some(Duration::from_secs(30))
         );
         assert_eq!(
-            apply(&client, &running, &at(1060)).await.unwrap(),
+            apply(&api, "r", &running, &at(1060)).await.unwrap(),
             Some(Duration::from_secs(1))
         );
         let done = crr("status: {phase: Completed, completionTime: '1970-01-01T00:17:40Z'}\n");
         assert_eq!(
-            apply(&client, &done, &at(1065)).await.unwrap(),
+            apply(&api, "r", &done, &at(1065)).await.unwrap(),
             Some(Duration::from_secs(1))
         );
-        assert_eq!(apply(&client, &done, &at(1090)).await.unwrap(), None);
+        assert_eq!(apply(&api, "r", &done, &at(1090)).await.unwrap(), None);
         server.await.unwrap();
     }
 

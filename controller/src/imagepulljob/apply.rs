@@ -10,6 +10,8 @@ use keelson_api::apps::v1alpha1::nodeimage::NodeImage;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 
+use crate::api_call::status_code;
+
 use super::Decision;
 
 /// How applying went.
@@ -24,10 +26,6 @@ pub enum Applied {
     Deleted,
     /// Nothing to do (bad job), with why.
     Ignored { reason: String },
-}
-
-fn conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 /// Applies `decision` for `job`.
@@ -67,7 +65,9 @@ pub async fn apply(
                     .await
                 {
                     Ok(_) => {}
-                    Err(e) if conflict(&e) => return Ok(Applied::Conflict { node: w.node }),
+                    Err(e) if status_code(&e) == Some(409) => {
+                        return Ok(Applied::Conflict { node: w.node });
+                    }
                     Err(e) => return Err(e),
                 }
             }

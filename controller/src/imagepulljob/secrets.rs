@@ -25,6 +25,8 @@ use keelson_api::apps::v1alpha1::nodeimage::ReferenceObject;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 
+use crate::api_call::{finalizer_patch, status_code};
+
 /// Where agents read pull secrets.
 pub const DAEMON_CONFIG_NAMESPACE: &str = "kruise-daemon-config";
 /// Annotation on a copy: its source's `namespace/name`.
@@ -258,13 +260,6 @@ pub enum Synced {
     Conflict,
 }
 
-fn code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
-}
-
 /// Copies (or releases) `job`'s pull secrets and keeps its finalizer in
 /// step: added while the job may have copies, removed once it has none.
 pub async fn sync(client: &Client, job: &ImagePullJob) -> Result<Synced, kube::Error> {
@@ -277,18 +272,13 @@ pub async fn sync(client: &Client, job: &ImagePullJob) -> Result<Synced, kube::E
     let name = job.metadata.name.clone().unwrap_or_default();
     if needs && !has_finalizer(job) {
         // The finalizer first: a job deleted from now on releases its copies.
-        let mut finalizers = job.metadata.finalizers.clone().unwrap_or_default();
-        finalizers.push(PROTECTION_FINALIZER.into());
-        let patch = serde_json::json!({"metadata": {
-            "finalizers": finalizers,
-            "resourceVersion": job.metadata.resource_version,
-        }});
+        let patch = finalizer_patch(&job.metadata, PROTECTION_FINALIZER, true);
         match jobs
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => {}
-            Err(e) if code(&e) == Some(409) => return Ok(Synced::Conflict),
+            Err(e) if status_code(&e) == Some(409) => return Ok(Synced::Conflict),
             Err(e) => return Err(e),
         }
     }
@@ -349,38 +339,27 @@ pub async fn sync(client: &Client, job: &ImagePullJob) -> Result<Synced, kube::E
                         tracing::info!(job = %job_key(job), copy = %copy_name, "pull secret copy deleted: no job uses it");
                         Ok(())
                     }
-                    Err(e) if code(&e) == Some(404) => Ok(()),
+                    Err(e) if status_code(&e) == Some(404) => Ok(()),
                     Err(e) => Err(e),
                 }
             }
         };
         match result {
             Ok(()) => {}
-            Err(e) if code(&e) == Some(409) => return Ok(Synced::Conflict),
+            Err(e) if status_code(&e) == Some(409) => return Ok(Synced::Conflict),
             Err(e) => return Err(e),
         }
     }
     if !needs && has_finalizer(job) {
         // Released everything: let the job go.
-        let finalizers: Vec<String> = job
-            .metadata
-            .finalizers
-            .iter()
-            .flatten()
-            .filter(|f| *f != PROTECTION_FINALIZER)
-            .cloned()
-            .collect();
-        let patch = serde_json::json!({"metadata": {
-            "finalizers": finalizers,
-            "resourceVersion": job.metadata.resource_version,
-        }});
+        let patch = finalizer_patch(&job.metadata, PROTECTION_FINALIZER, false);
         match jobs
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => {}
-            Err(e) if code(&e) == Some(409) => return Ok(Synced::Conflict),
-            Err(e) if code(&e) == Some(404) => {}
+            Err(e) if status_code(&e) == Some(409) => return Ok(Synced::Conflict),
+            Err(e) if status_code(&e) == Some(404) => {}
             Err(e) => return Err(e),
         }
     }

@@ -21,6 +21,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
+use crate::api_call::status_code;
+
 use super::{Decision, Observed, reconcile};
 
 /// Why one reconcile failed (it is retried).
@@ -34,10 +36,6 @@ pub struct State {
     pub creation_delay_seconds: i64,
     /// The NodeImages as the NodeImage controller's watch knows them.
     pub images: Store<NodeImage>,
-}
-
-fn is_status(e: &kube::Error, code: u16) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
 /// The ImagePullJobs (namespace, name) the NodeImage's tags name as owners.
@@ -117,7 +115,7 @@ pub async fn sync(
             };
             match images.create(&PostParams::default(), &object).await {
                 Ok(_) => tracing::info!(nodeimage = %name, "NodeImage created"),
-                Err(e) if is_status(&e, 409) => return Ok(again()),
+                Err(e) if status_code(&e) == Some(409) => return Ok(again()),
                 Err(e) => return Err(e),
             }
             Action::await_change()
@@ -125,7 +123,7 @@ pub async fn sync(
         Decision::Delete => {
             match images.delete(name, &DeleteParams::default()).await {
                 Ok(_) => tracing::info!(nodeimage = %name, "NodeImage deleted: its Node is gone"),
-                Err(e) if is_status(&e, 404) => {}
+                Err(e) if status_code(&e) == Some(404) => {}
                 Err(e) => return Err(e),
             }
             Action::await_change()
@@ -135,7 +133,7 @@ pub async fn sync(
                 Ok(_) => {
                     tracing::info!(nodeimage = %name, changes = ?changes, "NodeImage updated")
                 }
-                Err(e) if is_status(&e, 409) => return Ok(again()),
+                Err(e) if status_code(&e) == Some(409) => return Ok(again()),
                 Err(e) => return Err(e),
             }
             Action::await_change()
@@ -151,7 +149,7 @@ pub async fn sync(
                 Ok(_) => {
                     tracing::info!(nodeimage = %name, "NodeImage status: overdue tags marked Failed")
                 }
-                Err(e) if is_status(&e, 409) => return Ok(again()),
+                Err(e) if status_code(&e) == Some(409) => return Ok(again()),
                 Err(e) => return Err(e),
             }
             wait(after_seconds)
@@ -179,9 +177,11 @@ async fn reconcile_image(
 }
 
 async fn reconcile_node(node: Arc<Node>, state: Arc<State>) -> Result<Action, ReconcileError> {
-    if state.images.wait_until_ready().await.is_err() {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
+    // No waiting for the store's first list here: kube-runtime's readiness
+    // signal wakes only the last of several waiters (the image side's
+    // controller waits on it too), which left this reconcile asleep for
+    // good. Before the first list the store is empty and `sync` reads the
+    // NodeImage itself, so the worst case is one redundant sync.
     let name = node.name_any();
     if state.images.get(&ObjectRef::new(&name)).is_some() {
         // The NodeImage controller looks after it.

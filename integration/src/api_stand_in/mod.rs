@@ -164,6 +164,18 @@ fn rv_of(v: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
+/// Writes a kubeconfig at `path` for an API server on `addr` (plain
+/// HTTP, a dummy token): what the agent and controller are started with.
+/// The address need not be served yet.
+pub fn write_kubeconfig(path: &Path, addr: SocketAddr) -> std::io::Result<()> {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://{addr}'}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        ),
+    )
+}
+
 impl ApiStandIn {
     /// Starts on a free loopback port.
     pub async fn start() -> ApiStandIn {
@@ -256,13 +268,7 @@ impl ApiStandIn {
 
     /// A kubeconfig pointing at the stand-in, written to `path`.
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(
-            path,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://{}'}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
-                self.addr
-            ),
-        )
+        write_kubeconfig(path, self.addr)
     }
 
     /// Creates or replaces an object (namespace and name from its

@@ -13,6 +13,27 @@ use keelson_integration::kubelet::{ContainerSpec, Kubelet, PodSpec, RestartPolic
 use keelson_integration::pod_worker::PodWorker;
 use serde_json::{Value, json};
 
+/// Waits (up to 90 s) until `check` finds what it wants; on a timeout
+/// fails naming `what`, with what `explain` says (logs, requests).
+pub async fn until<T>(
+    what: &str,
+    explain: impl Fn() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen\n{}",
+            explain()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A real containerd with the agent in front of it.
 pub struct Node {
     pub agent: Agent,

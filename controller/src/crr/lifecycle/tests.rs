@@ -157,6 +157,15 @@ fn unready_grace_makes_the_pod_not_ready_first() {
     );
 }
 
+/// The pod's KruisePodReady condition (the fixture has one).
+fn gate_of(p: &mut Pod) -> &mut PodCondition {
+    p.status
+        .as_mut()
+        .and_then(|s| s.conditions.as_mut())
+        .and_then(|c| c.iter_mut().find(|c| c.type_ == "KruisePodReady"))
+        .expect("the fixture pod has a KruisePodReady condition")
+}
+
 #[test]
 fn completion_releases_the_gate_leaving_other_holders() {
     let mut r = crr(
@@ -165,16 +174,7 @@ fn completion_releases_the_gate_leaving_other_holders() {
     );
     r.metadata.finalizers = Some(vec![UNREADY_FINALIZER.into()]);
     let mut p = pod(900, true);
-    let gate = p
-        .status
-        .as_mut()
-        .unwrap()
-        .conditions
-        .as_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|c| c.type_ == "KruisePodReady")
-        .unwrap();
+    let gate = gate_of(&mut p);
     gate.status = "False".into();
     gate.message = Some(
         r#"[{"userAgent":"ContainerRecreateRequest","key":"team/other"},{"userAgent":"ContainerRecreateRequest","key":"team/r"}]"#.into(),
@@ -189,16 +189,7 @@ fn completion_releases_the_gate_leaving_other_holders() {
         r#"[{"userAgent":"ContainerRecreateRequest","key":"team/other"}]"#
     );
     // The last holder turns it True.
-    let gate = p
-        .status
-        .as_mut()
-        .unwrap()
-        .conditions
-        .as_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|c| c.type_ == "KruisePodReady")
-        .unwrap();
+    let gate = gate_of(&mut p);
     gate.message = Some(r#"[{"userAgent":"ContainerRecreateRequest","key":"team/r"}]"#.into());
     let Step::Release { pod_patch } = step(&r, Some(&p), &at(1030)) else {
         panic!()
