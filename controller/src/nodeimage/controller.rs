@@ -290,6 +290,48 @@ mod tests {
         assert_eq!(created[0]["spec"], serde_json::json!({}));
     }
 
+    /// Regression: the Node side once awaited the NodeImage store's first
+    /// list, a signal that wakes only one of its waiters, and slept for good.
+    #[tokio::test]
+    async fn a_node_reconcile_goes_ahead_while_the_nodeimage_store_is_cold() {
+        let (client, mut handle) = mock_client();
+        let server = tokio::spawn(async move {
+            let mut created = 0;
+            while let Some((req, send)) = handle.next_request().await {
+                let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                send.send_response(match (&method, path.as_str()) {
+                    (&Method::GET, "/api/v1/nodes/node-a") => reply(200, node_json()),
+                    (&Method::GET, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a") => {
+                        not_found()
+                    }
+                    (&Method::POST, "/apis/apps.kruise.io/v1alpha1/nodeimages") => {
+                        created += 1;
+                        reply(201, body_json(req).await)
+                    }
+                    other => panic!("unexpected request {other:?}"),
+                });
+            }
+            created
+        });
+        // A store whose writer never sees its first list.
+        let (images, _writer) = kube::runtime::reflector::store::<NodeImage>();
+        let state = Arc::new(State {
+            client,
+            creation_delay_seconds: 30,
+            images,
+        });
+        let node: Node = serde_json::from_value(node_json()).unwrap();
+        let action = tokio::time::timeout(
+            Duration::from_secs(30),
+            reconcile_node(Arc::new(node), state),
+        )
+        .await
+        .expect("the reconcile must not wait for the store")
+        .unwrap();
+        assert_eq!(action, Action::await_change());
+        assert_eq!(server.await.unwrap(), 1, "the NodeImage was created");
+    }
+
     #[tokio::test]
     async fn a_deleted_jobs_tag_is_removed_by_a_conditional_replace_and_a_conflict_retries() {
         let image = serde_json::json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "NodeImage",
