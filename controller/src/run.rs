@@ -203,9 +203,10 @@ async fn run_webhook(
     listener: tokio::net::TcpListener,
     client: Client,
     args: RunArgs,
-    external: bool,
+    gates: Arc<FeatureGates>,
     health: Arc<Health>,
 ) {
+    let external = gates.enabled("EnableExternalCerts");
     use crate::webhook::{ca_bundle, certs};
     let names = certs::dns_names(&args.webhook_service_name, &args.webhook_namespace);
     let mut backoff = Duration::from_millis(500);
@@ -255,7 +256,7 @@ async fn run_webhook(
     });
     tracing::info!(addr = ?listener.local_addr().ok(), external_certs = external, "webhook server serving");
     health.webhook_serving.store(true, Ordering::Relaxed);
-    crate::webhook::serve(listener, tls, client).await;
+    crate::webhook::serve(listener, tls, crate::webhook::Context { client, gates }).await;
     if let Some(t) = injector {
         t.abort();
     }
@@ -310,7 +311,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             l,
             client.clone(),
             args.clone(),
-            gates.enabled("EnableExternalCerts"),
+            Arc::new(gates.clone()),
             health.clone(),
         ))
     });

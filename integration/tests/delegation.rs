@@ -316,13 +316,18 @@ async fn unready_grace_goes_through_the_controller_and_the_pod_gate_is_released(
 
 /// The MutatingWebhookConfiguration shipped in deploy/webhooks.yaml.
 fn shipped_mutating_configuration() -> Value {
+    shipped_configuration("MutatingWebhookConfiguration")
+}
+
+/// The webhook configuration of `kind` in deploy/webhooks.yaml.
+fn shipped_configuration(kind: &str) -> Value {
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/webhooks.yaml"),
     )
     .unwrap();
     text.split("\n---\n")
         .map(|doc| serde_saphyr::from_str::<Value>(doc).unwrap())
-        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .find(|d| d["kind"] == kind)
         .unwrap()
 }
 
@@ -434,6 +439,95 @@ async fn a_bare_request_is_completed_by_the_webhook_and_carried_out_by_the_node(
     assert_eq!(code, 403, "{refused}");
     assert!(refused["message"].as_str().unwrap().contains("immutable"));
     w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_jobs_are_validated_by_the_shipped_webhook() {
+    let api = ApiStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    api.put(
+        Kind("validatingwebhookconfigurations"),
+        shipped_configuration("ValidatingWebhookConfiguration"),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    api.route_service("keelson-system", "keelson-webhook", port);
+    let controller = Controller::start(
+        &kubeconfig,
+        &[
+            "--feature-gates",
+            "ImagePullJobGate=true",
+            "--webhook-addr",
+            &port.to_string(),
+        ],
+    )
+    .unwrap();
+    let explain = || {
+        format!(
+            "controller log:\n{}\nrequests:\n{:#?}",
+            controller.log_text(),
+            api.requests()
+        )
+    };
+    until("the caBundle was written", explain, || {
+        let c = api.get(
+            Kind("validatingwebhookconfigurations"),
+            "",
+            "keelson-validating-webhook-configuration",
+        )?;
+        c["webhooks"][0]["clientConfig"].get("caBundle").map(|_| ())
+    })
+    .await;
+    let path = "/apis/apps.kruise.io/v1alpha1/namespaces/team/imagepulljobs";
+    let job = |name: &str, template: Value| {
+        let mut spec = json!({"image": "nginx:1.25", "completionPolicy": {"type": "Always"}});
+        for (k, v) in template.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
+            "metadata": {"name": name}, "spec": spec})
+    };
+    for (name, template, message) in [
+        (
+            "both",
+            json!({"selector": {"names": ["node-a"], "matchLabels": {"zone": "a"}}}),
+            "can not set both names and labelSelector in this spec.selector",
+        ),
+        (
+            "never",
+            json!({"completionPolicy": {"type": "Never", "ttlSecondsAfterFinished": 60}}),
+            "activeDeadlineSeconds and ttlSecondsAfterFinished can only work with Always CompletionPolicyType",
+        ),
+        (
+            "short",
+            json!({"completionPolicy": {"type": "Always", "activeDeadlineSeconds": 60}}),
+            "completionPolicy.activeDeadlineSeconds must be greater than pullPolicy.timeoutSeconds(default 600)",
+        ),
+    ] {
+        let (code, refused) = api.send("POST", path, Some(&job(name, template))).await;
+        assert_eq!(code, 400, "{name}: {refused}");
+        assert_eq!(
+            refused["message"],
+            format!("admission webhook \"vimagepulljob.kb.io\" denied the request: {message}"),
+            "{name}"
+        );
+        assert!(api.get(IMAGE_PULL_JOBS, "team", name).is_none());
+    }
+    let (code, created) = api
+        .send(
+            "POST",
+            path,
+            Some(&job(
+                "fine",
+                json!({"selector": {"matchLabels": {"zone": "a"}}}),
+            )),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,17 +12,11 @@ use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
+use super::deny;
 use crate::crr::{Refused, admit_create, admit_update};
 
 /// The path OpenKruise's webhook configuration points at.
 pub const PATH: &str = "/mutate-apps-kruise-io-v1alpha1-containerrecreaterequest";
-
-fn deny(resp: AdmissionResponse, code: u16, reason: &str, msg: String) -> AdmissionResponse {
-    let mut resp = resp.deny(msg);
-    resp.result.code = code;
-    resp.result.reason = reason.into();
-    resp
-}
 
 fn refused(resp: AdmissionResponse, r: Refused) -> AdmissionResponse {
     match r {

@@ -1,11 +1,12 @@
 //! The admission webhook server: AdmissionReviews over HTTPS, routed by
-//! path to the handlers ([`crr`] so far), with TLS material from
+//! path to the handlers ([`crr`], [`imagepulljob`]), with TLS material from
 //! [`certs`] and the CA written into Keelson's webhook configurations by
 //! [`ca_bundle`]. Every replica serves (the API server may call any).
 
 pub mod ca_bundle;
 pub mod certs;
 pub mod crr;
+pub mod imagepulljob;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,15 +18,38 @@ use kube::Client;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 
+use crate::gates::FeatureGates;
+
 /// Largest AdmissionReview accepted (the API server's own request limit).
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// The paths served.
-pub const PATHS: &[&str] = &[crr::PATH];
+pub const PATHS: &[&str] = &[crr::PATH, imagepulljob::PATH];
+
+/// What the handlers may consult: the API server and the feature gates.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub gates: Arc<FeatureGates>,
+}
+
+/// A refusal with an HTTP-style `code` and `reason`, as OpenKruise's
+/// handlers answer (`admission.Errored`).
+pub(crate) fn deny(
+    resp: AdmissionResponse,
+    code: u16,
+    reason: &str,
+    msg: String,
+) -> AdmissionResponse {
+    let mut resp = resp.deny(msg);
+    resp.result.code = code;
+    resp.result.reason = reason.into();
+    resp
+}
 
 /// The answer to one AdmissionReview `body` posted to `path`: (HTTP status,
 /// JSON body).
-pub async fn answer(path: &str, body: &[u8], client: &Client) -> (u16, Vec<u8>) {
+pub async fn answer(path: &str, body: &[u8], ctx: &Context) -> (u16, Vec<u8>) {
     if !PATHS.contains(&path) {
         return (404, b"{\"message\":\"no webhook at this path\"}".to_vec());
     }
@@ -45,7 +69,14 @@ pub async fn answer(path: &str, body: &[u8], client: &Client) -> (u16, Vec<u8>) 
         Err(e) => return (400, review_json(AdmissionResponse::invalid(e))),
     };
     let resp = match path {
-        crr::PATH => crr::review(&req, client).await,
+        crr::PATH if !ctx.gates.enabled("KruiseDaemon") => deny(
+            AdmissionResponse::from(&req),
+            403,
+            "Forbidden",
+            "feature-gate KruiseDaemon is not enabled".into(),
+        ),
+        crr::PATH => crr::review(&req, &ctx.client).await,
+        imagepulljob::PATH => imagepulljob::review(&req, &ctx.gates),
         _ => unreachable!("checked above"),
     };
     tracing::debug!(path = %path, uid = %req.uid, operation = ?req.operation, name = %req.name, allowed = resp.allowed, "admission");
@@ -70,7 +101,7 @@ fn review_json(resp: AdmissionResponse) -> Vec<u8> {
 
 async fn handle(
     req: hyper::Request<hyper::body::Incoming>,
-    client: Client,
+    ctx: Context,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let reply = |code: u16, body: Vec<u8>| {
@@ -93,7 +124,7 @@ async fn handle(
         Ok(b) => b.to_bytes(),
         Err(e) => return Ok(reply(413, format!("{{\"message\":\"{e}\"}}").into_bytes())),
     };
-    let (code, out) = answer(&path, &body, &client).await;
+    let (code, out) = answer(&path, &body, &ctx).await;
     Ok(reply(code, out))
 }
 
@@ -101,7 +132,7 @@ async fn handle(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    client: Client,
+    ctx: Context,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
@@ -114,7 +145,7 @@ pub async fn serve(
             }
         };
         let acceptor = acceptor.clone();
-        let client = client.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             let tls = match acceptor.accept(stream).await {
                 Ok(s) => s,
@@ -123,7 +154,7 @@ pub async fn serve(
                     return;
                 }
             };
-            let service = hyper::service::service_fn(move |req| handle(req, client.clone()));
+            let service = hyper::service::service_fn(move |req| handle(req, ctx.clone()));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service)
                 .await

@@ -117,12 +117,21 @@ fn bad_creates_and_immutable_updates_are_refused_with_the_reason() {
     assert!(resp.allowed);
 }
 
+/// A handler context with the gates set by `gates` (OpenKruise's syntax).
+pub(super) fn context(client: kube::Client, gates: &str) -> Context {
+    Context {
+        client,
+        gates: Arc::new(FeatureGates::parse(gates).unwrap()),
+    }
+}
+
 #[tokio::test]
 async fn routing_and_malformed_reviews() {
     let (client, _handle) = mock_client();
-    let (code, _) = answer("/mutate-pod", b"{}", &client).await;
+    let ctx = context(client, "");
+    let (code, _) = answer("/mutate-pod", b"{}", &ctx).await;
     assert_eq!(code, 404);
-    let (code, body) = answer(crr::PATH, b"not json", &client).await;
+    let (code, body) = answer(crr::PATH, b"not json", &ctx).await;
     assert_eq!(code, 400);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["response"]["allowed"], false);
@@ -251,7 +260,7 @@ async fn an_admission_review_over_https_with_the_self_made_certificate() {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(serve(listener, tls, client));
+    let server = tokio::spawn(serve(listener, tls, context(client, "")));
 
     let object = crr_json(serde_json::json!({"podName": "p", "containers": [{"name": "app"}]}));
     let body = serde_json::to_vec(&review("CREATE", object.clone(), None)).unwrap();
@@ -309,4 +318,51 @@ async fn an_admission_review_over_https_with_the_self_made_certificate() {
     server.abort();
     let _ = server.await;
     api_server.abort();
+}
+
+#[tokio::test]
+async fn each_webhook_refuses_while_its_gates_are_off() {
+    let (client, _handle) = mock_client();
+    let object = crr_json(serde_json::json!({"podName": "p", "containers": [{"name": "app"}]}));
+    let body = serde_json::to_vec(&review("CREATE", object, None)).unwrap();
+    let (code, out) = answer(
+        crr::PATH,
+        &body,
+        &context(client.clone(), "KruiseDaemon=false"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["response"]["allowed"], false);
+    assert_eq!(v["response"]["status"]["code"], 403);
+    assert_eq!(
+        v["response"]["status"]["message"],
+        "feature-gate KruiseDaemon is not enabled"
+    );
+
+    let job = serde_json::json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
+        "metadata": {"name": "j", "namespace": "team"},
+        "spec": {"image": "nginx:1.25", "completionPolicy": {"type": "Always"}}});
+    let body = serde_json::to_vec(&review("CREATE", job, None)).unwrap();
+    let verdict = |gates: &'static str| {
+        let ctx = context(client.clone(), gates);
+        let body = body.clone();
+        async move {
+            let (_, out) = answer(imagepulljob::PATH, &body, &ctx).await;
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            (
+                v["response"]["allowed"].clone(),
+                v["response"]["status"]["message"].clone(),
+            )
+        }
+    };
+    // ImagePullJobGate is off by default, as in OpenKruise.
+    assert_eq!(
+        verdict("").await,
+        (
+            serde_json::json!(false),
+            serde_json::json!("feature-gate ImagePullJobGate is not enabled")
+        )
+    );
+    assert_eq!(verdict("ImagePullJobGate=true").await.0, true);
 }

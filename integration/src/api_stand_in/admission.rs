@@ -1,11 +1,13 @@
-//! Mutating admission for the stand-in, as the API server does it: every
-//! webhook of every stored MutatingWebhookConfiguration whose rules match
+//! Admission for the stand-in, as the API server does it: every webhook of
+//! every stored Mutating- (then Validating-) WebhookConfiguration whose
+//! rules match
 //! the request (group, version, resource, operation) is called with an
 //! `admission.k8s.io/v1` AdmissionReview over HTTPS — to the Service its
 //! `clientConfig` names (routed to a loopback address the test gives),
 //! with the Service's DNS name as TLS server name and its `caBundle` as
-//! the only trusted root — and its JSON patch applied; a refusal or a
-//! failed call (failurePolicy Fail) refuses the request.
+//! the only trusted root — and a mutating webhook's JSON patch applied
+//! (a validating webhook that sends one fails the request); a refusal or
+//! a failed call (failurePolicy Fail) refuses the request.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,8 +43,33 @@ pub async fn mutate(
     routes: &Routes,
     t: &Target,
     operation: &str,
+    object: Value,
+    old: Option<Value>,
+) -> Result<Value, (u16, String)> {
+    run(configs, routes, t, operation, object, old, true).await
+}
+
+/// Runs the matching validating webhooks over `object`; `object` again,
+/// or the refusal (HTTP status, message).
+pub async fn validate(
+    configs: &[Value],
+    routes: &Routes,
+    t: &Target,
+    operation: &str,
+    object: Value,
+    old: Option<Value>,
+) -> Result<Value, (u16, String)> {
+    run(configs, routes, t, operation, object, old, false).await
+}
+
+async fn run(
+    configs: &[Value],
+    routes: &Routes,
+    t: &Target,
+    operation: &str,
     mut object: Value,
     old: Option<Value>,
+    mutating: bool,
 ) -> Result<Value, (u16, String)> {
     for config in configs {
         for hook in config["webhooks"].as_array().into_iter().flatten() {
@@ -60,6 +87,9 @@ pub async fn mutate(
             match call(hook, routes, t, operation, &object, old.as_ref()).await {
                 Ok(resp) if resp["allowed"] == true => {
                     if let Some(p) = resp["patch"].as_str() {
+                        if !mutating {
+                            return Err((500, format!("validating webhook {name} sent a patch")));
+                        }
                         let bytes = base64::engine::general_purpose::STANDARD
                             .decode(p)
                             .map_err(|e| (500, format!("webhook {name}: patch not base64: {e}")))?;

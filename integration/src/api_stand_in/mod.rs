@@ -332,7 +332,8 @@ struct Shared {
     routes: Arc<Mutex<admission::Routes>>,
 }
 
-/// Runs the mutating webhooks over `object` (no lock is held meanwhile).
+/// Runs the mutating, then the validating webhooks over `object` (no lock
+/// is held meanwhile).
 async fn admit(
     shared: &Shared,
     t: &Target,
@@ -340,26 +341,35 @@ async fn admit(
     object: Value,
     old: Option<Value>,
 ) -> Result<Value, hyper::Response<Body>> {
-    let configs: Vec<Value> = shared
-        .state
-        .lock()
-        .unwrap()
-        .objects
-        .iter()
-        .filter(|(k, _)| k.0 == "mutatingwebhookconfigurations")
-        .map(|(_, v)| v.clone())
-        .collect();
+    let configs = |kind: &str| -> Vec<Value> {
+        shared
+            .state
+            .lock()
+            .unwrap()
+            .objects
+            .iter()
+            .filter(|(k, _)| k.0 == kind)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let (mutating, validating) = (
+        configs("mutatingwebhookconfigurations"),
+        configs("validatingwebhookconfigurations"),
+    );
     let routes = shared.routes.lock().unwrap().clone();
-    admission::mutate(&configs, &routes, t, operation, object, old)
-        .await
-        .map_err(|(code, msg)| {
-            let reason = match code {
-                400 => "BadRequest",
-                403 => "Forbidden",
-                _ => "InternalError",
-            };
-            status(code, reason, &msg)
-        })
+    let admitted =
+        match admission::mutate(&mutating, &routes, t, operation, object, old.clone()).await {
+            Ok(o) => admission::validate(&validating, &routes, t, operation, o, old).await,
+            Err(e) => Err(e),
+        };
+    admitted.map_err(|(code, msg)| {
+        let reason = match code {
+            400 => "BadRequest",
+            403 => "Forbidden",
+            _ => "InternalError",
+        };
+        status(code, reason, &msg)
+    })
 }
 
 async fn answer(req: hyper::Request<Incoming>, shared: Shared) -> hyper::Response<Body> {
