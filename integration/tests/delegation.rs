@@ -442,7 +442,7 @@ async fn a_bare_request_is_completed_by_the_webhook_and_carried_out_by_the_node(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn image_pull_jobs_are_validated_by_the_shipped_webhook() {
+async fn image_pull_jobs_are_defaulted_and_validated_by_the_shipped_webhooks() {
     let api = ApiStandIn::start().await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -450,6 +450,10 @@ async fn image_pull_jobs_are_validated_by_the_shipped_webhook() {
     api.put(
         Kind("validatingwebhookconfigurations"),
         shipped_configuration("ValidatingWebhookConfiguration"),
+    );
+    api.put(
+        Kind("mutatingwebhookconfigurations"),
+        shipped_mutating_configuration(),
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -473,13 +477,23 @@ async fn image_pull_jobs_are_validated_by_the_shipped_webhook() {
             api.requests()
         )
     };
-    until("the caBundle was written", explain, || {
-        let c = api.get(
-            Kind("validatingwebhookconfigurations"),
-            "",
+    until("the caBundles were written", explain, || {
+        let all = |kind, name| {
+            api.get(Kind(kind), "", name).is_some_and(|c| {
+                c["webhooks"].as_array().is_some_and(|w| {
+                    w.iter()
+                        .all(|w| w["clientConfig"].get("caBundle").is_some())
+                })
+            })
+        };
+        (all(
+            "validatingwebhookconfigurations",
             "keelson-validating-webhook-configuration",
-        )?;
-        c["webhooks"][0]["clientConfig"].get("caBundle").map(|_| ())
+        ) && all(
+            "mutatingwebhookconfigurations",
+            "keelson-mutating-webhook-configuration",
+        ))
+        .then_some(())
     })
     .await;
     let path = "/apis/apps.kruise.io/v1alpha1/namespaces/team/imagepulljobs";
@@ -521,13 +535,28 @@ async fn image_pull_jobs_are_validated_by_the_shipped_webhook() {
         .send(
             "POST",
             path,
-            Some(&job(
-                "fine",
-                json!({"selector": {"matchLabels": {"zone": "a"}}}),
-            )),
+            Some(
+                &json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
+                "metadata": {"name": "fine"},
+                "spec": {"image": "nginx:1.25", "selector": {"matchLabels": {"zone": "a"}},
+                    "completionPolicy": {}}}),
+            ),
         )
         .await;
+    // A job as users write it is stored with OpenKruise's defaults.
     assert_eq!(code, 201, "{created}");
+    let spec = &created["spec"];
+    assert_eq!(spec["completionPolicy"]["type"], "Always", "{created}");
+    assert_eq!(
+        spec["pullPolicy"],
+        json!({"timeoutSeconds": 600, "backoffLimit": 3})
+    );
+    assert_eq!(spec["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(spec["selector"]["matchLabels"]["zone"], "a");
+    assert_eq!(
+        created["metadata"]["finalizers"],
+        json!(["apps.kruise.io/deletion-protection"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,14 +1,18 @@
-//! The ImagePullJob validating webhook: OpenKruise refuses jobs it could
-//! not carry out (both node names and labels, both node and pod selectors,
-//! a malformed selector or image, deadlines shorter than the pull timeout,
-//! deadlines with `completionPolicy: Never`), and refuses all jobs while
-//! the KruiseDaemon or ImagePullJobGate gate is off. Pure: no I/O.
+//! The ImagePullJob webhooks, as OpenKruise's: the mutating one fills in
+//! the defaults (completion type Always, a 600 s pull timeout, 3 retries,
+//! IfNotPresent, and on create the deletion-protection finalizer); the
+//! validating one refuses jobs that could not be carried out (both node
+//! names and labels, both node and pod selectors, a malformed selector or
+//! image, deadlines shorter than the pull timeout, deadlines with
+//! `completionPolicy: Never`), and all jobs while the KruiseDaemon or
+//! ImagePullJobGate gate is off. Pure: no I/O.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use keelson_api::apps::v1alpha1::imagepulljob::{
-    COMPLETION_POLICY_ALWAYS, COMPLETION_POLICY_NEVER, ImagePullJob,
+    COMPLETION_POLICY_ALWAYS, COMPLETION_POLICY_NEVER, IMAGE_PULL_POLICY_IF_NOT_PRESENT,
+    ImagePullJob, PullPolicy,
 };
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
@@ -16,9 +20,13 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use super::deny;
 use crate::gates::FeatureGates;
 use crate::imagepulljob::image_ref;
+use crate::imagepulljob::secrets::PROTECTION_FINALIZER;
 
-/// The path OpenKruise's webhook configuration points at.
+/// The path OpenKruise's validating webhook configuration points at.
 pub const PATH: &str = "/validate-apps-kruise-io-v1alpha1-imagepulljob";
+
+/// The path OpenKruise's mutating webhook configuration points at.
+pub const MUTATE_PATH: &str = "/mutate-apps-kruise-io-v1alpha1-imagepulljob";
 
 /// The pull timeout OpenKruise assumes when the job sets none.
 const DEFAULT_TIMEOUT_SECONDS: i64 = 600;
@@ -112,7 +120,80 @@ pub fn validate(job: &ImagePullJob) -> Result<(), String> {
     Ok(())
 }
 
-/// Answers one request.
+/// `job` with OpenKruise's defaults filled in; on `create` also the
+/// deletion-protection finalizer (the controller drops it again when the
+/// job has no pull secrets to release).
+pub fn defaulted(job: &ImagePullJob, create: bool) -> ImagePullJob {
+    let mut job = job.clone();
+    let t = &mut job.spec.template;
+    if t.completion_policy
+        .type_
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        t.completion_policy.type_ = Some(COMPLETION_POLICY_ALWAYS.into());
+    }
+    let pull = t.pull_policy.get_or_insert_with(PullPolicy::default);
+    pull.timeout_seconds
+        .get_or_insert(DEFAULT_TIMEOUT_SECONDS as i32);
+    pull.backoff_limit.get_or_insert(3);
+    if t.image_pull_policy
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        t.image_pull_policy = Some(IMAGE_PULL_POLICY_IF_NOT_PRESENT.into());
+    }
+    if create {
+        let finalizers = job.metadata.finalizers.get_or_insert_with(Vec::new);
+        if !finalizers.iter().any(|f| f == PROTECTION_FINALIZER) {
+            finalizers.push(PROTECTION_FINALIZER.into());
+        }
+    }
+    job
+}
+
+fn parse(req: &AdmissionRequest<DynamicObject>) -> Result<ImagePullJob, String> {
+    req.object
+        .as_ref()
+        .ok_or_else(|| "the request has no object".to_string())
+        .and_then(|o| serde_json::to_value(o).map_err(|e| e.to_string()))
+        .and_then(|v| {
+            serde_json::from_value::<ImagePullJob>(v)
+                .map_err(|e| format!("not an ImagePullJob: {e}"))
+        })
+}
+
+/// Answers one request to the mutating webhook: the defaults as a JSON
+/// patch (whole spec and finalizers), or no patch when nothing changes.
+pub fn mutate_review(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let resp = AdmissionResponse::from(req);
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return resp;
+    }
+    let job = match parse(req) {
+        Ok(j) => j,
+        Err(m) => return deny(resp, 400, "BadRequest", m),
+    };
+    let out = defaulted(&job, matches!(req.operation, Operation::Create));
+    if out.spec == job.spec && out.metadata.finalizers == job.metadata.finalizers {
+        return resp;
+    }
+    let ops = serde_json::json!([
+        {"op": "add", "path": "/spec", "value": out.spec},
+        {"op": "add", "path": "/metadata/finalizers", "value": out.metadata.finalizers},
+    ]);
+    match serde_json::from_value::<json_patch::Patch>(ops)
+        .map_err(|e| e.to_string())
+        .and_then(|p| resp.clone().with_patch(p).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(m) => deny(resp, 500, "InternalError", m),
+    }
+}
+
+/// Answers one request to the validating webhook.
 pub fn review(req: &AdmissionRequest<DynamicObject>, gates: &FeatureGates) -> AdmissionResponse {
     let resp = AdmissionResponse::from(req);
     if !matches!(req.operation, Operation::Create | Operation::Update) {
@@ -128,16 +209,7 @@ pub fn review(req: &AdmissionRequest<DynamicObject>, gates: &FeatureGates) -> Ad
             );
         }
     }
-    let job = req
-        .object
-        .as_ref()
-        .ok_or_else(|| "the request has no object".to_string())
-        .and_then(|o| serde_json::to_value(o).map_err(|e| e.to_string()))
-        .and_then(|v| {
-            serde_json::from_value::<ImagePullJob>(v)
-                .map_err(|e| format!("not an ImagePullJob: {e}"))
-        });
-    match job.and_then(|j| validate(&j)) {
+    match parse(req).and_then(|j| validate(&j)) {
         Ok(()) => resp,
         Err(m) => deny(resp, 400, "BadRequest", m),
     }

@@ -101,3 +101,74 @@ fn deadlines_follow_the_completion_policy() {
         "unknown type of completionPolicy: Sometimes"
     );
 }
+
+#[test]
+fn defaults_fill_only_what_is_missing() {
+    let bare = job("  image: nginx\n  completionPolicy: {}\n");
+    let d = defaulted(&bare, true);
+    let t = &d.spec.template;
+    assert_eq!(t.completion_policy.type_.as_deref(), Some("Always"));
+    let pull = t.pull_policy.as_ref().unwrap();
+    assert_eq!(
+        (pull.timeout_seconds, pull.backoff_limit),
+        (Some(600), Some(3))
+    );
+    assert_eq!(t.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    assert_eq!(
+        d.metadata.finalizers,
+        Some(vec!["apps.kruise.io/deletion-protection".to_string()])
+    );
+    // Set values stay; an update adds no finalizer; defaulting twice is a no-op.
+    let set = job(
+        "  image: nginx\n  imagePullPolicy: Always\n  pullPolicy: {timeoutSeconds: 30}\n  completionPolicy: {type: Never}\n",
+    );
+    let d = defaulted(&set, false);
+    let t = &d.spec.template;
+    assert_eq!(t.completion_policy.type_.as_deref(), Some("Never"));
+    assert_eq!(t.pull_policy.as_ref().unwrap().timeout_seconds, Some(30));
+    assert_eq!(t.image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(d.metadata.finalizers, None);
+    let twice = defaulted(&defaulted(&bare, true), true);
+    assert_eq!(
+        serde_json::to_value(&twice).unwrap(),
+        serde_json::to_value(defaulted(&bare, true)).unwrap()
+    );
+}
+
+fn request(operation: &str, object: serde_json::Value) -> AdmissionRequest<DynamicObject> {
+    let review: kube::core::admission::AdmissionReview<DynamicObject> =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "operation": operation, "namespace": "team", "name": "j",
+                "kind": {"group": "apps.kruise.io", "version": "v1alpha1", "kind": "ImagePullJob"},
+                "resource": {"group": "apps.kruise.io", "version": "v1alpha1", "resource": "imagepulljobs"},
+                "userInfo": {"username": "someone"}, "object": object}}))
+        .unwrap();
+    review.try_into().unwrap()
+}
+
+#[test]
+fn the_mutating_answer_patches_the_stored_object_into_the_defaulted_one() {
+    let object = serde_json::json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
+        "metadata": {"name": "j", "namespace": "team"},
+        "spec": {"image": "nginx", "completionPolicy": {}}});
+    let resp = mutate_review(&request("CREATE", object.clone()));
+    assert!(resp.allowed);
+    let patch: json_patch::Patch =
+        serde_json::from_slice(resp.patch.as_ref().expect("a patch")).unwrap();
+    let mut stored = object;
+    json_patch::patch(&mut stored, &patch).unwrap();
+    assert_eq!(
+        stored["spec"],
+        serde_json::json!({"image": "nginx", "completionPolicy": {"type": "Always"},
+            "pullPolicy": {"timeoutSeconds": 600, "backoffLimit": 3},
+            "imagePullPolicy": "IfNotPresent"})
+    );
+    assert_eq!(
+        stored["metadata"]["finalizers"],
+        serde_json::json!(["apps.kruise.io/deletion-protection"])
+    );
+    // Already defaulted: no patch.
+    let resp = mutate_review(&request("UPDATE", stored));
+    assert!(resp.allowed && resp.patch.is_none(), "{resp:?}");
+}
