@@ -557,6 +557,37 @@ async fn image_pull_jobs_are_defaulted_and_validated_by_the_shipped_webhooks() {
         created["metadata"]["finalizers"],
         json!(["apps.kruise.io/deletion-protection"])
     );
+    // ImageListPullJobs: the same, with their own rules.
+    let lists = "/apis/apps.kruise.io/v1alpha1/namespaces/team/imagelistpulljobs";
+    let list = |name: &str, images: Value| {
+        json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImageListPullJob",
+            "metadata": {"name": name}, "spec": {"images": images, "completionPolicy": {}}})
+    };
+    let (code, refused) = api
+        .send(
+            "POST",
+            lists,
+            Some(&list("twice", json!(["nginx:1.25", "nginx:1.25"]))),
+        )
+        .await;
+    assert_eq!(code, 400, "{refused}");
+    assert_eq!(
+        refused["message"],
+        "admission webhook \"vimagelistpulljob.kb.io\" denied the request: images cannot have duplicate values"
+    );
+    let (code, created) = api
+        .send(
+            "POST",
+            lists,
+            Some(&list("pair", json!(["nginx:1.25", "redis:7"]))),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["spec"]["completionPolicy"]["type"], "Always");
+    assert_eq!(
+        created["spec"]["pullPolicy"],
+        json!({"timeoutSeconds": 600, "backoffLimit": 3})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,21 +1,24 @@
-//! The ImagePullJob webhooks, as OpenKruise's: the mutating one fills in
-//! the defaults (completion type Always, a 600 s pull timeout, 3 retries,
-//! IfNotPresent, and on create the deletion-protection finalizer); the
-//! validating one refuses jobs that could not be carried out (both node
-//! names and labels, both node and pod selectors, a malformed selector or
-//! image, deadlines shorter than the pull timeout, deadlines with
-//! `completionPolicy: Never`), and all jobs while the KruiseDaemon or
+//! The ImagePullJob and ImageListPullJob webhooks, as OpenKruise's: the
+//! mutating ones fill in the defaults (completion type Always, a 600 s
+//! pull timeout, 3 retries; for a job also IfNotPresent and, on create,
+//! the deletion-protection finalizer); the validating ones refuse what
+//! could not be carried out (both node names and labels, both node and pod
+//! selectors, a malformed selector or image, duplicate or too many list
+//! images, a job deadline shorter than the pull timeout, deadlines with
+//! `completionPolicy: Never`), and everything while the KruiseDaemon or
 //! ImagePullJobGate gate is off. Pure: no I/O.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use keelson_api::apps::v1alpha1::imagelistpulljob::ImageListPullJob;
 use keelson_api::apps::v1alpha1::imagepulljob::{
     COMPLETION_POLICY_ALWAYS, COMPLETION_POLICY_NEVER, IMAGE_PULL_POLICY_IF_NOT_PRESENT,
-    ImagePullJob, PullPolicy,
+    ImagePullJob, ImagePullJobTemplate, PullPolicy,
 };
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use serde::de::DeserializeOwned;
 
 use super::deny;
 use crate::gates::FeatureGates;
@@ -27,6 +30,15 @@ pub const PATH: &str = "/validate-apps-kruise-io-v1alpha1-imagepulljob";
 
 /// The path OpenKruise's mutating webhook configuration points at.
 pub const MUTATE_PATH: &str = "/mutate-apps-kruise-io-v1alpha1-imagepulljob";
+
+/// The ImageListPullJob validating webhook's path.
+pub const LIST_PATH: &str = "/validate-apps-kruise-io-v1alpha1-imagelistpulljob";
+
+/// The ImageListPullJob mutating webhook's path.
+pub const LIST_MUTATE_PATH: &str = "/mutate-apps-kruise-io-v1alpha1-imagelistpulljob";
+
+/// Most images one ImageListPullJob may name.
+const MAX_LIST_IMAGES: usize = 255;
 
 /// The pull timeout OpenKruise assumes when the job sets none.
 const DEFAULT_TIMEOUT_SECONDS: i64 = 600;
@@ -63,9 +75,8 @@ fn selector_error(selector: &LabelSelector) -> Option<String> {
         .then(|| "a matchLabels key can not be empty".into())
 }
 
-/// Checks `job` the way OpenKruise's webhook does; the message on refusal.
-pub fn validate(job: &ImagePullJob) -> Result<(), String> {
-    let t = &job.spec.template;
+/// The selector checks shared by ImagePullJob and ImageListPullJob.
+fn check_selectors(t: &ImagePullJobTemplate) -> Result<(), String> {
     if let Some(sel) = &t.selector {
         let labels = &sel.label_selector;
         if labels.match_labels.is_some() || labels.match_expressions.is_some() {
@@ -91,12 +102,18 @@ pub fn validate(job: &ImagePullJob) -> Result<(), String> {
             return Err(format!("invalid podSelector: {e}"));
         }
     }
-    if job.spec.image.is_empty() {
-        return Err("image can not be empty".into());
-    }
-    if let Err(e) = image_ref::familiar_name_and_tag(&job.spec.image) {
-        return Err(format!("invalid image {}: {e}", job.spec.image));
-    }
+    Ok(())
+}
+
+fn check_image(image: &str) -> Result<(), String> {
+    image_ref::familiar_name_and_tag(image)
+        .map(|_| ())
+        .map_err(|e| format!("invalid image {image}: {e}"))
+}
+
+/// The completion policy checks; a single job's deadline must also leave
+/// room for one pull (`deadline_after_timeout`).
+fn check_completion(t: &ImagePullJobTemplate, deadline_after_timeout: bool) -> Result<(), String> {
     let timeout = t
         .pull_policy
         .as_ref()
@@ -106,7 +123,7 @@ pub fn validate(job: &ImagePullJob) -> Result<(), String> {
     // The mutating webhook defaults an empty type to Always first.
     match c.type_.as_deref().unwrap_or(COMPLETION_POLICY_ALWAYS) {
         "" | COMPLETION_POLICY_ALWAYS => {
-            if c.active_deadline_seconds.is_some_and(|d| timeout > d) {
+            if deadline_after_timeout && c.active_deadline_seconds.is_some_and(|d| timeout > d) {
                 return Err("completionPolicy.activeDeadlineSeconds must be greater than pullPolicy.timeoutSeconds(default 600)".into());
             }
         }
@@ -120,12 +137,38 @@ pub fn validate(job: &ImagePullJob) -> Result<(), String> {
     Ok(())
 }
 
-/// `job` with OpenKruise's defaults filled in; on `create` also the
-/// deletion-protection finalizer (the controller drops it again when the
-/// job has no pull secrets to release).
-pub fn defaulted(job: &ImagePullJob, create: bool) -> ImagePullJob {
-    let mut job = job.clone();
-    let t = &mut job.spec.template;
+/// Checks `job` the way OpenKruise's webhook does; the message on refusal.
+pub fn validate(job: &ImagePullJob) -> Result<(), String> {
+    check_selectors(&job.spec.template)?;
+    if job.spec.image.is_empty() {
+        return Err("image can not be empty".into());
+    }
+    check_image(&job.spec.image)?;
+    check_completion(&job.spec.template, true)
+}
+
+/// Checks `list` the way OpenKruise's webhook does; the message on refusal.
+pub fn validate_list(list: &ImageListPullJob) -> Result<(), String> {
+    check_selectors(&list.spec.template)?;
+    let images = &list.spec.images;
+    if images.is_empty() {
+        return Err("image can not be empty".into());
+    }
+    if images.iter().collect::<BTreeSet<_>>().len() != images.len() {
+        return Err("images cannot have duplicate values".into());
+    }
+    if images.len() > MAX_LIST_IMAGES {
+        return Err(format!(
+            "the maximum number of images cannot > {MAX_LIST_IMAGES}"
+        ));
+    }
+    images.iter().try_for_each(|i| check_image(i))?;
+    check_completion(&list.spec.template, false)
+}
+
+/// The template defaults both kinds share: completion type Always, a
+/// 600 s pull timeout, 3 retries.
+fn default_template(t: &mut ImagePullJobTemplate) {
     if t.completion_policy
         .type_
         .as_deref()
@@ -138,6 +181,15 @@ pub fn defaulted(job: &ImagePullJob, create: bool) -> ImagePullJob {
     pull.timeout_seconds
         .get_or_insert(DEFAULT_TIMEOUT_SECONDS as i32);
     pull.backoff_limit.get_or_insert(3);
+}
+
+/// `job` with OpenKruise's defaults filled in (also IfNotPresent); on
+/// `create` also the deletion-protection finalizer (the controller drops
+/// it again when the job has no pull secrets to release).
+pub fn defaulted(job: &ImagePullJob, create: bool) -> ImagePullJob {
+    let mut job = job.clone();
+    let t = &mut job.spec.template;
+    default_template(t);
     if t.image_pull_policy
         .as_deref()
         .unwrap_or_default()
@@ -154,37 +206,30 @@ pub fn defaulted(job: &ImagePullJob, create: bool) -> ImagePullJob {
     job
 }
 
-fn parse(req: &AdmissionRequest<DynamicObject>) -> Result<ImagePullJob, String> {
+/// `list` with OpenKruise's defaults filled in.
+pub fn defaulted_list(list: &ImageListPullJob) -> ImageListPullJob {
+    let mut list = list.clone();
+    default_template(&mut list.spec.template);
+    list
+}
+
+fn parse<T: DeserializeOwned>(
+    req: &AdmissionRequest<DynamicObject>,
+    kind: &str,
+) -> Result<T, String> {
     req.object
         .as_ref()
         .ok_or_else(|| "the request has no object".to_string())
         .and_then(|o| serde_json::to_value(o).map_err(|e| e.to_string()))
-        .and_then(|v| {
-            serde_json::from_value::<ImagePullJob>(v)
-                .map_err(|e| format!("not an ImagePullJob: {e}"))
-        })
+        .and_then(|v| serde_json::from_value::<T>(v).map_err(|e| format!("not an {kind}: {e}")))
 }
 
-/// Answers one request to the mutating webhook: the defaults as a JSON
-/// patch (whole spec and finalizers), or no patch when nothing changes.
-pub fn mutate_review(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-    let resp = AdmissionResponse::from(req);
-    if !matches!(req.operation, Operation::Create | Operation::Update) {
+/// `resp` carrying `ops` as its JSON patch (none when `ops` is empty).
+fn with_ops(resp: AdmissionResponse, ops: Vec<serde_json::Value>) -> AdmissionResponse {
+    if ops.is_empty() {
         return resp;
     }
-    let job = match parse(req) {
-        Ok(j) => j,
-        Err(m) => return deny(resp, 400, "BadRequest", m),
-    };
-    let out = defaulted(&job, matches!(req.operation, Operation::Create));
-    if out.spec == job.spec && out.metadata.finalizers == job.metadata.finalizers {
-        return resp;
-    }
-    let ops = serde_json::json!([
-        {"op": "add", "path": "/spec", "value": out.spec},
-        {"op": "add", "path": "/metadata/finalizers", "value": out.metadata.finalizers},
-    ]);
-    match serde_json::from_value::<json_patch::Patch>(ops)
+    match serde_json::from_value::<json_patch::Patch>(serde_json::Value::Array(ops))
         .map_err(|e| e.to_string())
         .and_then(|p| resp.clone().with_patch(p).map_err(|e| e.to_string()))
     {
@@ -193,8 +238,52 @@ pub fn mutate_review(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse
     }
 }
 
-/// Answers one request to the validating webhook.
-pub fn review(req: &AdmissionRequest<DynamicObject>, gates: &FeatureGates) -> AdmissionResponse {
+/// An "add" (set) operation for `path` with `value`'s JSON.
+fn set(path: &str, value: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::json!({"op": "add", "path": path, "value": value})
+}
+
+/// Answers one request to a mutating webhook (`list`: the ImageListPullJob
+/// one): the defaults as a JSON patch of what changed (whole spec,
+/// finalizers), or no patch.
+pub fn mutate_review(req: &AdmissionRequest<DynamicObject>, list: bool) -> AdmissionResponse {
+    let resp = AdmissionResponse::from(req);
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return resp;
+    }
+    let mut ops = vec![];
+    if list {
+        let l = match parse::<ImageListPullJob>(req, "ImageListPullJob") {
+            Ok(l) => l,
+            Err(m) => return deny(resp, 400, "BadRequest", m),
+        };
+        let out = defaulted_list(&l);
+        if out.spec != l.spec {
+            ops.push(set("/spec", &out.spec));
+        }
+    } else {
+        let job = match parse::<ImagePullJob>(req, "ImagePullJob") {
+            Ok(j) => j,
+            Err(m) => return deny(resp, 400, "BadRequest", m),
+        };
+        let out = defaulted(&job, matches!(req.operation, Operation::Create));
+        if out.spec != job.spec {
+            ops.push(set("/spec", &out.spec));
+        }
+        if out.metadata.finalizers != job.metadata.finalizers {
+            ops.push(set("/metadata/finalizers", &out.metadata.finalizers));
+        }
+    }
+    with_ops(resp, ops)
+}
+
+/// Answers one request to a validating webhook (`list`: the
+/// ImageListPullJob one).
+pub fn review(
+    req: &AdmissionRequest<DynamicObject>,
+    gates: &FeatureGates,
+    list: bool,
+) -> AdmissionResponse {
     let resp = AdmissionResponse::from(req);
     if !matches!(req.operation, Operation::Create | Operation::Update) {
         return resp;
@@ -209,7 +298,12 @@ pub fn review(req: &AdmissionRequest<DynamicObject>, gates: &FeatureGates) -> Ad
             );
         }
     }
-    match parse(req).and_then(|j| validate(&j)) {
+    let checked = if list {
+        parse::<ImageListPullJob>(req, "ImageListPullJob").and_then(|l| validate_list(&l))
+    } else {
+        parse::<ImagePullJob>(req, "ImagePullJob").and_then(|j| validate(&j))
+    };
+    match checked {
         Ok(()) => resp,
         Err(m) => deny(resp, 400, "BadRequest", m),
     }

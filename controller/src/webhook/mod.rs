@@ -24,7 +24,13 @@ use crate::gates::FeatureGates;
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// The paths served.
-pub const PATHS: &[&str] = &[crr::PATH, imagepulljob::PATH, imagepulljob::MUTATE_PATH];
+pub const PATHS: &[&str] = &[
+    crr::PATH,
+    imagepulljob::PATH,
+    imagepulljob::MUTATE_PATH,
+    imagepulljob::LIST_PATH,
+    imagepulljob::LIST_MUTATE_PATH,
+];
 
 /// What the handlers may consult: the API server and the feature gates.
 #[derive(Clone)]
@@ -76,8 +82,10 @@ pub async fn answer(path: &str, body: &[u8], ctx: &Context) -> (u16, Vec<u8>) {
             "feature-gate KruiseDaemon is not enabled".into(),
         ),
         crr::PATH => crr::review(&req, &ctx.client).await,
-        imagepulljob::PATH => imagepulljob::review(&req, &ctx.gates),
-        imagepulljob::MUTATE_PATH => imagepulljob::mutate_review(&req),
+        imagepulljob::PATH => imagepulljob::review(&req, &ctx.gates, false),
+        imagepulljob::MUTATE_PATH => imagepulljob::mutate_review(&req, false),
+        imagepulljob::LIST_PATH => imagepulljob::review(&req, &ctx.gates, true),
+        imagepulljob::LIST_MUTATE_PATH => imagepulljob::mutate_review(&req, true),
         _ => unreachable!("checked above"),
     };
     tracing::debug!(path = %path, uid = %req.uid, operation = ?req.operation, name = %req.name, allowed = resp.allowed, "admission");

@@ -152,7 +152,7 @@ fn the_mutating_answer_patches_the_stored_object_into_the_defaulted_one() {
     let object = serde_json::json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
         "metadata": {"name": "j", "namespace": "team"},
         "spec": {"image": "nginx", "completionPolicy": {}}});
-    let resp = mutate_review(&request("CREATE", object.clone()));
+    let resp = mutate_review(&request("CREATE", object.clone()), false);
     assert!(resp.allowed);
     let patch: json_patch::Patch =
         serde_json::from_slice(resp.patch.as_ref().expect("a patch")).unwrap();
@@ -169,6 +169,69 @@ fn the_mutating_answer_patches_the_stored_object_into_the_defaulted_one() {
         serde_json::json!(["apps.kruise.io/deletion-protection"])
     );
     // Already defaulted: no patch.
-    let resp = mutate_review(&request("UPDATE", stored));
+    let resp = mutate_review(&request("UPDATE", stored), false);
     assert!(resp.allowed && resp.patch.is_none(), "{resp:?}");
+}
+
+fn list(spec: &str) -> ImageListPullJob {
+    serde_saphyr::from_str(&format!(
+        "apiVersion: apps.kruise.io/v1alpha1\nkind: ImageListPullJob\nmetadata: {{name: l, namespace: team}}\nspec:\n{spec}"
+    ))
+    .unwrap()
+}
+
+#[test]
+fn lists_are_checked_like_jobs_plus_their_images() {
+    assert_eq!(
+        validate_list(&list(
+            "  images: [nginx:1.25, redis:7]\n  completionPolicy: {type: Always, activeDeadlineSeconds: 60}\n"
+        )),
+        Ok(()),
+        "no deadline-versus-timeout rule for lists"
+    );
+    let refused = |spec: &str| validate_list(&list(spec)).expect_err("refused");
+    assert_eq!(
+        refused("  images: []\n  completionPolicy: {}\n"),
+        "image can not be empty"
+    );
+    assert_eq!(
+        refused("  images: [nginx, redis, nginx]\n  completionPolicy: {}\n"),
+        "images cannot have duplicate values"
+    );
+    let many: Vec<String> = (0..256).map(|i| format!("img{i}")).collect();
+    assert_eq!(
+        refused(&format!(
+            "  images: [{}]\n  completionPolicy: {{}}\n",
+            many.join(", ")
+        )),
+        "the maximum number of images cannot > 255"
+    );
+    assert!(
+        refused("  images: [nginx, 'Bad:x']\n  completionPolicy: {}\n")
+            .starts_with("invalid image Bad:x: ")
+    );
+    assert_eq!(
+        refused(
+            "  images: [nginx]\n  selector: {names: [a]}\n  podSelector: {matchLabels: {x: z}}\n  completionPolicy: {}\n"
+        ),
+        "can not set both selector and podSelector"
+    );
+    assert_eq!(
+        refused("  images: [nginx]\n  completionPolicy: {type: Never, activeDeadlineSeconds: 5}\n"),
+        "activeDeadlineSeconds and ttlSecondsAfterFinished can only work with Always CompletionPolicyType"
+    );
+}
+
+#[test]
+fn list_defaults_leave_the_image_pull_policy_and_finalizers_alone() {
+    let d = defaulted_list(&list("  images: [nginx]\n  completionPolicy: {}\n"));
+    let t = &d.spec.template;
+    assert_eq!(t.completion_policy.type_.as_deref(), Some("Always"));
+    let pull = t.pull_policy.as_ref().unwrap();
+    assert_eq!(
+        (pull.timeout_seconds, pull.backoff_limit),
+        (Some(600), Some(3))
+    );
+    assert_eq!(t.image_pull_policy, None);
+    assert_eq!(d.metadata.finalizers, None);
 }
