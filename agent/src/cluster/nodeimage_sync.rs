@@ -50,7 +50,10 @@ impl NodeImageSync {
     }
 
     /// The `.dockerconfigjson` documents of the referenced secrets (missing
-    /// ones are skipped, as kubelet does).
+    /// ones are skipped, as kubelet does; so are ones this agent may not
+    /// read — entries written before pull secrets were copied into
+    /// `kruise-daemon-config` name the job's own namespace — rather than
+    /// failing every round).
     async fn secrets(
         &self,
         refs: &[keelson_api::apps::v1alpha1::nodeimage::ReferenceObject],
@@ -58,9 +61,17 @@ impl NodeImageSync {
         let mut out = vec![];
         for r in refs {
             let api: Api<Secret> = Api::namespaced(self.client.clone(), &r.namespace);
-            let Some(secret) = api.get_opt(&r.name).await? else {
-                tracing::warn!(namespace = %r.namespace, name = %r.name, "pull secret not found; skipped");
-                continue;
+            let secret = match api.get_opt(&r.name).await {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    tracing::warn!(namespace = %r.namespace, name = %r.name, "pull secret not found; skipped");
+                    continue;
+                }
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    tracing::warn!(namespace = %r.namespace, name = %r.name, "pull secret not readable by this agent; skipped");
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             if let Some(doc) = secret
                 .data

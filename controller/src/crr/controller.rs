@@ -46,10 +46,20 @@ pub async fn apply(
             Ok(after_seconds.map(|s| Duration::from_secs(s.max(1) as u64)))
         }
         Cleanup::Expire(status) => {
-            let patch = serde_json::json!({ "status": status });
-            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            Ok(Some(Duration::from_secs(1)))
+            // Under the resourceVersion read: the agent may be writing the
+            // status too, and neither write may silently undo the other.
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": crr.metadata.resource_version},
+                "status": status,
+            });
+            match api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => Ok(Some(Duration::from_secs(1))),
+                Err(e) if status_code(&e) == Some(409) => Ok(Some(Duration::from_millis(200))),
+                Err(e) => Err(e),
+            }
         }
         Cleanup::Deactivate => {
             let patch = serde_json::json!({ "metadata": { "labels": { LABEL_ACTIVE: null } } });
@@ -143,10 +153,18 @@ pub async fn reconcile_at(
         }
         Step::Complete { message } => {
             tracing::info!(crr = %name, namespace = %ns, reason = %message, "ContainerRecreateRequest completed");
-            let patch = serde_json::json!({ "status": completed(crr, now, &message) });
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            Ok(Some(Duration::from_secs(1)))
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": crr.metadata.resource_version},
+                "status": completed(crr, now, &message),
+            });
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => Ok(Some(Duration::from_secs(1))),
+                Err(e) if status_code(&e) == Some(409) => Ok(again),
+                Err(e) => Err(e),
+            }
         }
         Step::SyncStatuses { value } => {
             merge(serde_json::json!({"metadata": {"annotations": {ANNOTATION_SYNC_CONTAINER_STATUSES: value}}}))
@@ -249,7 +267,7 @@ mod tests {
 
     fn crr(status: &str) -> ContainerRecreateRequest {
         serde_saphyr::from_str(&format!(
-            "apiVersion: apps.kruise.io/v1alpha1\nkind: ContainerRecreateRequest\nmetadata:\n  name: r\n  namespace: team\n  creationTimestamp: '1970-01-01T00:16:40Z'\n  labels: {{crr.apps.kruise.io/active: 'true'}}\nspec:\n  podName: p\n  containers: [{{name: app}}]\n  activeDeadlineSeconds: 60\n  ttlSecondsAfterFinished: 30\n{status}"
+            "apiVersion: apps.kruise.io/v1alpha1\nkind: ContainerRecreateRequest\nmetadata:\n  name: r\n  namespace: team\n  resourceVersion: '8'\n  creationTimestamp: '1970-01-01T00:16:40Z'\n  labels: {{crr.apps.kruise.io/active: 'true'}}\nspec:\n  podName: p\n  containers: [{{name: app}}]\n  activeDeadlineSeconds: 60\n  ttlSecondsAfterFinished: 30\n{status}"
         ))
         .unwrap()
     }
@@ -271,6 +289,8 @@ mod tests {
                 body["status"]["containerRecreateStates"][0]["phase"],
                 "Failed"
             );
+            // Conditional: the agent may be writing the status too.
+            assert_eq!(body["metadata"]["resourceVersion"], "8");
             send.send_response(reply(200, serde_json::to_value(crr("")).unwrap()));
 
             let (req, send) = handle.next_request().await.unwrap();

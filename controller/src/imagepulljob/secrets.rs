@@ -45,8 +45,14 @@ pub enum CopyWrite {
     Create { source: String, copy: Box<Secret> },
     /// Replace a copy (conditional on its resourceVersion).
     Replace(Box<Secret>),
-    /// Delete a copy no job uses any more (conditional on its uid).
-    Delete { name: String, uid: Option<String> },
+    /// Delete a copy no job uses any more, conditional on its uid and on
+    /// the resourceVersion it was planned from: a job that joined the copy
+    /// meanwhile turns the delete into a 409, not a lost reference.
+    Delete {
+        name: String,
+        uid: Option<String>,
+        resource_version: Option<String>,
+    },
 }
 
 /// What [`plan`] decides.
@@ -239,6 +245,7 @@ pub fn plan(job: &ImagePullJob, sources: &BTreeMap<String, Secret>, copies: &[Se
             plan.writes.push(CopyWrite::Delete {
                 name,
                 uid: copy.metadata.uid.clone(),
+                resource_version: copy.metadata.resource_version.clone(),
             });
         } else {
             plan.writes
@@ -326,11 +333,12 @@ pub async fn sync(client: &Client, job: &ImagePullJob) -> Result<Synced, kube::E
             CopyWrite::Delete {
                 name: copy_name,
                 uid,
+                resource_version,
             } => {
                 let dp = DeleteParams {
                     preconditions: Some(Preconditions {
                         uid,
-                        resource_version: None,
+                        resource_version,
                     }),
                     ..DeleteParams::default()
                 };

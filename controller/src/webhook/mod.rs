@@ -20,6 +20,10 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 
 use crate::gates::FeatureGates;
 
+/// How long a peer may take over the TLS handshake, and over each
+/// request's headers.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Largest AdmissionReview accepted (the API server's own request limit).
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
@@ -156,15 +160,23 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let tls = match acceptor.accept(stream).await {
-                Ok(s) => s,
-                Err(e) => {
+            // A peer that stalls the handshake or its request headers is
+            // dropped instead of holding a task and a socket for good.
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
                     tracing::debug!(peer = %peer, error = %e, "webhook TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer, "webhook TLS handshake timed out");
                     return;
                 }
             };
             let service = hyper::service::service_fn(move |req| handle(req, ctx.clone()));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
                 .serve_connection(TokioIo::new(tls), service)
                 .await
             {

@@ -571,6 +571,17 @@ async fn answer(req: hyper::Request<Incoming>, shared: Shared) -> hyper::Respons
             {
                 return status(409, "Conflict", "precondition failed: uid");
             }
+            if let Some(rv) = body
+                .as_ref()
+                .and_then(|b| b.pointer("/preconditions/resourceVersion"))
+                .and_then(Value::as_str)
+                && current
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    != Some(rv)
+            {
+                return status(409, "Conflict", "precondition failed: resourceVersion");
+            }
             if current.pointer("/metadata/deletionTimestamp").is_none() {
                 current["metadata"]["deletionTimestamp"] = Value::String(now());
             }

@@ -126,7 +126,7 @@ fn a_recreated_source_gets_a_new_copy_and_the_old_one_is_released() {
     let p = plan(&j, &sources(&[source("regcred", "s2", "{}")]), &[old]);
     assert!(matches!(&p.writes[0], CopyWrite::Create { .. }));
     assert!(
-        matches!(&p.writes[1], CopyWrite::Delete { name, uid } if name == "regcred-old" && uid.as_deref() == Some("uid-regcred-old"))
+        matches!(&p.writes[1], CopyWrite::Delete { name, uid, resource_version } if name == "regcred-old" && uid.as_deref() == Some("uid-regcred-old") && resource_version.as_deref() == Some("17"))
     );
 }
 
@@ -279,6 +279,7 @@ async fn a_deleted_job_releases_its_copy_then_drops_the_finalizer() {
     let seen = server.await.unwrap();
     assert_eq!(seen[0].0, "delete");
     assert_eq!(seen[0].1["preconditions"]["uid"], "uid-regcred-x1");
+    assert_eq!(seen[0].1["preconditions"]["resourceVersion"], "17");
     assert_eq!(
         seen[1],
         (
