@@ -174,6 +174,12 @@ mod tests {
                         "type": "kubernetes.io/dockerconfigjson",
                         "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}}),
                 ),
+                // A secret outside kruise-daemon-config: RBAC says no.
+                (&Method::GET, "/api/v1/namespaces/team/secrets/old") => reply(
+                    403,
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                    "status": "Failure", "reason": "Forbidden", "code": 403}),
+                ),
                 (&Method::PATCH, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a/status") => {
                     reply(200, node_image())
                 }
@@ -187,6 +193,43 @@ mod tests {
             send.send_response(answer);
         }
         seen
+    }
+
+    #[tokio::test]
+    async fn unreadable_and_missing_secrets_are_skipped_not_fatal() {
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::open(state.path()).unwrap();
+        let creds = Arc::new(Credentials::new(vec![], Duration::from_secs(5), &store).unwrap());
+        let engine = PullEngine::start(
+            EngineConfig {
+                runtime: state.path().join("no-runtime.sock"),
+                parallelism: 1,
+                backoff_base: Duration::from_secs(60),
+                ttl: Duration::from_secs(60),
+            },
+            creds,
+            &store,
+        )
+        .unwrap();
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(serve(handle));
+        let sync =
+            NodeImageSync::new(Client::new(service, "default"), "node-a", engine, &store).unwrap();
+        let r = |ns: &str, name: &str| keelson_api::apps::v1alpha1::nodeimage::ReferenceObject {
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        let docs = sync
+            .secrets(&[
+                r("team", "old"),
+                r("kruise-daemon-config", "gone"),
+                r("kruise-daemon-config", "regcred"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(docs, vec![r#"{"auths":{}}"#.to_string()]);
+        drop(sync);
+        assert_eq!(server.await.unwrap().len(), 3);
     }
 
     #[tokio::test]
