@@ -90,8 +90,15 @@ impl CrrSync {
                         Unready::Left(s) => Some(s),
                         Unready::Acquiring => {
                             // Shown as Recreating: that is the controller's cue.
+                            // Phase and message only: a merge patch cannot
+                            // clear other fields, and comparing them would
+                            // rewrite the same status every round.
                             let waiting = acquiring_status();
-                            if crr.status.as_ref() != Some(&waiting) {
+                            let shown = crr
+                                .status
+                                .as_ref()
+                                .map(|s| (s.phase.as_str(), s.message.as_deref()));
+                            if shown != Some((waiting.phase.as_str(), waiting.message.as_deref())) {
                                 self.write_status(&ns, &name, &waiting).await?;
                                 written += 1;
                             }
@@ -278,8 +285,11 @@ mod tests {
                 assert_eq!(req.method(), Method::GET);
                 let mut item = listed.clone();
                 if round == 1 {
-                    // The status written in round 0 is what is listed now.
+                    // The status written in round 0 is what is listed now,
+                    // with a field left over from someone else's write.
                     item["status"] = patches[0]["status"].clone();
+                    item["status"]["containerRecreateStates"] =
+                        serde_json::json!([{"name": "app", "phase": "Pending"}]);
                 }
                 send.send_response(reply(serde_json::json!({
                     "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ContainerRecreateRequestList",
