@@ -55,15 +55,34 @@ impl PodWorker {
                             None => pod.spec.annotations.remove(&k),
                         };
                     }
-                    let now = kubelet.snapshot(&pod).await?;
+                    // Like kubelet's relist, a runtime that is away (the
+                    // agent restarting) is retried, not the end of the pod.
+                    let now = match kubelet.snapshot(&pod).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            eprintln!("pod worker {}: relist failed, retrying: {e}", pod.spec.name);
+                            tokio::time::sleep(relist).await;
+                            continue;
+                        }
+                    };
                     *latest.lock().unwrap() = now.clone();
                     let changed = now != previous;
                     previous = now;
                     if changed || retry_at.is_some_and(|t| Instant::now() >= t) {
                         let before = pod.history.iter().filter(|r| r.error.is_some()).count();
-                        kubelet.sync(&mut pod).await?;
+                        let failed = match kubelet.sync(&mut pod).await {
+                            Ok(()) => false,
+                            Err(e) => {
+                                eprintln!(
+                                    "pod worker {}: sync failed, retrying: {e}",
+                                    pod.spec.name
+                                );
+                                true
+                            }
+                        };
                         let after = pod.history.iter().filter(|r| r.error.is_some()).count();
-                        retry_at = (after > before).then(|| Instant::now() + ERROR_BACKOFF);
+                        retry_at =
+                            (failed || after > before).then(|| Instant::now() + ERROR_BACKOFF);
                     }
                     tokio::time::sleep(relist).await;
                 }
