@@ -153,19 +153,17 @@ pub fn admit_create(
     Ok(out)
 }
 
-/// Checks an update: the spec is immutable except `containers`, and so
-/// are the pod/node labels and a set unready-acquired annotation.
+/// Checks an update: the whole spec is immutable (its containers carry the
+/// preStop hooks and statusContext checked at creation, which the node
+/// acts on), and so are the pod/node labels and a set unready-acquired
+/// annotation.
 pub fn admit_update(
     old: &ContainerRecreateRequest,
     new: &ContainerRecreateRequest,
 ) -> Result<(), Refused> {
-    let mut old_rest = old.spec.clone();
-    let mut new_rest = new.spec.clone();
-    old_rest.containers.clear();
-    new_rest.containers.clear();
-    if old_rest != new_rest {
+    if old.spec != new.spec {
         return Err(Refused::Forbidden(
-            "spec of ContainerRecreateRequest is immutable, except spec.containers".into(),
+            "spec of ContainerRecreateRequest is immutable".into(),
         ));
     }
     let label = |c: &ContainerRecreateRequest, k: &str| {
@@ -422,8 +420,12 @@ status:
     fn updates_keep_spec_and_identity_labels() {
         let old = admit_create(&crr(SPEC), Some(&pod())).unwrap();
         let mut new = old.clone();
-        new.spec.containers.pop();
-        assert_eq!(admit_update(&old, &new), Ok(()), "containers may change");
+        new.spec.containers[0].pre_stop = None;
+        assert!(
+            matches!(admit_update(&old, &new), Err(Refused::Forbidden(_))),
+            "containers (and their preStop, run on the node) may not change"
+        );
+        assert_eq!(admit_update(&old, &old.clone()), Ok(()));
         let mut new = old.clone();
         new.spec.active_deadline_seconds = Some(60);
         assert!(matches!(
