@@ -195,22 +195,27 @@ mod tests {
         seen
     }
 
-    #[tokio::test]
-    async fn unreadable_and_missing_secrets_are_skipped_not_fatal() {
-        let state = tempfile::tempdir().unwrap();
-        let store = Store::open(state.path()).unwrap();
-        let creds = Arc::new(Credentials::new(vec![], Duration::from_secs(5), &store).unwrap());
-        let engine = PullEngine::start(
+    /// A pull engine with no runtime behind it (nothing is pulled).
+    fn engine(state: &std::path::Path, store: &Store) -> Arc<PullEngine> {
+        let creds = Arc::new(Credentials::new(vec![], Duration::from_secs(5), store).unwrap());
+        PullEngine::start(
             EngineConfig {
-                runtime: state.path().join("no-runtime.sock"),
+                runtime: state.join("no-runtime.sock"),
                 parallelism: 1,
                 backoff_base: Duration::from_secs(60),
                 ttl: Duration::from_secs(60),
             },
             creds,
-            &store,
+            store,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn unreadable_and_missing_secrets_are_skipped_not_fatal() {
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::open(state.path()).unwrap();
+        let engine = engine(state.path(), &store);
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let server = tokio::spawn(serve(handle));
         let sync =
@@ -236,18 +241,7 @@ mod tests {
     async fn submits_each_round_once_reads_its_secret_and_writes_status() {
         let state = tempfile::tempdir().unwrap();
         let store = Store::open(state.path()).unwrap();
-        let creds = Arc::new(Credentials::new(vec![], Duration::from_secs(5), &store).unwrap());
-        let engine = PullEngine::start(
-            EngineConfig {
-                runtime: state.path().join("no-runtime.sock"),
-                parallelism: 1,
-                backoff_base: Duration::from_secs(60),
-                ttl: Duration::from_secs(60),
-            },
-            creds,
-            &store,
-        )
-        .unwrap();
+        let engine = engine(state.path(), &store);
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let server = tokio::spawn(serve(handle));
         let client = Client::new(service, "default");
