@@ -48,6 +48,28 @@ pub trait Readiness: Send + Sync {
     fn instance_ready(&self, _uid: &str, _name: &str, _container_id: &str) -> Option<bool> {
         None
     }
+
+    /// The regular containers of the pod with `uid`, in spec order, with
+    /// the value of their `KRUISE_CONTAINER_PRIORITY` env, when the source
+    /// knows the pod's spec (cluster mode: the pod watch). `None`: only the
+    /// containers kubelet has created are known.
+    fn spec_containers(&self, _uid: &str) -> Option<Vec<SpecContainer>> {
+        None
+    }
+
+    /// Whether this source learns pods' specs (so an unknown one is worth
+    /// a short wait).
+    fn knows_specs(&self) -> bool {
+        false
+    }
+}
+
+/// A container of a pod's spec, as the launch gate needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecContainer {
+    pub name: String,
+    /// `KRUISE_CONTAINER_PRIORITY` as written (a plain `value`).
+    pub priority: Option<String>,
 }
 
 /// No readiness source: running means ready.
@@ -83,9 +105,18 @@ pub struct Priorities {
     pub source: &'static str,
 }
 
-/// The pod's priorities, or `None` when they are all equal (the pod is
-/// left alone). Bad values are logged and count as 0.
+/// The pod's priorities from what kubelet has created, or `None` when they
+/// are all equal (the pod is left alone). Bad values are logged and count
+/// as 0.
 pub fn priorities(view: &PodView) -> Option<Priorities> {
+    priorities_with(view, None)
+}
+
+/// [`priorities`], with the pod's whole spec when it is known (cluster
+/// mode): then siblings kubelet has not created yet count too, in spec
+/// order, and init containers (which kubelet runs before any of these) do
+/// not.
+pub fn priorities_with(view: &PodView, spec: Option<&[SpecContainer]>) -> Option<Priorities> {
     let pod = format!("{}/{}", view.sandbox.namespace, view.sandbox.name);
     let mut result = None;
     if let Some(stamp) = view.sandbox.annotations.get(kruise::ANNOTATION_PRIORITIES) {
@@ -124,8 +155,11 @@ pub fn priorities(view: &PodView) -> Option<Priorities> {
             == Some(kruise::LAUNCH_PRIORITY_ORDERED)
     {
         // Kubelet creates containers in spec order.
-        let by_name = view
-            .names()
+        let names = match spec {
+            Some(spec) => spec.iter().map(|c| c.name.clone()).collect(),
+            None => view.names(),
+        };
+        let by_name = names
             .into_iter()
             .enumerate()
             .map(|(i, n)| (n, -(i as i32)))
@@ -136,17 +170,27 @@ pub fn priorities(view: &PodView) -> Option<Priorities> {
         });
     }
     let result = result.unwrap_or_else(|| {
-        let mut by_name = HashMap::new();
-        for (c, _) in &view.containers {
-            let p = match c.env.get(kruise::ENV_CONTAINER_PRIORITY) {
-                None => 0,
-                Some(v) => parse_priority(v).unwrap_or_else(|why| {
-                    tracing::warn!(%pod, container = %c.name, env = kruise::ENV_CONTAINER_PRIORITY, %why, "bad launch priority; using 0");
-                    0
-                }),
-            };
-            by_name.insert(c.name.clone(), p);
-        }
+        let value = |name: &str, v: Option<&String>| match v {
+            None => 0,
+            Some(v) => parse_priority(v).unwrap_or_else(|why| {
+                tracing::warn!(%pod, container = %name, env = kruise::ENV_CONTAINER_PRIORITY, %why, "bad launch priority; using 0");
+                0
+            }),
+        };
+        let by_name = match spec {
+            Some(spec) => spec
+                .iter()
+                .map(|c| (c.name.clone(), value(&c.name, c.priority.as_ref())))
+                .collect(),
+            None => view
+                .containers
+                .iter()
+                .map(|(c, _)| {
+                    let p = value(&c.name, c.env.get(kruise::ENV_CONTAINER_PRIORITY));
+                    (c.name.clone(), p)
+                })
+                .collect(),
+        };
         Priorities { by_name, source: "env" }
     });
     let mut values = result.by_name.values();
@@ -216,6 +260,23 @@ pub fn decide(
     }
 }
 
+/// Longest a start waits for the pod's spec from the watch (cluster mode)
+/// before the gate goes by the containers kubelet has created.
+const SPEC_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether launch priority may concern the pod: a priority annotation on
+/// it, or the priority env on the container being started.
+fn may_have_priorities(view: &PodView, container: &Container) -> bool {
+    view.sandbox
+        .annotations
+        .contains_key(kruise::ANNOTATION_PRIORITIES)
+        || view
+            .sandbox
+            .annotations
+            .contains_key(kruise::ANNOTATION_LAUNCH_PRIORITY)
+        || container.env.contains_key(kruise::ENV_CONTAINER_PRIORITY)
+}
+
 /// The StartContainer hook.
 pub struct LaunchGate {
     book: Arc<PodBook>,
@@ -234,12 +295,30 @@ impl LaunchGate {
 
     async fn gate(&self, container_id: &str) -> Option<Reply> {
         let (container, _) = self.book.container(container_id)?;
-        let deadline = tokio::time::Instant::now() + self.hold;
+        let start = tokio::time::Instant::now();
+        let deadline = start + self.hold;
+        // A pod kubelet got from the API server before the agent's watch
+        // did: its spec comes moments later.
+        let spec_deadline = start + self.hold.min(SPEC_WAIT);
         let mut waited_for: Vec<String> = vec![];
         loop {
             let changed = self.book.changed();
             let view = self.book.pod(&container.sandbox_id)?;
-            let prios = priorities(&view)?;
+            let spec = self.readiness.spec_containers(&view.sandbox.uid);
+            if spec.is_none()
+                && self.readiness.knows_specs()
+                && may_have_priorities(&view, &container)
+                && tokio::time::Instant::now() < spec_deadline
+            {
+                tokio::select! {
+                    () = changed => {}
+                    () = tokio::time::sleep_until(spec_deadline) => {
+                        tracing::warn!(pod = %view.sandbox.name, container = %container.name, "pod spec not seen from the API server in time; gating on the containers kubelet created");
+                    }
+                }
+                continue;
+            }
+            let prios = priorities_with(&view, spec.as_deref())?;
             match decide(&view, &container, &prios, self.readiness.as_ref()) {
                 Decision::Pass => {
                     if !waited_for.is_empty() {

@@ -102,6 +102,19 @@ fn image(
     cmd: &[&str],
     fill: impl FnOnce(&Path) -> crate::Result<()>,
 ) -> crate::Result<()> {
+    image_with(work, name, reference, &[], cmd, fill)
+}
+
+/// [`image`] with an entrypoint as well (a pod's `args` then replace only
+/// `cmd`).
+fn image_with(
+    work: &Path,
+    name: &str,
+    reference: &str,
+    entrypoint: &[&str],
+    cmd: &[&str],
+    fill: impl FnOnce(&Path) -> crate::Result<()>,
+) -> crate::Result<()> {
     let layout = work.join(name);
     let bundle = work.join(format!("{name}.bundle"));
     let img = format!("{}:build", layout.display());
@@ -128,6 +141,9 @@ fn image(
         "--os",
         "linux",
     ]);
+    for e in entrypoint {
+        config.args(["--config.entrypoint", e]);
+    }
     for c in cmd {
         config.args(["--config.cmd", c]);
     }
@@ -207,4 +223,76 @@ pub fn build_distinct(dir: &Path, n: usize, bytes: usize) -> crate::Result<Vec<P
             Ok(dir.join(name))
         })
         .collect()
+}
+
+/// Builds (or reuses) an image `reference` holding the program `binary` as
+/// `/usr/local/bin/<file name>` (its entrypoint), stripped of debug info,
+/// with the shared libraries `ldd` lists, and returns the tarball to
+/// import. Cached under `cache` by the binary's size and modification
+/// time, so an unchanged build is not packed again.
+pub fn build_program(cache: &Path, binary: &Path, reference: &str) -> crate::Result<PathBuf> {
+    let meta = fs::metadata(binary).with_context(|| format!("reading {}", binary.display()))?;
+    let file = binary
+        .file_name()
+        .context("binary has no file name")?
+        .to_string_lossy()
+        .into_owned();
+    let mtime = meta
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let key = format!("{file}-{}-{mtime}", meta.len());
+    let dir = cache.join("programs");
+    let tar = dir.join(format!("{key}.tar"));
+    if tar.exists() {
+        return Ok(tar);
+    }
+    fs::create_dir_all(&dir)?;
+    let work = dir.join(format!("{key}.tmp-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    let libs = run(Command::new("ldd").arg(binary))?;
+    let target = format!("/usr/local/bin/{file}");
+    image_with(&work, "program", reference, &[&target], &[], |root| {
+        for d in ["usr/local/bin", "tmp", "etc"] {
+            fs::create_dir_all(root.join(d))?;
+        }
+        run(Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(binary)
+            .arg(root.join(&target[1..])))?;
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or
+        // `/lib64/ld-linux-x86-64.so.2 (0x…)`.
+        for lib in libs.lines().filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(str::to_string)
+        }) {
+            let dest = root.join(lib.trim_start_matches('/'));
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::copy(&lib, &dest).with_context(|| format!("copying {lib}"))?;
+        }
+        fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/:/bin/false\nnonroot:x:65532:65532:nonroot:/:/bin/false\n",
+        )?;
+        fs::write(root.join("etc/group"), "root:x:0:\nnonroot:x:65532:\n")?;
+        Ok(())
+    })?;
+    fs::rename(work.join("program.tar"), &tar)?;
+    let _ = fs::remove_dir_all(&work);
+    Ok(tar)
+}
+
+/// Imports an image tarball into containerd's `k8s.io` namespace.
+pub fn import(containerd_socket: &Path, tarball: &Path) -> crate::Result<()> {
+    run(Command::new("ctr")
+        .arg("--address")
+        .arg(containerd_socket)
+        .args(["-n", "k8s.io", "images", "import", "--no-unpack"])
+        .arg(tarball))?;
+    Ok(())
 }

@@ -14,6 +14,7 @@ pub mod cni;
 pub mod containerd;
 pub mod controller;
 pub mod images;
+pub mod kube;
 pub mod kubelet;
 pub mod pod_worker;
 pub mod proc;

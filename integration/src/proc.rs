@@ -82,3 +82,96 @@ pub fn pids_with_arg(needle: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+/// A long-running test process (a cluster component): its own process
+/// group, output in a log file, stopped with SIGTERM (SIGKILL after a grace)
+/// when the guard drops. Shareable between test threads.
+pub struct Daemon {
+    name: String,
+    child: std::sync::Mutex<Option<Child>>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Spawns `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> crate::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let child = cmd
+            // Own process group: a Ctrl-C in the terminal reaches only the
+            // harness, which then stops this process itself.
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {name} ({cmd:?})"))?;
+        Ok(Self {
+            name: name.to_string(),
+            child: std::sync::Mutex::new(Some(child)),
+            log: log.to_path_buf(),
+        })
+    }
+
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child().as_ref().map(Child::id)
+    }
+
+    /// Fails with the log's tail if the process has exited.
+    pub fn check_running(&self) -> crate::Result<()> {
+        let exited = match self.child().as_mut() {
+            Some(c) => c.try_wait()?,
+            None => bail!("{} was stopped", self.name),
+        };
+        if let Some(status) = exited {
+            bail!(
+                "{} exited ({status}); last log lines:\n{}",
+                self.name,
+                self.log_tail(40)
+            );
+        }
+        Ok(())
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&self, grace: Duration) {
+        if let Some(mut c) = self.child().take() {
+            stop_child(&mut c, grace);
+        }
+    }
+
+    /// SIGKILL, no grace.
+    pub fn kill(&self) {
+        if let Some(mut c) = self.child().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(10));
+    }
+}

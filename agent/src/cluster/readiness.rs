@@ -9,22 +9,45 @@ use std::sync::{Arc, RwLock};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::pods::{PodBook, PodView};
-use crate::priority::Readiness;
+use crate::priority::{Readiness, SpecContainer};
 
 /// Per pod uid, per container name: ready, and the instance (the
 /// runtime's id) the status is about.
 type Statuses = HashMap<String, HashMap<String, (bool, String)>>;
 
-/// Container readiness of this node's pods.
+/// Container readiness of this node's pods, and their regular containers
+/// as the spec lists them (the launch gate then knows siblings kubelet has
+/// not created yet).
 pub struct PodReadiness {
     ready: RwLock<Statuses>,
+    specs: RwLock<HashMap<String, Vec<SpecContainer>>>,
     book: Arc<PodBook>,
+}
+
+/// The spec's regular containers with their plain-value
+/// `KRUISE_CONTAINER_PRIORITY` (a `valueFrom` is not resolvable here and
+/// counts as unset, as kubelet would resolve it after the gate decided).
+fn spec_containers(pod: &Pod) -> Vec<SpecContainer> {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| SpecContainer {
+            name: c.name.clone(),
+            priority: c
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == crate::kruise::ENV_CONTAINER_PRIORITY)
+                .and_then(|e| e.value.clone()),
+        })
+        .collect()
 }
 
 impl PodReadiness {
     pub fn new(book: Arc<PodBook>) -> Self {
         Self {
             ready: RwLock::new(HashMap::new()),
+            specs: RwLock::new(HashMap::new()),
             book,
         }
     }
@@ -33,6 +56,11 @@ impl PodReadiness {
     pub fn update(&self, pod: &Pod) {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
+        };
+        let spec = spec_containers(pod);
+        let spec_changed = {
+            let mut all = self.specs.write().unwrap_or_else(|e| e.into_inner());
+            all.insert(uid.clone(), spec.clone()) != Some(spec)
         };
         let status = pod.status.clone().unwrap_or_default();
         let now: HashMap<String, (bool, String)> = status
@@ -50,7 +78,7 @@ impl PodReadiness {
             let mut all = self.ready.write().unwrap_or_else(|e| e.into_inner());
             all.insert(uid, now.clone()) != Some(now)
         };
-        if changed {
+        if changed || spec_changed {
             self.book.poke();
         }
     }
@@ -59,6 +87,10 @@ impl PodReadiness {
     pub fn remove(&self, pod: &Pod) {
         if let Some(uid) = &pod.metadata.uid {
             self.ready
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(uid);
+            self.specs
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(uid);
@@ -82,6 +114,18 @@ impl Readiness for PodReadiness {
         // A status about an older instance: not ready as far as we know
         // (kubelet has not reported the new one yet).
         Some(id == container_id && *ready)
+    }
+
+    fn knows_specs(&self) -> bool {
+        true
+    }
+
+    fn spec_containers(&self, uid: &str) -> Option<Vec<SpecContainer>> {
+        self.specs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned()
     }
 }
 

@@ -1,7 +1,8 @@
 //! OpenKruise manifests of the shapes its documentation shows apply to the
 //! generated CRDs unchanged (strict field validation, as `kubectl apply`
 //! does by default) and read into the Rust types; a misspelt field is
-//! refused.
+//! refused. The manifests are in `examples/`; the real-cluster tests apply
+//! the same files to a kube-apiserver (`integration/tests/kube_cluster.rs`).
 
 use keelson_api::apps::v1alpha1::{
     cloneset::CloneSet, containerrecreaterequest::ContainerRecreateRequest,
@@ -11,178 +12,17 @@ use keelson_api::apps::v1beta1::statefulset::StatefulSet;
 use keelson_api::validate::validate;
 use serde_json::Value;
 
-const CLONESET: &str = r#"
-apiVersion: apps.kruise.io/v1alpha1
-kind: CloneSet
-metadata:
-  name: sample
-spec:
-  replicas: 5
-  selector:
-    matchLabels:
-      app: sample
-  template:
-    metadata:
-      labels:
-        app: sample
-      annotations:
-        app-version: v1
-    spec:
-      containers:
-      - name: main
-        image: nginx:alpine
-        env:
-        - name: APP_VERSION
-          valueFrom:
-            fieldRef:
-              fieldPath: metadata.annotations['app-version']
-  updateStrategy:
-    type: InPlaceIfPossible
-    inPlaceUpdateStrategy:
-      gracePeriodSeconds: 10
-    maxUnavailable: 20%
-    partition: 1
-"#;
+const CLONESET: &str = include_str!("examples/cloneset.yaml");
 
-const RESOURCE_DISTRIBUTION: &str = r#"
-apiVersion: apps.kruise.io/v1alpha1
-kind: ResourceDistribution
-metadata:
-  name: sample
-spec:
-  resource:
-    apiVersion: v1
-    kind: ConfigMap
-    metadata:
-      name: game-demo
-    data:
-      game.properties: |
-        enemy.types=aliens,monsters
-        player.maximum-lives=5
-      player_initial_lives: "3"
-      ui_properties_file_name: user-interface.properties
-  targets:
-    excludedNamespaces:
-      list:
-      - name: ns-3
-    includedNamespaces:
-      list:
-      - name: ns-1
-      - name: ns-4
-    namespaceLabelSelector:
-      matchLabels:
-        group: one
-"#;
+const RESOURCE_DISTRIBUTION: &str = include_str!("examples/resourcedistribution.yaml");
 
-const SIDECARSET: &str = r#"
-apiVersion: apps.kruise.io/v1alpha1
-kind: SidecarSet
-metadata:
-  name: test-sidecarset
-spec:
-  selector:
-    matchLabels:
-      app: sample
-  namespace: ns-1
-  initContainers:
-  - name: log-agent
-    image: fluent-bit:latest
-    restartPolicy: Always
-    podInjectPolicy: BeforeAppContainer
-  containers:
-  - name: sidecar1
-    image: centos:6.7
-    command: ["sleep", "999d"]
-    podInjectPolicy: BeforeAppContainer
-    shareVolumePolicy:
-      type: disabled
-    transferEnv:
-    - sourceContainerName: main
-      envName: PROXY_IP
-    volumeMounts:
-    - name: log-volume
-      mountPath: /var/log
-  volumes:
-  - name: log-volume
-    emptyDir: {}
-  updateStrategy:
-    type: RollingUpdate
-    maxUnavailable: 1
-"#;
+const SIDECARSET: &str = include_str!("examples/sidecarset.yaml");
 
-const ADVANCED_STATEFULSET: &str = r#"
-apiVersion: apps.kruise.io/v1beta1
-kind: StatefulSet
-metadata:
-  name: sample
-spec:
-  replicas: 3
-  serviceName: fake-service
-  ordinals:
-    start: 5
-  reserveOrdinals:
-  - 6
-  selector:
-    matchLabels:
-      app: sample
-  template:
-    metadata:
-      labels:
-        app: sample
-    spec:
-      readinessGates:
-      - conditionType: InPlaceUpdateReady
-      containers:
-      - name: main
-        image: nginx:alpine
-  podManagementPolicy: Parallel
-  updateStrategy:
-    type: RollingUpdate
-    rollingUpdate:
-      podUpdatePolicy: InPlaceIfPossible
-      maxUnavailable: 2
-"#;
+const ADVANCED_STATEFULSET: &str = include_str!("examples/advanced-statefulset.yaml");
 
-const IMAGE_PULL_JOB: &str = r#"
-apiVersion: apps.kruise.io/v1alpha1
-kind: ImagePullJob
-metadata:
-  name: job-with-always
-spec:
-  image: nginx:1.9.1
-  parallelism: 10
-  selector:
-    matchLabels:
-      node-type: xxx
-  completionPolicy:
-    type: Always
-    activeDeadlineSeconds: 1200
-    ttlSecondsAfterFinished: 300
-  pullPolicy:
-    backoffLimit: 3
-    timeoutSeconds: 300
-"#;
+const IMAGE_PULL_JOB: &str = include_str!("examples/imagepulljob.yaml");
 
-const CRR: &str = r#"
-apiVersion: apps.kruise.io/v1alpha1
-kind: ContainerRecreateRequest
-metadata:
-  namespace: pod-namespace
-  name: xxx
-spec:
-  podName: pod-name
-  containers:
-  - name: app
-  - name: sidecar
-  strategy:
-    failurePolicy: Fail
-    orderedRecreate: false
-    terminationGracePeriodSeconds: 30
-    unreadyGracePeriodSeconds: 3
-    minStartedSeconds: 10
-  activeDeadlineSeconds: 300
-  ttlSecondsAfterFinished: 1800
-"#;
+const CRR: &str = include_str!("examples/containerrecreaterequest.yaml");
 
 /// Validates `yaml` against the generated CRD of its kind and version.
 fn applies(yaml: &str) -> Value {

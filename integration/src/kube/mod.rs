@@ -1,0 +1,546 @@
+//! A real single-node Kubernetes for end-to-end tests: etcd,
+//! kube-apiserver, kube-controller-manager and kube-scheduler as host
+//! processes, and a real kubelet whose CRI endpoint is keelson-agent in
+//! front of the harness's containerd; Keelson's controller installed from
+//! `deploy/` with kubectl, the agent in cluster mode with its
+//! ServiceAccount's token. Binaries come from `integration/scripts/kube-build`.
+//!
+//! One cluster per test binary ([`shared`]); everything it started is
+//! stopped when the process exits or the guard drops (processes, pods,
+//! mounts, cgroups, the bridge).
+
+pub mod bins;
+pub mod control_plane;
+pub mod install;
+pub mod network;
+pub mod node;
+pub mod pki;
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::agent::Agent;
+use crate::containerd::{Containerd, unmount_below};
+use bins::Bins;
+use control_plane::ControlPlane;
+use network::{FIRST_SERVICE_IP, Network};
+use node::{Kubelet, KubeletSpec};
+use pki::{Credential, Pki, write_kubeconfig};
+
+/// The node's name (kubelet's, the agent's `--node-name`).
+pub const NODE: &str = "keelson-node";
+
+/// The controller's feature gates in the test cluster unless a test says
+/// otherwise: the shipped ones.
+pub const DEFAULT_GATES: &str = "ImagePullJobGate=true";
+
+/// How to start a cluster.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The controller's `--feature-gates`.
+    pub feature_gates: String,
+    /// Install the controller (`kubectl apply -k` the test overlay).
+    pub controller: bool,
+    /// Put keelson-agent on kubelet's CRI path (else kubelet talks to
+    /// containerd directly: the benchmark's baseline).
+    pub agent: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            feature_gates: DEFAULT_GATES.into(),
+            controller: true,
+            agent: true,
+        }
+    }
+}
+
+/// A running single-node cluster.
+pub struct Cluster {
+    pub bins: Bins,
+    kubelet: Option<Kubelet>,
+    agent: Mutex<Option<Agent>>,
+    containerd: Option<Containerd>,
+    control_plane: Option<ControlPlane>,
+    network: Option<Network>,
+    agent_kubeconfig: Option<PathBuf>,
+    cri_socket: Option<PathBuf>,
+    dir: tempfile::TempDir,
+    /// Start-up time of each part, in order.
+    pub startup: Vec<(String, Duration)>,
+}
+
+impl Cluster {
+    /// Starts a cluster with the default options.
+    pub fn start() -> crate::Result<Self> {
+        Self::start_with(&Options::default())
+    }
+
+    /// Starts etcd, the control plane, containerd, (the agent,) kubelet,
+    /// and (the controller), and waits until the node is Ready (and the
+    /// controller serves its webhooks).
+    pub fn start_with(opts: &Options) -> crate::Result<Self> {
+        crate::require_runtime()?;
+        let t_all = Instant::now();
+        let bins = Bins::find()?;
+        let dir = tempfile::Builder::new().prefix("keelson-kube-").tempdir()?;
+        let mut me = Self {
+            bins,
+            kubelet: None,
+            agent: Mutex::new(None),
+            containerd: None,
+            control_plane: None,
+            network: None,
+            agent_kubeconfig: None,
+            cri_socket: None,
+            dir,
+            startup: vec![],
+        };
+        let t = Instant::now();
+        let containerd = Containerd::start(&crate::image_cache())?;
+        me.startup.push(("containerd".into(), t.elapsed()));
+        let tag = containerd
+            .dir()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let network = Network::create(&tag, &containerd.dir().join("cni"), me.dir.path())?;
+        let node_ip = network.node_ip();
+        me.containerd = Some(containerd);
+        me.network = Some(network);
+
+        let t = Instant::now();
+        let pki = Pki::generate(
+            &me.dir.path().join("pki"),
+            &[IpAddr::V4(node_ip), IpAddr::V4(FIRST_SERVICE_IP)],
+            NODE,
+        )?;
+        me.startup.push(("certificates".into(), t.elapsed()));
+        let cp = ControlPlane::start(&me.bins, me.dir.path(), &pki, node_ip)?;
+        me.startup
+            .extend(cp.startup.iter().map(|(n, d)| (n.to_string(), *d)));
+        let server = cp.server.clone();
+        let port: u16 = server
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("API server URL without port")?;
+        me.control_plane = Some(cp);
+
+        // Keelson as a user installs it: CRDs, RBAC, the controller.
+        let t = Instant::now();
+        let overlay = install::write_overlay(
+            me.dir.path(),
+            &node_ip.to_string(),
+            port,
+            &opts.feature_gates,
+        )?;
+        if opts.controller {
+            let binary = crate::controller::binary()?;
+            let tar = crate::images::build_program(
+                &crate::image_cache(),
+                &binary,
+                install::CONTROLLER_IMAGE,
+            )?;
+            crate::images::import(&me.containerd()?.socket(), &tar)?;
+            me.kubectl(&["apply", "-k", &overlay.display().to_string()])?;
+        } else {
+            // The CRDs and RBAC only (the agent needs its ServiceAccount).
+            let rendered = me.kubectl(&["kustomize", &overlay.display().to_string()])?;
+            let docs: Vec<&str> = rendered
+                .split("\n---\n")
+                .filter(|d| !d.contains("kind: Deployment"))
+                .collect();
+            me.apply_stdin(&docs.join("\n---\n"))?;
+        }
+        me.startup
+            .push(("install (kubectl apply -k)".into(), t.elapsed()));
+
+        let runtime_socket = if opts.agent {
+            let t = Instant::now();
+            let token = me
+                .kubectl(&[
+                    "create",
+                    "token",
+                    "keelson-agent",
+                    "-n",
+                    "keelson-system",
+                    "--duration=24h",
+                ])?
+                .trim()
+                .to_string();
+            let kubeconfig = me.dir.path().join("agent.kubeconfig");
+            write_kubeconfig(
+                &kubeconfig,
+                &server,
+                &pki.ca_cert,
+                Credential::Token(&token),
+            )?;
+            let agent = Agent::start(
+                &me.containerd()?.socket(),
+                &[
+                    "--node-name",
+                    NODE,
+                    "--kubeconfig",
+                    &kubeconfig.display().to_string(),
+                ],
+            )?;
+            me.agent_kubeconfig = Some(kubeconfig);
+            let socket = agent.socket();
+            *me.agent_guard() = Some(agent);
+            me.startup.push(("keelson-agent".into(), t.elapsed()));
+            socket
+        } else {
+            me.containerd()?.socket()
+        };
+
+        me.cri_socket = Some(runtime_socket.clone());
+        let t = Instant::now();
+        let env = me.containerd()?.pod_env();
+        let kubelet = Kubelet::start(
+            &me.bins,
+            me.dir.path(),
+            &pki,
+            &KubeletSpec {
+                node_name: NODE,
+                node_ip,
+                server: &server,
+                runtime_socket: &runtime_socket,
+                cgroup_root: &env.cgroup_root,
+                pod_logs: &env.log_root,
+            },
+        )?;
+        me.kubelet = Some(kubelet);
+        me.wait_node_ready(Duration::from_secs(120))?;
+        me.startup
+            .push(("kubelet (node Ready)".into(), t.elapsed()));
+
+        if opts.controller {
+            let t = Instant::now();
+            me.kubectl(&[
+                "-n",
+                "keelson-system",
+                "rollout",
+                "status",
+                "deployment/keelson-controller",
+                "--timeout=180s",
+            ])
+            .with_context(|| me.diagnostics())?;
+            me.startup
+                .push(("keelson-controller (rolled out)".into(), t.elapsed()));
+        }
+        me.startup.push(("cluster".into(), t_all.elapsed()));
+        Ok(me)
+    }
+
+    fn containerd(&self) -> crate::Result<&Containerd> {
+        self.containerd.as_ref().context("containerd stopped")
+    }
+
+    /// The harness's containerd.
+    pub fn runtime(&self) -> crate::Result<&Containerd> {
+        self.containerd()
+    }
+
+    /// The agent (`None` when kubelet talks to containerd directly); held
+    /// locked while the guard lives (to restart it, read its log).
+    pub fn agent_guard(&self) -> MutexGuard<'_, Option<Agent>> {
+        self.agent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The agent's log so far.
+    pub fn agent_log(&self) -> String {
+        self.agent_guard()
+            .as_ref()
+            .map(Agent::log_text)
+            .unwrap_or_default()
+    }
+
+    /// The agent's kubeconfig (its ServiceAccount token).
+    pub fn agent_kubeconfig(&self) -> Option<&Path> {
+        self.agent_kubeconfig.as_deref()
+    }
+
+    /// kubelet's log so far.
+    pub fn kubelet_log(&self) -> String {
+        self.kubelet
+            .as_ref()
+            .and_then(|k| std::fs::read_to_string(k.daemon.log()).ok())
+            .unwrap_or_default()
+    }
+
+    /// The CRI socket kubelet was pointed at (the agent's, or containerd's).
+    pub fn cri_socket(&self) -> Option<PathBuf> {
+        self.cri_socket.clone()
+    }
+
+    /// crictl against `socket`, failing with its stderr.
+    pub fn crictl(&self, socket: &Path, args: &[&str]) -> crate::Result<String> {
+        let bin = self
+            .bins
+            .crictl()
+            .context("crictl was not built (integration/scripts/kube-build)")?;
+        let endpoint = format!("unix://{}", socket.display());
+        crate::proc::run(
+            Command::new(bin)
+                .args([
+                    "--runtime-endpoint",
+                    &endpoint,
+                    "--image-endpoint",
+                    &endpoint,
+                ])
+                .args(["--timeout", "20s"])
+                .args(args),
+        )
+    }
+
+    /// The admin kubeconfig (system:masters).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+
+    /// The node address (API server, kubelet, pods' gateway).
+    pub fn node_ip(&self) -> Option<std::net::Ipv4Addr> {
+        self.network.as_ref().map(Network::node_ip)
+    }
+
+    /// The directory with every component's log.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// Runs kubectl as admin; fails with its stderr.
+    pub fn kubectl(&self, args: &[&str]) -> crate::Result<String> {
+        let out = Command::new(self.bins.kube("kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()
+            .context("running kubectl")?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs kubectl as admin and returns what it printed on stdout and
+    /// stderr, and whether it succeeded (for tests of refusals).
+    pub fn kubectl_result(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> crate::Result<(bool, String, String)> {
+        let mut child = Command::new(self.bins.kube("kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running kubectl")?;
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin.unwrap_or_default().as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// `kubectl apply -f -` of `manifest` (YAML or JSON).
+    pub fn apply_stdin(&self, manifest: &str) -> crate::Result<String> {
+        let (ok, out, err) = self.kubectl_result(&["apply", "-f", "-"], Some(manifest))?;
+        if !ok {
+            bail!("kubectl apply failed: {err}{out}");
+        }
+        Ok(out)
+    }
+
+    /// `kubectl get … -o json` parsed.
+    pub fn get_json(&self, args: &[&str]) -> crate::Result<Value> {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend(["-o", "json"]);
+        let text = self.kubectl(&all)?;
+        serde_json::from_str(&text).context("kubectl printed no JSON")
+    }
+
+    /// Waits until `check` returns `Some` (polling every 200 ms), failing
+    /// after `limit` with the cluster's diagnostics.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut check: impl FnMut(&Self) -> crate::Result<Option<T>>,
+    ) -> crate::Result<T> {
+        let deadline = Instant::now() + limit;
+        let mut last_err = None;
+        loop {
+            if let Some(cp) = self.control_plane.as_ref() {
+                cp.check_running()?;
+            }
+            if let Some(k) = self.kubelet.as_ref() {
+                k.daemon.check_running()?;
+            }
+            match check(self) {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) => last_err = Some(e),
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what}: not within {limit:?} (last error: {last_err:?})\n{}",
+                    self.diagnostics()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_node_ready(&self, limit: Duration) -> crate::Result<()> {
+        self.wait_for("node Ready", limit, |c| {
+            let node = c.get_json(&["node", NODE])?;
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            Ok(ready.then_some(()))
+        })
+    }
+
+    /// What to print when something did not happen: pods, events and the
+    /// tails of kubelet's, the agent's and the controller's logs.
+    pub fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        if let Ok(pods) = self.kubectl(&["get", "pods", "-A", "-o", "wide"]) {
+            out += &format!("pods:\n{pods}\n");
+        }
+        if let Ok(ev) = self.kubectl(&["get", "events", "-A", "--sort-by=.lastTimestamp"]) {
+            let lines: Vec<&str> = ev.lines().collect();
+            out += &format!(
+                "events:\n{}\n",
+                lines[lines.len().saturating_sub(25)..].join("\n")
+            );
+        }
+        if let Some(k) = &self.kubelet {
+            out += &format!("kubelet log tail:\n{}\n", k.daemon.log_tail(30));
+        }
+        if self.agent_guard().is_some() {
+            let text = self.agent_log();
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!(
+                "agent log tail:\n{}\n",
+                lines[lines.len().saturating_sub(20)..].join("\n")
+            );
+        }
+        out += &format!("logs of every component: {}\n", self.log_dir().display());
+        out
+    }
+
+    /// Stops everything: kubelet, the agent, the pods and containerd, the
+    /// control plane, the bridge; unmounts what kubelet mounted.
+    pub fn stop(&mut self) {
+        if let Some(k) = self.kubelet.take() {
+            k.daemon.stop(Duration::from_secs(10));
+        }
+        *self.agent_guard() = None;
+        if let Some(mut c) = self.containerd.take() {
+            c.teardown();
+        }
+        self.control_plane = None;
+        self.network = None;
+        unmount_below(self.dir.path());
+    }
+
+    /// Where the cluster's files are.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The test binary's cluster: started by the first test that asks (the
+/// others wait for it), shared by every test of the binary (each in its own
+/// namespace), stopped when the process exits. A cluster that failed to
+/// start fails every later caller at once with the same error.
+pub fn shared() -> crate::Result<Arc<Cluster>> {
+    static SHARED: Mutex<Option<Result<Arc<Cluster>, String>>> = Mutex::new(None);
+    extern "C" fn stop_at_exit() {
+        let cluster = SHARED.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(cluster);
+    }
+    let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_none() {
+        let started = Cluster::start().map(Arc::new).map_err(|e| format!("{e:#}"));
+        if started.is_ok() {
+            // SAFETY: registers a plain function with no arguments; it runs
+            // once, on exit, after the test harness has returned.
+            unsafe { libc::atexit(stop_at_exit) };
+            if let Ok(c) = &started {
+                eprintln!("test cluster up: {}", c.startup_summary());
+            }
+        }
+        *slot = Some(started);
+    }
+    match slot.as_ref() {
+        Some(Ok(c)) => Ok(c.clone()),
+        Some(Err(e)) => bail!("the test cluster did not start: {e}"),
+        None => bail!("the test cluster did not start"),
+    }
+}
+
+impl Cluster {
+    /// `part 1.2s, part 0.3s, …`.
+    pub fn startup_summary(&self) -> String {
+        self.startup
+            .iter()
+            .map(|(n, d)| format!("{n} {:.1}s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Creates namespace `name` (deleted again when the guard drops).
+    pub fn namespace(self: &Arc<Self>, name: &str) -> crate::Result<Namespace> {
+        self.kubectl(&["create", "namespace", name])?;
+        Ok(Namespace {
+            cluster: self.clone(),
+            name: name.to_string(),
+        })
+    }
+}
+
+/// A test's namespace; deleted (without waiting) when dropped.
+pub struct Namespace {
+    cluster: Arc<Cluster>,
+    pub name: String,
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = self
+            .cluster
+            .kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
