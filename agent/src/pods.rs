@@ -252,6 +252,7 @@ impl PodBook {
             inner.ever_started.insert(key);
         }
         let current = inner.states.get(id).copied();
+        tracing::debug!(container = %id, ?current, new = ?state, "container state");
         // A late "started" must not undo an exit already seen, and only a
         // created container can be starting.
         if matches!(current, Some(State::Exited(_)))

@@ -70,6 +70,9 @@ pub struct SpecContainer {
     pub name: String,
     /// `KRUISE_CONTAINER_PRIORITY` as written (a plain `value`).
     pub priority: Option<String>,
+    /// Whether a readiness or startup probe decides when it is ready
+    /// (without one, kubelet counts it ready once it runs).
+    pub probed: bool,
 }
 
 /// No readiness source: running means ready.
@@ -247,8 +250,11 @@ pub fn decide(
             }
             Some((_, State::Starting)) => waiting.push(name.clone()),
             Some((_, State::Running)) => {
+                // Not held: readiness reaches the pod status only after
+                // kubelet's sync of this pod returns, and a readiness change
+                // makes kubelet sync (and retry) at once.
                 if readiness.ready(view, name) == Some(false) {
-                    waiting.push(name.clone());
+                    return Decision::Refuse(format!("{what}, which is running but not ready yet"));
                 }
             }
         }
@@ -636,9 +642,63 @@ mod tests {
         let mut v2 = v.clone();
         v2.ever_started.retain(|n| n != "main");
         let p = priorities(&v2).unwrap();
-        assert_eq!(
-            decide(&v2, &main, &p, &NotReady),
-            Decision::Wait(vec!["sidecar".into()])
+        match decide(&v2, &main, &p, &NotReady) {
+            Decision::Refuse(msg) => assert!(
+                msg.contains("\"sidecar\"") && msg.ends_with("running but not ready yet"),
+                "{msg}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn with_the_spec_a_sibling_kubelet_has_not_created_counts() {
+        // Kubelet created the lower one first (spec order); the higher one,
+        // listed after it, exists only in the spec.
+        let v = view(&[], &[("low", Some("1"), State::Created)]);
+        let mut v2 = v.clone();
+        v2.ever_started.clear();
+        assert_eq!(priorities(&v2), None, "alone, nothing to order");
+        let spec = [
+            SpecContainer {
+                name: "low".into(),
+                priority: Some("1".into()),
+                probed: false,
+            },
+            SpecContainer {
+                name: "high".into(),
+                priority: Some("10".into()),
+                probed: false,
+            },
+        ];
+        let p = priorities_with(&v2, Some(&spec)).unwrap();
+        assert_eq!(p.by_name["high"], 10);
+        let low = v2.latest("low").unwrap().0.clone();
+        match decide(&v2, &low, &p, &RunningIsReady) {
+            Decision::Refuse(msg) => assert!(msg.contains("not created yet"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        // Ordered goes by the spec's order, not by what was created.
+        let ordered = view(
+            &[(
+                kruise::ANNOTATION_LAUNCH_PRIORITY,
+                kruise::LAUNCH_PRIORITY_ORDERED,
+            )],
+            &[("second", None, State::Created)],
         );
+        let spec = [
+            SpecContainer {
+                name: "first".into(),
+                priority: None,
+                probed: false,
+            },
+            SpecContainer {
+                name: "second".into(),
+                priority: None,
+                probed: false,
+            },
+        ];
+        let p = priorities_with(&ordered, Some(&spec)).unwrap();
+        assert_eq!((p.by_name["first"], p.by_name["second"]), (0, -1));
     }
 }

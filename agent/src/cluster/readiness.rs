@@ -39,6 +39,7 @@ fn spec_containers(pod: &Pod) -> Vec<SpecContainer> {
                 .flatten()
                 .find(|e| e.name == crate::kruise::ENV_CONTAINER_PRIORITY)
                 .and_then(|e| e.value.clone()),
+            probed: c.readiness_probe.is_some() || c.startup_probe.is_some(),
         })
         .collect()
 }
@@ -100,12 +101,28 @@ impl PodReadiness {
 
 impl Readiness for PodReadiness {
     fn ready(&self, pod: &PodView, name: &str) -> Option<bool> {
-        self.ready
+        let probed = self
+            .specs
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&pod.sandbox.uid)?
-            .get(name)
-            .map(|(ready, _)| *ready)
+            .get(&pod.sandbox.uid)
+            .and_then(|spec| spec.iter().find(|c| c.name == name).map(|c| c.probed));
+        // Without a probe kubelet reports a running container ready: the
+        // status (written only after kubelet's sync) is not waited for.
+        if probed == Some(false) {
+            return None;
+        }
+        let status = self
+            .ready
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pod.sandbox.uid)
+            .and_then(|s| s.get(name))
+            .map(|(ready, _)| *ready);
+        match (probed, status) {
+            (Some(true), None) => Some(false),
+            (_, status) => status,
+        }
     }
 
     fn instance_ready(&self, uid: &str, name: &str, container_id: &str) -> Option<bool> {
@@ -180,5 +197,67 @@ status:
         );
         r.remove(&pod);
         assert_eq!(r.ready(&view("uid-1"), "app"), None);
+    }
+
+    #[test]
+    fn the_spec_tells_siblings_and_which_readiness_needs_the_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = PodReadiness::new(PodBook::open(&store).unwrap());
+        let pod: Pod = serde_saphyr::from_str(
+            r#"
+metadata: {name: web-0, namespace: team, uid: uid-1}
+spec:
+  initContainers:
+  - {name: init, image: i, env: [{name: KRUISE_CONTAINER_PRIORITY, value: "99"}]}
+  containers:
+  - {name: low, image: i, env: [{name: KRUISE_CONTAINER_PRIORITY, value: "1"}]}
+  - name: high
+    image: i
+    env: [{name: KRUISE_CONTAINER_PRIORITY, value: "10"}]
+    readinessProbe: {exec: {command: ["true"]}}
+status:
+  containerStatuses:
+  - {name: low, ready: false, restartCount: 0, image: i, imageID: x}
+"#,
+        )
+        .unwrap();
+        assert!(r.knows_specs());
+        assert_eq!(r.spec_containers("uid-1"), None);
+        r.update(&pod);
+        let spec = r.spec_containers("uid-1").unwrap();
+        assert_eq!(
+            spec,
+            vec![
+                SpecContainer {
+                    name: "low".into(),
+                    priority: Some("1".into()),
+                    probed: false
+                },
+                SpecContainer {
+                    name: "high".into(),
+                    priority: Some("10".into()),
+                    probed: true
+                },
+            ],
+            "regular containers only, in spec order"
+        );
+        let view = PodView {
+            sandbox: Sandbox {
+                id: "sb".into(),
+                uid: "uid-1".into(),
+                name: "web-0".into(),
+                namespace: "team".into(),
+                annotations: HashMap::new(),
+            },
+            containers: vec![],
+            ever_started: vec![],
+        };
+        assert_eq!(r.ready(&view, "low"), None, "no probe: running is ready");
+        assert_eq!(
+            r.ready(&view, "high"),
+            Some(false),
+            "probed and not in the status yet"
+        );
     }
 }

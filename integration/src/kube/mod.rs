@@ -184,6 +184,7 @@ impl Cluster {
                 &pki.ca_cert,
                 Credential::Token(&token),
             )?;
+            let level = std::env::var("KEELSON_AGENT_LOG_LEVEL").unwrap_or_else(|_| "info".into());
             let agent = Agent::start(
                 &me.containerd()?.socket(),
                 &[
@@ -191,6 +192,8 @@ impl Cluster {
                     NODE,
                     "--kubeconfig",
                     &kubeconfig.display().to_string(),
+                    "--log-level",
+                    &level,
                 ],
             )?;
             me.agent_kubeconfig = Some(kubeconfig);
@@ -457,6 +460,7 @@ impl Cluster {
     /// Stops everything: kubelet, the agent, the pods and containerd, the
     /// control plane, the bridge; unmounts what kubelet mounted.
     pub fn stop(&mut self) {
+        self.keep_logs();
         if let Some(k) = self.kubelet.take() {
             k.daemon.stop(Duration::from_secs(10));
         }
@@ -467,6 +471,24 @@ impl Cluster {
         self.control_plane = None;
         self.network = None;
         unmount_below(self.dir.path());
+    }
+
+    /// With `KEELSON_KEEP_LOGS=<dir>`, copies every component's log (and
+    /// the agent's) there before the cluster goes, for a look afterwards.
+    fn keep_logs(&self) {
+        let Some(to) = std::env::var_os("KEELSON_KEEP_LOGS").map(PathBuf::from) else {
+            return;
+        };
+        let _ = std::fs::create_dir_all(&to);
+        if let Ok(entries) = std::fs::read_dir(self.log_dir()) {
+            for e in entries.flatten() {
+                let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+            }
+        }
+        let _ = std::fs::write(to.join("keelson-agent.log"), self.agent_log());
+        if let Some(c) = &self.containerd {
+            let _ = std::fs::copy(c.log(), to.join("containerd.log"));
+        }
     }
 
     /// Where the cluster's files are.
