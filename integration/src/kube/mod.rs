@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::agent::Agent;
+use crate::activated::ActivatedAgent as Agent;
 use crate::containerd::{Containerd, unmount_below};
 use bins::Bins;
 use control_plane::ControlPlane;
@@ -253,7 +253,8 @@ impl Cluster {
         self.containerd()
     }
 
-    /// The agent (`None` when kubelet talks to containerd directly); held
+    /// The agent, under socket activation as systemd runs it (`None` when
+    /// kubelet talks to containerd directly); held
     /// locked while the guard lives (to restart it, read its log).
     pub fn agent_guard(&self) -> MutexGuard<'_, Option<Agent>> {
         self.agent.lock().unwrap_or_else(|e| e.into_inner())

@@ -1,0 +1,224 @@
+//! keelson-agent as the real kubelet's runtime on the real single-node
+//! cluster: crictl gets the same answers through it as from containerd, and
+//! restarting the agent (SIGTERM, then SIGKILL) under socket activation
+//! while kubelet runs pods restarts no pod and fails none of kubelet's CRI
+//! calls on the graceful restarts (kubelet's own error counters).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keelson_integration::images::BUSYBOX;
+use keelson_integration::kube::{self, Cluster};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+fn cluster() -> Arc<Cluster> {
+    kube::shared().expect("test cluster")
+}
+
+fn ready_pod(c: &Cluster, ns: &str, name: &str) -> Value {
+    c.wait_for(
+        &format!("pod {ns}/{name} Ready"),
+        Duration::from_secs(90),
+        |c| {
+            let pod = c.get_json(&["-n", ns, "pod", name])?;
+            let ready = pod["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|x| x["type"] == "Ready" && x["status"] == "True");
+            Ok(ready.then_some(pod))
+        },
+    )
+    .unwrap()
+}
+
+fn steady_pod(c: &Cluster, ns: &str, name: &str) -> Value {
+    c.apply_stdin(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo line one; echo line two; exec sleep 3600"]
+"#
+    ))
+    .unwrap();
+    ready_pod(c, ns, name)
+}
+
+/// kubelet's `kubelet_runtime_operations_errors_total`, per operation.
+fn kubelet_cri_errors(c: &Cluster) -> BTreeMap<String, f64> {
+    let text = c
+        .kubectl(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{}/proxy/metrics", kube::NODE),
+        ])
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("kubelet_runtime_operations_errors_total{"))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once(' ')?;
+            Some((labels.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Every Ready pod's uid and its containers' ids and restart counts
+/// (pods other tests are still starting are left out).
+fn pod_fingerprint(c: &Cluster) -> BTreeMap<String, String> {
+    let pods = c.get_json(&["pods", "-A"]).unwrap();
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|x| x["type"] == "Ready" && x["status"] == "True")
+        })
+        .map(|p| {
+            let name = format!(
+                "{}/{}",
+                p["metadata"]["namespace"].as_str().unwrap_or_default(),
+                p["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            let containers: Vec<String> = p["status"]["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| format!("{}={}#{}", s["name"], s["containerID"], s["restartCount"]))
+                .collect();
+            (
+                name,
+                format!("{} {}", p["metadata"]["uid"], containers.join(",")),
+            )
+        })
+        .collect()
+}
+
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect()
+}
+
+#[test]
+fn crictl_answers_the_same_through_the_agent() {
+    let c = cluster();
+    let ns = c.namespace("crictl").unwrap();
+    let pod = steady_pod(&c, &ns.name, "seen");
+    let id = pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .split_once("://")
+        .unwrap()
+        .1
+        .to_string();
+    let agent = c.agent_guard().as_ref().unwrap().socket();
+    let direct = c.runtime().unwrap().socket();
+    let both = |args: &[&str]| {
+        (
+            c.crictl(&agent, args).unwrap(),
+            c.crictl(&direct, args).unwrap(),
+        )
+    };
+    for args in [
+        vec!["version"],
+        vec!["info"],
+        vec!["pods", "-o", "json"],
+        vec!["ps", "-a", "-o", "json"],
+        vec!["images", "-o", "json"],
+        vec!["inspect", &id],
+        vec!["inspectp", pod_sandbox(&c, &direct, &id).as_str()],
+        vec!["logs", &id],
+        vec!["exec", &id, "echo", "through", "exec"],
+    ] {
+        let (via, straight) = both(&args);
+        assert_eq!(
+            via,
+            straight,
+            "crictl {} differs through the agent",
+            args.join(" ")
+        );
+        assert!(
+            !via.trim().is_empty(),
+            "crictl {} printed nothing",
+            args.join(" ")
+        );
+    }
+    let logs = c.crictl(&agent, &["logs", &id]).unwrap();
+    assert_eq!(logs, "line one\nline two\n");
+}
+
+/// The sandbox of container `id`.
+fn pod_sandbox(c: &Cluster, socket: &std::path::Path, id: &str) -> String {
+    let v: Value = serde_json::from_str(&c.crictl(socket, &["inspect", id]).unwrap()).unwrap();
+    v["info"]["sandboxID"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn restarting_the_agent_restarts_no_pod_and_fails_no_kubelet_call() {
+    let c = cluster();
+    let ns = c.namespace("agent-restarts").unwrap();
+    steady_pod(&c, &ns.name, "steady");
+    let pods_before = pod_fingerprint(&c);
+    let errors_before = kubelet_cri_errors(&c);
+
+    for _ in 0..3 {
+        let pid = c
+            .agent_guard()
+            .as_ref()
+            .unwrap()
+            .restart(Signal::SIGTERM)
+            .unwrap();
+        eprintln!("agent restarted after SIGTERM: pid {pid}");
+        // kubelet keeps calling (PLEG relists every second, status syncs).
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let after_term = kubelet_cri_errors(&c);
+    let failed_on_term = delta(&errors_before, &after_term);
+
+    let pid = c
+        .agent_guard()
+        .as_ref()
+        .unwrap()
+        .restart(Signal::SIGKILL)
+        .unwrap();
+    eprintln!("agent restarted after SIGKILL: pid {pid}");
+    std::thread::sleep(Duration::from_secs(5));
+    let failed_on_kill = delta(&after_term, &kubelet_cri_errors(&c));
+    eprintln!("kubelet CRI errors: SIGTERM x3 {failed_on_term:?}; SIGKILL {failed_on_kill:?}");
+
+    // The node still serves everything through the new agent.
+    let out = c
+        .kubectl(&["-n", &ns.name, "exec", "steady", "--", "echo", "still here"])
+        .unwrap();
+    assert_eq!(out.trim(), "still here");
+    let pods_after = pod_fingerprint(&c);
+    let changed: Vec<_> = pods_before
+        .iter()
+        .filter(|(k, v)| pods_after.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: {v} -> {:?}", pods_after.get(k)))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "pods restarted or recreated: {changed:#?}"
+    );
+    assert!(
+        failed_on_term.is_empty(),
+        "kubelet CRI calls failed across SIGTERM restarts: {failed_on_term:?}"
+    );
+}
