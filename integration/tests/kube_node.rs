@@ -335,6 +335,64 @@ spec:
         })
         .unwrap();
     assert_eq!(job["status"]["desired"], 1, "{}", job["status"]);
+    // The node's entry named the copy in kruise-daemon-config (the only
+    // Secrets the agent's ServiceAccount may read), not the source.
+    let node_image = c.get_json(&["nodeimage", kube::NODE]).unwrap();
+    let repo = image.rsplit_once(':').unwrap().0;
+    let entry = &node_image["spec"]["images"][repo];
+    let secret_ref = &entry["pullSecrets"][0];
+    assert_eq!(secret_ref["namespace"], "kruise-daemon-config", "{entry}");
+    let copy = secret_ref["name"].as_str().unwrap().to_string();
+    assert!(copy.starts_with("team-registry-"), "{entry}");
+    let tag = &node_image["status"]["imageStatuses"][repo]["tags"][0];
+    assert_eq!(tag["phase"], "Succeeded", "{node_image}");
+    // Finished: the copy is released and the job let go of.
+    c.wait_for("the secret copy released", Duration::from_secs(60), |c| {
+        let gone = c
+            .get_json(&["-n", "kruise-daemon-config", "secret", &copy])
+            .is_err();
+        let job = c.get_json(&["-n", &ns.name, "imagepulljob", "prefetch"])?;
+        let unheld = job["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty());
+        Ok((gone && unheld).then_some(()))
+    })
+    .unwrap();
+    // The reconciles are counted on the leader's /metrics (read through
+    // the API server's pod proxy).
+    let pods = c
+        .get_json(&[
+            "-n",
+            "keelson-system",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=keelson-controller",
+        ])
+        .unwrap();
+    let metrics: Vec<String> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let name = p["metadata"]["name"].as_str().unwrap();
+            c.kubectl(&[
+                "get",
+                "--raw",
+                &format!("/api/v1/namespaces/keelson-system/pods/{name}:8080/proxy/metrics"),
+            ])
+            .unwrap()
+        })
+        .collect();
+    let leader = metrics
+        .iter()
+        .find(|m| m.contains("keelson_controller_leader 1"))
+        .expect("one replica leads");
+    assert!(
+        leader.contains(
+            "keelson_controller_reconciles_total{controller=\"imagepulljob\",result=\"ok\"}"
+        ),
+        "{leader}"
+    );
     let socket = c.runtime().unwrap().socket();
     let images = c.crictl(&socket, &["images", "-o", "json"]).unwrap();
     assert!(

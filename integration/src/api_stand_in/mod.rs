@@ -1,5 +1,7 @@
-//! A stand-in for the Kubernetes API server, for Keelson's cluster side end
-//! to end (no kube-apiserver can be installed on this machine). It keeps
+//! A stand-in for the Kubernetes API server, kept only for a fault the
+//! real one (`crate::kube`, where every other cluster-side test runs) is
+//! slow to stage: a server at a fixed address that is absent when the
+//! agent starts and vanishes mid-watch (`tests/cluster_reconnect.rs`). It keeps
 //! JSON objects of any resource in memory, keyed by plural, namespace and
 //! name, and answers what the agent and the controller use: GET, LIST
 //! with label/field selectors, WATCH (changes after the given
@@ -7,10 +9,7 @@
 //! PUT and JSON merge PATCH (of the object or its `/status`; a
 //! resourceVersion in the body must match, else 409), DELETE (objects with
 //! finalizers get a deletionTimestamp and go when the last finalizer does;
-//! a uid precondition is honoured). Creates and updates go through the
-//! mutating webhooks of the stored MutatingWebhookConfigurations
-//! ([`admission`]; Services are routed to loopback addresses with
-//! [`ApiStandIn::route_service`]). Every request is recorded.
+//! a uid precondition is honoured). Every request is recorded.
 //!
 //! It is not an API server: no schemas, validation, defaulting, admission
 //! or authorisation, strategic merge patches are applied as JSON merge
@@ -18,7 +17,6 @@
 //! (writes to the object keep the stored status). Listens on 127.0.0.1;
 //! dropping it stops it and closes every connection.
 
-pub mod admission;
 pub mod paths;
 
 use std::collections::BTreeMap;
@@ -113,7 +111,6 @@ pub struct ApiStandIn {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     changes: broadcast::Sender<Event>,
-    routes: Arc<Mutex<admission::Routes>>,
     accept: JoinHandle<()>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -191,11 +188,9 @@ impl ApiStandIn {
         let state = Arc::new(Mutex::new(State::default()));
         let (changes, _) = broadcast::channel(4096);
         let connections = Arc::new(Mutex::new(Vec::new()));
-        let routes: Arc<Mutex<admission::Routes>> = Arc::default();
         let shared = Shared {
             state: state.clone(),
             changes: changes.clone(),
-            routes: routes.clone(),
         };
         let held = connections.clone();
         let accept = tokio::spawn(async move {
@@ -217,7 +212,6 @@ impl ApiStandIn {
             addr,
             state,
             changes,
-            routes,
             accept,
             connections,
         }
@@ -256,14 +250,6 @@ impl ApiStandIn {
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-
-    /// Calls to Service `namespace/name` (webhooks) go to `addr`.
-    pub fn route_service(&self, namespace: &str, name: &str, addr: SocketAddr) {
-        self.routes
-            .lock()
-            .unwrap()
-            .insert((namespace.to_string(), name.to_string()), addr);
     }
 
     /// A kubeconfig pointing at the stand-in, written to `path`.
@@ -329,47 +315,6 @@ impl Drop for ApiStandIn {
 struct Shared {
     state: Arc<Mutex<State>>,
     changes: broadcast::Sender<Event>,
-    routes: Arc<Mutex<admission::Routes>>,
-}
-
-/// Runs the mutating, then the validating webhooks over `object` (no lock
-/// is held meanwhile).
-async fn admit(
-    shared: &Shared,
-    t: &Target,
-    operation: &str,
-    object: Value,
-    old: Option<Value>,
-) -> Result<Value, hyper::Response<Body>> {
-    let configs = |kind: &str| -> Vec<Value> {
-        shared
-            .state
-            .lock()
-            .unwrap()
-            .objects
-            .iter()
-            .filter(|(k, _)| k.0 == kind)
-            .map(|(_, v)| v.clone())
-            .collect()
-    };
-    let (mutating, validating) = (
-        configs("mutatingwebhookconfigurations"),
-        configs("validatingwebhookconfigurations"),
-    );
-    let routes = shared.routes.lock().unwrap().clone();
-    let admitted =
-        match admission::mutate(&mutating, &routes, t, operation, object, old.clone()).await {
-            Ok(o) => admission::validate(&validating, &routes, t, operation, o, old).await,
-            Err(e) => Err(e),
-        };
-    admitted.map_err(|(code, msg)| {
-        let reason = match code {
-            400 => "BadRequest",
-            403 => "Forbidden",
-            _ => "InternalError",
-        };
-        status(code, reason, &msg)
-    })
 }
 
 async fn answer(req: hyper::Request<Incoming>, shared: Shared) -> hyper::Response<Body> {
@@ -467,10 +412,6 @@ async fn answer(req: hyper::Request<Incoming>, shared: Shared) -> hyper::Respons
             }
             obj["metadata"]["uid"] = Value::String(format!("uid-{name}-{}", suffix()));
             obj["metadata"]["creationTimestamp"] = Value::String(now());
-            let obj = match admit(&shared, &t, "CREATE", obj, None).await {
-                Ok(o) => o,
-                Err(refused) => return refused,
-            };
             let mut st = state.lock().unwrap();
             if st.objects.contains_key(&key) {
                 return status(409, "AlreadyExists", "created meanwhile");
@@ -540,10 +481,6 @@ async fn answer(req: hyper::Request<Incoming>, shared: Shared) -> hyper::Respons
                 } else {
                     json_patch::merge(&mut next, &given);
                 }
-                next = match admit(&shared, &t, "UPDATE", next, Some(current.clone())).await {
-                    Ok(o) => o,
-                    Err(refused) => return refused,
-                };
             }
             let mut st = state.lock().unwrap();
             // Changed while the webhooks ran: a conflict.
