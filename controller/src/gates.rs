@@ -60,17 +60,36 @@ pub struct FeatureGates(BTreeMap<&'static str, bool>);
 
 impl FeatureGates {
     /// Parses `A=true,B=false` over the defaults, then applies the
-    /// implications.
+    /// implications. `AllAlpha=` / `AllBeta=` set every alpha / beta gate
+    /// not named explicitly, as kube's feature gates do (in OpenKruise every
+    /// gate off by default is alpha and every gate on by default is beta:
+    /// `pkg/features/kruise_features.go`).
     pub fn parse(spec: &str) -> Result<Self, GateError> {
         let mut gates: BTreeMap<&'static str, bool> = GATES.iter().copied().collect();
+        let mut explicit: Vec<&'static str> = vec![];
+        let mut all: Vec<(bool, bool)> = vec![];
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let Some((name, value)) = item.split_once('=') else {
                 return Err(GateError::Missing(item.to_string()));
             };
             let (name, value) = (name.trim(), value.trim());
+            let on = |value: &str| match value.to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(GateError::Value {
+                    name: name.into(),
+                    value: value.into(),
+                }),
+            };
+            if name == "AllAlpha" || name == "AllBeta" {
+                // (default of the gates it sets, value)
+                all.push((name == "AllBeta", on(value)?));
+                continue;
+            }
             let Some((key, _)) = GATES.iter().find(|(g, _)| *g == name) else {
                 return Err(GateError::Unknown(name.to_string()));
             };
+            explicit.push(key);
             let on = match value.to_ascii_lowercase().as_str() {
                 "true" => true,
                 "false" => false,
@@ -82,6 +101,13 @@ impl FeatureGates {
                 }
             };
             gates.insert(key, on);
+        }
+        for (default, value) in all {
+            for (name, d) in GATES {
+                if *d == default && !explicit.contains(name) {
+                    gates.insert(name, value);
+                }
+            }
         }
         let off = |gates: &mut BTreeMap<&'static str, bool>, names: &[&'static str]| {
             for n in names {
@@ -145,6 +171,32 @@ impl FeatureGates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_alpha_and_all_beta_set_every_gate_not_named() {
+        // OpenKruise's own end-to-end setting.
+        let g = FeatureGates::parse("AllAlpha=true,AllBeta=true,TemplateNoDefaults=false").unwrap();
+        for gate in [
+            "StatefulSetStartOrdinal",
+            "ResourceDistributionGate",
+            "ImagePullJobGate",
+            "SidecarTerminator",
+            "ResourcesDeletionProtection",
+            "KruiseDaemon",
+        ] {
+            assert!(g.enabled(gate), "{gate}");
+        }
+        assert!(!g.enabled("TemplateNoDefaults"), "named explicitly: wins");
+        // Explicit names win whatever their position.
+        let g = FeatureGates::parse("SidecarTerminator=false,AllAlpha=true").unwrap();
+        assert!(!g.enabled("SidecarTerminator") && g.enabled("ImagePullJobGate"));
+        let g = FeatureGates::parse("AllBeta=false").unwrap();
+        assert!(!g.enabled("KruiseDaemon") && !g.enabled("ImagePullJobGate"));
+        assert!(matches!(
+            FeatureGates::parse("AllAlpha=yes"),
+            Err(GateError::Value { .. })
+        ));
+    }
 
     #[test]
     fn defaults_overrides_and_implications() {
