@@ -17,23 +17,6 @@ fn cluster() -> Arc<Cluster> {
     kube::shared().expect("test cluster")
 }
 
-fn ready_pod(c: &Cluster, ns: &str, name: &str) -> Value {
-    c.wait_for(
-        &format!("pod {ns}/{name} Ready"),
-        Duration::from_secs(90),
-        |c| {
-            let pod = c.get_json(&["-n", ns, "pod", name])?;
-            let ready = pod["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|x| x["type"] == "Ready" && x["status"] == "True");
-            Ok(ready.then_some(pod))
-        },
-    )
-    .unwrap()
-}
-
 fn steady_pod(c: &Cluster, ns: &str, name: &str) -> Value {
     c.apply_stdin(&format!(
         r#"
@@ -51,7 +34,7 @@ spec:
 "#
     ))
     .unwrap();
-    ready_pod(c, ns, name)
+    c.wait_pod_ready(ns, name, Duration::from_secs(90)).unwrap()
 }
 
 /// kubelet's `kubelet_runtime_operations_errors_total`, per operation.
@@ -80,13 +63,7 @@ fn pod_fingerprint(c: &Cluster) -> BTreeMap<String, String> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| {
-            p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|x| x["type"] == "Ready" && x["status"] == "True")
-        })
+        .filter(|p| kube::condition(p, "Ready"))
         .map(|p| {
             let name = format!(
                 "{}/{}",

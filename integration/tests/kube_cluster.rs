@@ -63,16 +63,8 @@ spec:
         image = keelson_integration::images::BUSYBOX,
     ))
     .unwrap();
-    c.wait_for("pod hello Ready", Duration::from_secs(90), |c| {
-        let pod = c.get_json(&["-n", &ns.name, "pod", "hello"])?;
-        Ok(pod["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|x| x["type"] == "Ready" && x["status"] == "True")
-            .then_some(()))
-    })
-    .unwrap();
+    c.wait_pod_ready(&ns.name, "hello", Duration::from_secs(90))
+        .unwrap();
     let logs = c.kubectl(&["-n", &ns.name, "logs", "hello"]).unwrap();
     assert_eq!(logs.trim(), "hello from the real kubelet");
     let uname = c
@@ -145,11 +137,8 @@ spec:
         image = keelson_integration::images::BUSYBOX,
     ))
     .unwrap();
-    c.wait_for("pod pod-name running", Duration::from_secs(90), |c| {
-        let pod = c.get_json(&["-n", &ns.name, "pod", "pod-name"])?;
-        Ok((pod["status"]["phase"] == "Running").then_some(()))
-    })
-    .unwrap();
+    c.wait_pod_running(&ns.name, "pod-name", Duration::from_secs(90))
+        .unwrap();
     let mut problems = vec![];
     for entry in std::fs::read_dir(&examples).unwrap() {
         let path = entry.unwrap().path();

@@ -36,20 +36,8 @@ fn apply(c: &Cluster, ns: &str, manifest: &Value) -> Result<Value, String> {
 }
 
 fn ready_pod(c: &Cluster, ns: &str, name: &str) -> Value {
-    c.wait_for(
-        &format!("pod {ns}/{name} running"),
-        Duration::from_secs(90),
-        |c| {
-            let pod = c.get_json(&["-n", ns, "pod", name])?;
-            let running = pod["status"]["containerStatuses"]
-                .as_array()
-                .is_some_and(|s| {
-                    !s.is_empty() && s.iter().all(|s| s["state"].get("running").is_some())
-                });
-            Ok(running.then_some(pod))
-        },
-    )
-    .unwrap()
+    c.wait_pod_running(ns, name, Duration::from_secs(90))
+        .unwrap()
 }
 
 #[test]
@@ -238,16 +226,8 @@ spec:
             .cloned()
             .unwrap_or(Value::Null))
     };
-    c.wait_for("pod Ready with its gate", Duration::from_secs(60), |c| {
-        let pod = c.get_json(&["-n", &ns.name, "pod", "web"])?;
-        let ready = pod["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|x| x["type"] == "Ready" && x["status"] == "True");
-        Ok(ready.then_some(()))
-    })
-    .unwrap();
+    c.wait_pod_ready(&ns.name, "web", Duration::from_secs(60))
+        .unwrap();
     apply(
         &c,
         &ns.name,

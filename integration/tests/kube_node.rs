@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keelson_integration::images::BUSYBOX;
-use keelson_integration::kube::{self, Cluster};
+use keelson_integration::kube::{self, Cluster, condition};
 use keelson_integration::registry::{Credentials, Registry};
 use serde_json::Value;
 
@@ -18,21 +18,8 @@ fn cluster() -> Arc<Cluster> {
     kube::shared().expect("test cluster")
 }
 
-fn condition(obj: &Value, kind: &str) -> bool {
-    obj["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == kind && c["status"] == "True")
-}
-
-/// Waits until pod `name` is Ready and returns it.
 fn ready_pod(c: &Cluster, ns: &str, name: &str, limit: Duration) -> Value {
-    c.wait_for(&format!("pod {ns}/{name} Ready"), limit, |c| {
-        let pod = c.get_json(&["-n", ns, "pod", name])?;
-        Ok(condition(&pod, "Ready").then_some(pod))
-    })
-    .unwrap()
+    c.wait_pod_ready(ns, name, limit).unwrap()
 }
 
 /// The runtime ids of a pod's containers, by name.

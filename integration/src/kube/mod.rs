@@ -420,12 +420,29 @@ impl Cluster {
     fn wait_node_ready(&self, limit: Duration) -> crate::Result<()> {
         self.wait_for("node Ready", limit, |c| {
             let node = c.get_json(&["node", NODE])?;
-            let ready = node["status"]["conditions"]
+            Ok(condition(&node, "Ready").then_some(()))
+        })
+    }
+
+    /// Waits until pod `ns/name` is Ready; returns it.
+    pub fn wait_pod_ready(&self, ns: &str, name: &str, limit: Duration) -> crate::Result<Value> {
+        self.wait_for(&format!("pod {ns}/{name} Ready"), limit, |c| {
+            let pod = c.get_json(&["-n", ns, "pod", name])?;
+            Ok(condition(&pod, "Ready").then_some(pod))
+        })
+    }
+
+    /// Waits until every container of pod `ns/name` runs (Ready or not);
+    /// returns it.
+    pub fn wait_pod_running(&self, ns: &str, name: &str, limit: Duration) -> crate::Result<Value> {
+        self.wait_for(&format!("pod {ns}/{name} running"), limit, |c| {
+            let pod = c.get_json(&["-n", ns, "pod", name])?;
+            let running = pod["status"]["containerStatuses"]
                 .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            Ok(ready.then_some(()))
+                .is_some_and(|s| {
+                    !s.is_empty() && s.iter().all(|s| s["state"].get("running").is_some())
+                });
+            Ok(running.then_some(pod))
         })
     }
 
@@ -502,6 +519,15 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether `obj`'s status has condition `kind` with status True.
+pub fn condition(obj: &Value, kind: &str) -> bool {
+    obj["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == kind && c["status"] == "True")
 }
 
 /// The test binary's cluster: started by the first test that asks (the
