@@ -9,7 +9,6 @@
 
 pub mod activated;
 pub mod agent;
-pub mod api_stand_in;
 pub mod client;
 pub mod cni;
 pub mod containerd;

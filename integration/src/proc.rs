@@ -90,6 +90,8 @@ pub struct Daemon {
     name: String,
     child: std::sync::Mutex<Option<Child>>,
     log: PathBuf,
+    /// Program and arguments, to start it again.
+    argv: (std::ffi::OsString, Vec<std::ffi::OsString>),
 }
 
 impl Daemon {
@@ -114,7 +116,23 @@ impl Daemon {
             name: name.to_string(),
             child: std::sync::Mutex::new(Some(child)),
             log: log.to_path_buf(),
+            argv: (
+                cmd.get_program().to_owned(),
+                cmd.get_args().map(ToOwned::to_owned).collect(),
+            ),
         })
+    }
+
+    /// Starts the same command again (after [`Daemon::stop`]), appending
+    /// to the same log.
+    pub fn start_again(&self) -> crate::Result<()> {
+        let mut slot = self.child();
+        anyhow::ensure!(slot.is_none(), "{} still runs", self.name);
+        let mut cmd = Command::new(&self.argv.0);
+        cmd.args(&self.argv.1);
+        let again = Self::spawn(&self.name, &mut cmd, &self.log)?;
+        *slot = again.child().take();
+        Ok(())
     }
 
     fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {

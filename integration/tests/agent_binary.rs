@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use keelson_integration::agent::{Agent, binary};
-use keelson_integration::api_stand_in::write_kubeconfig;
 use keelson_integration::proc::wait_until;
 
 fn mode(p: &std::path::Path) -> u32 {
@@ -156,6 +155,16 @@ fn start_up_errors_say_what_is_wrong() {
         let err = run(&["--runtime-endpoint", &missing.display().to_string()]);
         assert!(err.contains("does not exist"), "{err}");
     }
+}
+
+/// A kubeconfig for a plain-HTTP API server at `addr`.
+fn write_kubeconfig(path: &std::path::Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://{addr}'}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        ),
+    )
 }
 
 #[test]

@@ -446,6 +446,36 @@ impl Cluster {
         })
     }
 
+    /// Stops kube-apiserver (SIGTERM); everything else keeps running.
+    pub fn stop_apiserver(&self) -> crate::Result<()> {
+        let cp = self
+            .control_plane
+            .as_ref()
+            .context("control plane stopped")?;
+        cp.apiserver.stop(Duration::from_secs(20));
+        Ok(())
+    }
+
+    /// Starts kube-apiserver again at the same address and waits until it
+    /// is ready.
+    pub fn start_apiserver(&self) -> crate::Result<()> {
+        let cp = self
+            .control_plane
+            .as_ref()
+            .context("control plane stopped")?;
+        cp.apiserver.start_again()?;
+        self.wait_for(
+            "kube-apiserver ready again",
+            Duration::from_secs(120),
+            |c| {
+                Ok(c.kubectl(&["get", "--raw", "/readyz"])
+                    .ok()
+                    .filter(|o| o.trim() == "ok")
+                    .map(|_| ()))
+            },
+        )
+    }
+
     /// What to print when something did not happen: pods, events and the
     /// tails of kubelet's, the agent's and the controller's logs.
     pub fn diagnostics(&self) -> String {
