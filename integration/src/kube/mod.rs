@@ -7,19 +7,18 @@
 //!
 //! One cluster per test binary ([`shared`]); everything it started is
 //! stopped when the process exits or the guard drops (processes, pods,
-//! mounts, cgroups, the bridge).
+//! mounts, cgroups, the bridge). The kubectl and crictl helpers live in `kubectl.rs`.
 
 pub mod bins;
 pub mod control_plane;
 pub mod install;
+mod kubectl;
 pub mod network;
 pub mod node;
 pub mod pki;
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -286,26 +285,6 @@ impl Cluster {
         self.cri_socket.clone()
     }
 
-    /// crictl against `socket`, failing with its stderr.
-    pub fn crictl(&self, socket: &Path, args: &[&str]) -> crate::Result<String> {
-        let bin = self
-            .bins
-            .crictl()
-            .context("crictl was not built (integration/scripts/kube-build)")?;
-        let endpoint = format!("unix://{}", socket.display());
-        crate::proc::run(
-            Command::new(bin)
-                .args([
-                    "--runtime-endpoint",
-                    &endpoint,
-                    "--image-endpoint",
-                    &endpoint,
-                ])
-                .args(["--timeout", "20s"])
-                .args(args),
-        )
-    }
-
     /// The admin kubeconfig (system:masters).
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("admin.kubeconfig")
@@ -319,70 +298,6 @@ impl Cluster {
     /// The directory with every component's log.
     pub fn log_dir(&self) -> PathBuf {
         self.dir.path().join("logs")
-    }
-
-    /// Runs kubectl as admin; fails with its stderr.
-    pub fn kubectl(&self, args: &[&str]) -> crate::Result<String> {
-        let out = Command::new(self.bins.kube("kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .output()
-            .context("running kubectl")?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {} failed: {}{}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr),
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// Runs kubectl as admin and returns what it printed on stdout and
-    /// stderr, and whether it succeeded (for tests of refusals).
-    pub fn kubectl_result(
-        &self,
-        args: &[&str],
-        stdin: Option<&str>,
-    ) -> crate::Result<(bool, String, String)> {
-        let mut child = Command::new(self.bins.kube("kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("running kubectl")?;
-        if let Some(mut input) = child.stdin.take() {
-            input.write_all(stdin.unwrap_or_default().as_bytes())?;
-        }
-        let out = child.wait_with_output()?;
-        Ok((
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
-    }
-
-    /// `kubectl apply -f -` of `manifest` (YAML or JSON).
-    pub fn apply_stdin(&self, manifest: &str) -> crate::Result<String> {
-        let (ok, out, err) = self.kubectl_result(&["apply", "-f", "-"], Some(manifest))?;
-        if !ok {
-            bail!("kubectl apply failed: {err}{out}");
-        }
-        Ok(out)
-    }
-
-    /// `kubectl get … -o json` parsed.
-    pub fn get_json(&self, args: &[&str]) -> crate::Result<Value> {
-        let mut all = vec!["get"];
-        all.extend_from_slice(args);
-        all.extend(["-o", "json"]);
-        let text = self.kubectl(&all)?;
-        serde_json::from_str(&text).context("kubectl printed no JSON")
     }
 
     /// Waits until `check` returns `Some` (polling every 200 ms), failing

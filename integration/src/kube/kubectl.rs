@@ -1,0 +1,97 @@
+//! Talking to the test cluster as a user does: kubectl as admin (output,
+//! refusals, `apply -f -`, JSON), and crictl against a CRI socket.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use super::Cluster;
+
+impl Cluster {
+    /// crictl against `socket`, failing with its stderr.
+    pub fn crictl(&self, socket: &Path, args: &[&str]) -> crate::Result<String> {
+        let bin = self
+            .bins
+            .crictl()
+            .context("crictl was not built (integration/scripts/kube-build)")?;
+        let endpoint = format!("unix://{}", socket.display());
+        crate::proc::run(
+            Command::new(bin)
+                .args([
+                    "--runtime-endpoint",
+                    &endpoint,
+                    "--image-endpoint",
+                    &endpoint,
+                ])
+                .args(["--timeout", "20s"])
+                .args(args),
+        )
+    }
+
+    /// Runs kubectl as admin; fails with its stderr.
+    pub fn kubectl(&self, args: &[&str]) -> crate::Result<String> {
+        let out = Command::new(self.bins.kube("kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()
+            .context("running kubectl")?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs kubectl as admin and returns what it printed on stdout and
+    /// stderr, and whether it succeeded (for tests of refusals).
+    pub fn kubectl_result(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> crate::Result<(bool, String, String)> {
+        let mut child = Command::new(self.bins.kube("kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running kubectl")?;
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin.unwrap_or_default().as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// `kubectl apply -f -` of `manifest` (YAML or JSON).
+    pub fn apply_stdin(&self, manifest: &str) -> crate::Result<String> {
+        let (ok, out, err) = self.kubectl_result(&["apply", "-f", "-"], Some(manifest))?;
+        if !ok {
+            bail!("kubectl apply failed: {err}{out}");
+        }
+        Ok(out)
+    }
+
+    /// `kubectl get … -o json` parsed.
+    pub fn get_json(&self, args: &[&str]) -> crate::Result<Value> {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend(["-o", "json"]);
+        let text = self.kubectl(&all)?;
+        serde_json::from_str(&text).context("kubectl printed no JSON")
+    }
+}
