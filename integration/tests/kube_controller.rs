@@ -35,6 +35,23 @@ fn apply(c: &Cluster, ns: &str, manifest: &Value) -> Result<Value, String> {
     }
 }
 
+/// Pod `web` (one container `app` that sleeps) in `ns`, with `grace`
+/// seconds to stop and `spec_extra` (YAML lines of its spec).
+fn web_pod(c: &Cluster, ns: &str, grace: u32, spec_extra: &str) {
+    c.apply_stdin(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  terminationGracePeriodSeconds: {grace}
+{spec_extra}  containers:
+  - {{name: app, image: {BUSYBOX}, command: ["sleep", "3600"]}}
+"#
+    ))
+    .unwrap();
+}
+
 fn ready_pod(c: &Cluster, ns: &str, name: &str) -> Value {
     c.wait_pod_running(ns, name, Duration::from_secs(90))
         .unwrap()
@@ -129,19 +146,7 @@ fn image_pull_jobs_are_defaulted_and_validated_by_the_shipped_webhooks() {
 fn container_recreate_requests_are_checked_by_the_webhook() {
     let c = cluster();
     let ns = c.namespace("crr-webhook").unwrap();
-    c.apply_stdin(&format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: web, namespace: {ns}}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {{name: app, image: {BUSYBOX}, command: ["sleep", "3600"]}}
-"#,
-        ns = ns.name
-    ))
-    .unwrap();
+    web_pod(&c, &ns.name, 1, "");
     let pod = ready_pod(&c, &ns.name, "web");
     let crr = |name: &str, container: &str| {
         json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "ContainerRecreateRequest",
@@ -187,21 +192,12 @@ spec:
 fn unready_grace_goes_through_the_controller_and_the_pod_gate_is_released() {
     let c = cluster();
     let ns = c.namespace("unready-grace").unwrap();
-    c.apply_stdin(&format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: web, namespace: {ns}}}
-spec:
-  terminationGracePeriodSeconds: 2
-  readinessGates:
-  - conditionType: KruisePodReady
-  containers:
-  - {{name: app, image: {BUSYBOX}, command: ["sleep", "3600"]}}
-"#,
-        ns = ns.name
-    ))
-    .unwrap();
+    web_pod(
+        &c,
+        &ns.name,
+        2,
+        "  readinessGates:\n  - conditionType: KruisePodReady\n",
+    );
     let before = ready_pod(&c, &ns.name, "web");
     // What OpenKruise's pod readiness controller does for its pods.
     c.kubectl(&[
