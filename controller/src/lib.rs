@@ -14,3 +14,4 @@ pub mod run;
 #[cfg(test)]
 mod testing;
 pub mod webhook;
+pub mod workload;

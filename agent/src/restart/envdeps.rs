@@ -23,39 +23,7 @@ use serde::Deserialize;
 /// The pod annotation with the dependency map.
 pub const ANNOTATION_ENV_FROM_METADATA: &str = "keelson.io/env-from-metadata";
 
-/// Where an env var's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FieldRef {
-    Annotation(String),
-    Label(String),
-}
-
-impl FieldRef {
-    /// Parses kubelet's fieldPath forms `metadata.annotations['k']` and
-    /// `metadata.labels['k']` (other fieldPaths cannot change in place).
-    pub fn parse(path: &str) -> Option<Self> {
-        let (kind, rest) = if let Some(r) = path.strip_prefix("metadata.annotations[") {
-            ("a", r)
-        } else if let Some(r) = path.strip_prefix("metadata.labels[") {
-            ("l", r)
-        } else {
-            return None;
-        };
-        let key = rest.strip_suffix(']')?;
-        let key = key
-            .strip_prefix('\'')
-            .and_then(|k| k.strip_suffix('\''))
-            .or_else(|| key.strip_prefix('"').and_then(|k| k.strip_suffix('"')))?;
-        if key.is_empty() {
-            return None;
-        }
-        Some(if kind == "a" {
-            FieldRef::Annotation(key.to_string())
-        } else {
-            FieldRef::Label(key.to_string())
-        })
-    }
-}
+pub use keelson_api::envmeta::FieldRef;
 
 /// Per container, env name → the metadata it reads.
 pub type Dependencies = HashMap<String, HashMap<String, FieldRef>>;
@@ -134,27 +102,6 @@ pub fn affected(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_field_paths() {
-        assert_eq!(
-            FieldRef::parse("metadata.annotations['app.io/version']"),
-            Some(FieldRef::Annotation("app.io/version".into()))
-        );
-        assert_eq!(
-            FieldRef::parse("metadata.labels['tier']"),
-            Some(FieldRef::Label("tier".into()))
-        );
-        for bad in [
-            "metadata.name",
-            "metadata.annotations",
-            "metadata.annotations['']",
-            "metadata.annotations[k]",
-            "spec.nodeName",
-        ] {
-            assert_eq!(FieldRef::parse(bad), None, "{bad}");
-        }
-    }
 
     fn stamp() -> HashMap<String, String> {
         HashMap::from([(

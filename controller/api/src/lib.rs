@@ -7,6 +7,7 @@
 //! kinds that share types).
 
 pub mod apps;
+pub mod envmeta;
 pub mod policy;
 pub mod validate;
 

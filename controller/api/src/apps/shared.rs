@@ -140,6 +140,11 @@ pub struct InPlaceUpdateContainerStatus {
     /// The image ID the container ran before the update.
     #[serde(rename = "imageID", default, skip_serializing_if = "String::is_empty")]
     pub image_id: String,
+    /// Keelson's addition (ignored by OpenKruise): the container's id
+    /// before the update, so a container recreated since is recognised
+    /// even when its image ID did not change (a retag).
+    #[serde(rename = "containerID", default, skip_serializing_if = "String::is_empty")]
+    pub container_id: String,
 }
 
 /// All runtime containers of a pod, as reported by the node agent in the
@@ -165,6 +170,11 @@ pub struct RuntimeContainerMeta {
     pub restart_count: i32,
     /// Hashes of the container's spec.
     pub hashes: RuntimeContainerHashes,
+    /// Keelson's addition (ignored by OpenKruise): the image as the pod
+    /// spec names it (CRI's user-specified image) the container was
+    /// created with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// Hashes of a container's spec, used to tell whether the running container
