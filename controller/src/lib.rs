@@ -2,6 +2,7 @@
 //! reconcilers (pure: state in → decision out; the binary does the I/O).
 
 pub mod api_call;
+pub mod cloneset;
 pub mod crds;
 pub mod crr;
 pub mod gates;
@@ -11,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod nodeimage;
 pub mod run;
+pub mod selector;
 #[cfg(test)]
 mod testing;
 pub mod webhook;

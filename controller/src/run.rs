@@ -68,6 +68,9 @@ pub struct RunArgs {
     /// Seconds a Node must have been Ready before its NodeImage is created.
     #[arg(long, default_value_t = crate::nodeimage::DEFAULT_CREATION_DELAY_SECONDS)]
     pub nodeimage_creation_delay_seconds: i64,
+    /// CloneSet scaling does not count pods in PreparingDelete.
+    #[arg(long)]
+    pub cloneset_scaling_exclude_preparing_delete: bool,
 }
 
 /// What the health and metrics endpoints report.
@@ -193,6 +196,14 @@ fn start_reconcilers(
     if gates.enabled("KruiseDaemon") {
         tasks.push(tokio::spawn(crate::crr::controller::run(client.clone())));
     }
+    tasks.push(tokio::spawn(crate::cloneset::controller::run(
+        client.clone(),
+        gates.enabled("InPlaceUpdateEnvFromMetadata"),
+        args.cloneset_scaling_exclude_preparing_delete,
+        args.identity
+            .clone()
+            .unwrap_or_else(|| "keelson-controller".into()),
+    )));
     tasks
 }
 

@@ -148,7 +148,10 @@ mod tests {
         let v1 = BTreeMap::from([("cfg".to_string(), "v1".to_string())]);
         let v2 = BTreeMap::from([("cfg".to_string(), "v2".to_string())]);
         let h1 = expected_hash(&refs, &labels, &v1);
-        assert_eq!(h1, values_hash(&BTreeMap::from([("CFG".into(), "v1".into())])));
+        assert_eq!(
+            h1,
+            values_hash(&BTreeMap::from([("CFG".into(), "v1".into())]))
+        );
         assert_ne!(h1, expected_hash(&refs, &labels, &v2));
         assert_ne!(h1, 0);
         assert_eq!(values_hash(&BTreeMap::new()), 0);

@@ -10,27 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use keelson_api::apps::v1alpha1::imagepulljob::ImagePullJob;
 use keelson_api::apps::v1alpha1::nodeimage::NodeImage;
 
-/// Whether `labels` match `selector` (matchLabels and matchExpressions
-/// with In, NotIn, Exists, DoesNotExist; an unknown operator matches
-/// nothing).
-pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_labels = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.as_deref().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        }
-    });
-    by_labels && by_expressions
-}
+pub use crate::selector::matches;
 
 fn is_empty(s: &LabelSelector) -> bool {
     s.match_labels.as_ref().is_none_or(|m| m.is_empty())

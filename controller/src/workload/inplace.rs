@@ -119,7 +119,10 @@ pub fn diff(old: &Value, new: &Value, env_from_metadata: bool) -> Result<Diff, R
             .unwrap_or_default();
         return Ok(Diff::Recreate(format!("spec{first} changed")));
     }
-    let (om, nm) = (old.metadata.unwrap_or_default(), new.metadata.unwrap_or_default());
+    let (om, nm) = (
+        old.metadata.unwrap_or_default(),
+        new.metadata.unwrap_or_default(),
+    );
     change.labels = map_diff(om.labels.as_ref(), nm.labels.as_ref());
     change.annotations = map_diff(om.annotations.as_ref(), nm.annotations.as_ref());
     if env_from_metadata {
@@ -150,7 +153,9 @@ pub struct Start {
     pub state: InPlaceUpdateState,
 }
 
-fn container_statuses(pod: &Pod) -> impl Iterator<Item = &k8s_openapi::api::core::v1::ContainerStatus> {
+fn container_statuses(
+    pod: &Pod,
+) -> impl Iterator<Item = &k8s_openapi::api::core::v1::ContainerStatus> {
     pod.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
@@ -228,7 +233,8 @@ pub fn start(
         "type": IN_PLACE_UPDATE_READY, "status": "False", "reason": REASON_START,
         "lastTransitionTime": now,
     })];
-    let containers_ready = super::pods::condition(pod, "ContainersReady").is_some_and(|c| c.status == "True");
+    let containers_ready =
+        super::pods::condition(pod, "ContainersReady").is_some_and(|c| c.status == "True");
     if containers_ready {
         conditions.push(json!({
             "type": "Ready", "status": "False", "reason": "ReadinessGatesNotReady",
@@ -286,7 +292,8 @@ pub fn normalized_image(image: &str) -> String {
     let last = name.rsplit('/').next().unwrap_or(name);
     let tagged = last.contains(':') || digest.is_some();
     let first = name.split('/').next().unwrap_or(name);
-    let has_registry = name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_registry =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     let mut full = if has_registry {
         name.to_string()
     } else if name.contains('/') {
@@ -330,14 +337,22 @@ pub fn progress(pod: &Pod, state: &InPlaceUpdateState) -> Progress {
         if !recreated {
             return Progress::Waiting(format!("container {name} has not been restarted yet"));
         }
-        if status.state.as_ref().and_then(|s| s.running.as_ref()).is_none() {
+        if status
+            .state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_none()
+        {
             return Progress::Waiting(format!("container {name} is not running yet"));
         }
         let Some(container) = spec.containers.iter().find(|c| &c.name == name) else {
             continue;
         };
         let want = container.image.clone().unwrap_or_default();
-        let reported = meta.containers.iter().find(|m| &m.name == name && m.container_id == id);
+        let reported = meta
+            .containers
+            .iter()
+            .find(|m| &m.name == name && m.container_id == id);
         let image_ok = match reported.and_then(|m| m.image.as_ref()) {
             Some(created_with) => *created_with == want,
             None => {

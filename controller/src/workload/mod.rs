@@ -4,7 +4,9 @@
 //! int-or-percent arithmetic ([`percent`]), pod availability and
 //! lifecycle states ([`pods`]), and in-place update ([`inplace`]).
 
+pub mod defaults;
 pub mod inplace;
+pub mod lifecycle;
 pub mod percent;
 pub mod pods;
 pub mod revision;

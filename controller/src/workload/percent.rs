@@ -19,7 +19,10 @@ pub fn scaled(v: &IntOrString, total: i32, round_up: bool) -> Result<i32, Percen
         IntOrString::Int(i) => Ok(*i),
         IntOrString::String(s) => {
             let n = s.strip_suffix('%').ok_or(PercentError::NotPercent)?;
-            let p: f64 = n.trim().parse().map_err(|_| PercentError::Number(s.clone()))?;
+            let p: f64 = n
+                .trim()
+                .parse()
+                .map_err(|_| PercentError::Number(s.clone()))?;
             if !p.is_finite() {
                 return Err(PercentError::Number(s.clone()));
             }
@@ -44,6 +47,9 @@ mod tests {
         assert_eq!(scaled(&s("12.5%"), 8, false), Ok(1));
         assert_eq!(scaled(&s("100%"), 5, false), Ok(5));
         assert_eq!(scaled(&s("5"), 5, false), Err(PercentError::NotPercent));
-        assert!(matches!(scaled(&s("x%"), 5, false), Err(PercentError::Number(_))));
+        assert!(matches!(
+            scaled(&s("x%"), 5, false),
+            Err(PercentError::Number(_))
+        ));
     }
 }

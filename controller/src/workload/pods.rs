@@ -32,7 +32,10 @@ pub fn is_active(pod: &Pod) -> bool {
 
 /// Bound to a node.
 pub fn is_scheduled(pod: &Pod) -> bool {
-    pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some()
 }
 
 /// Phase Running and condition Ready True.

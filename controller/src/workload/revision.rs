@@ -54,7 +54,11 @@ pub fn revision_data(template: &Value) -> Result<String, RevisionError> {
 /// without the `$patch` marker).
 pub fn template_of(revision: &ControllerRevision) -> Result<Value, RevisionError> {
     let name = revision.metadata.name.clone().unwrap_or_default();
-    let mut data = revision.data.as_ref().map(|d| d.0.clone()).unwrap_or(Value::Null);
+    let mut data = revision
+        .data
+        .as_ref()
+        .map(|d| d.0.clone())
+        .unwrap_or(Value::Null);
     // Data written by a client as a JSON string (rare) is parsed first.
     if let Value::String(s) = &data {
         data = serde_json::from_str(s).map_err(|e| RevisionError::Data {
@@ -93,7 +97,12 @@ fn go_emitted_fields(t: &mut Value) {
                 if let Value::Object(c) = c {
                     c.entry("resources")
                         .or_insert_with(|| Value::Object(Map::new()));
-                    for e in c.get_mut("env").and_then(Value::as_array_mut).into_iter().flatten() {
+                    for e in c
+                        .get_mut("env")
+                        .and_then(Value::as_array_mut)
+                        .into_iter()
+                        .flatten()
+                    {
                         if let Some(r) = e.pointer_mut("/valueFrom/resourceFieldRef") {
                             divisor(r);
                         }
@@ -110,10 +119,14 @@ fn go_emitted_fields(t: &mut Value) {
     {
         if let Some(claim) = v.pointer_mut("/ephemeral/volumeClaimTemplate") {
             if let Value::Object(c) = claim {
-                creation_timestamp(c.entry("metadata").or_insert_with(|| Value::Object(Map::new())));
+                creation_timestamp(
+                    c.entry("metadata")
+                        .or_insert_with(|| Value::Object(Map::new())),
+                );
                 let s = c.entry("spec").or_insert_with(|| Value::Object(Map::new()));
                 if let Value::Object(s) = s {
-                    s.entry("resources").or_insert_with(|| Value::Object(Map::new()));
+                    s.entry("resources")
+                        .or_insert_with(|| Value::Object(Map::new()));
                 }
             }
         }
@@ -139,7 +152,8 @@ fn creation_timestamp(meta: &mut Value) {
 /// Go writes a zero `resource.Quantity` as `"0"`.
 fn divisor(r: &mut Value) {
     if let Value::Object(m) = r {
-        m.entry("divisor").or_insert_with(|| Value::String("0".into()));
+        m.entry("divisor")
+            .or_insert_with(|| Value::String("0".into()));
     }
 }
 

@@ -143,7 +143,11 @@ pub struct InPlaceUpdateContainerStatus {
     /// Keelson's addition (ignored by OpenKruise): the container's id
     /// before the update, so a container recreated since is recognised
     /// even when its image ID did not change (a retag).
-    #[serde(rename = "containerID", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "containerID",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub container_id: String,
 }
 

@@ -16,22 +16,49 @@ fn template(image: &str, config: &str, command: Option<&str>) -> Value {
 
 #[test]
 fn image_and_metadata_changes_are_in_place() {
-    let d = diff(&template("nginx:1", "a", None), &template("nginx:2", "b", None), true).unwrap();
+    let d = diff(
+        &template("nginx:1", "a", None),
+        &template("nginx:2", "b", None),
+        true,
+    )
+    .unwrap();
     let Diff::InPlace(c) = d else { panic!("{d:?}") };
-    assert_eq!(c.images, BTreeMap::from([("main".into(), "nginx:2".into())]));
-    assert_eq!(c.annotations, BTreeMap::from([("app-config".into(), Some("b".into()))]));
+    assert_eq!(
+        c.images,
+        BTreeMap::from([("main".into(), "nginx:2".into())])
+    );
+    assert_eq!(
+        c.annotations,
+        BTreeMap::from([("app-config".into(), Some("b".into()))])
+    );
     assert!(c.labels.is_empty());
     assert_eq!(c.env_containers, BTreeSet::from(["main".to_string()]));
-    let Diff::InPlace(c) = diff(&template("nginx:1", "a", None), &template("nginx:1", "b", None), false).unwrap() else {
+    let Diff::InPlace(c) = diff(
+        &template("nginx:1", "a", None),
+        &template("nginx:1", "b", None),
+        false,
+    )
+    .unwrap() else {
         panic!()
     };
-    assert!(c.env_containers.is_empty() && c.images.is_empty(), "gate off: metadata only");
+    assert!(
+        c.env_containers.is_empty() && c.images.is_empty(),
+        "gate off: metadata only"
+    );
 }
 
 #[test]
 fn other_spec_changes_recreate() {
-    let d = diff(&template("nginx:1", "a", None), &template("nginx:2", "a", Some("sh")), true).unwrap();
-    assert_eq!(d, Diff::Recreate("spec/containers/0/command changed".into()));
+    let d = diff(
+        &template("nginx:1", "a", None),
+        &template("nginx:2", "a", Some("sh")),
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        d,
+        Diff::Recreate("spec/containers/0/command changed".into())
+    );
 }
 
 fn pod(yaml: &str) -> Pod {
@@ -71,11 +98,19 @@ fn start_writes_the_record_labels_images_and_conditions() {
     let labels = BTreeMap::from([("controller-revision-hash".to_string(), "web-h2".to_string())]);
     let s = start(&p, &change, "web-h2", &labels, &BTreeMap::new(), &now);
     assert_eq!(s.pod_patch["metadata"]["resourceVersion"], "5");
-    assert_eq!(s.pod_patch["metadata"]["labels"]["controller-revision-hash"], "web-h2");
+    assert_eq!(
+        s.pod_patch["metadata"]["labels"]["controller-revision-hash"],
+        "web-h2"
+    );
     assert_eq!(s.pod_patch["metadata"]["annotations"]["app-config"], "b");
-    assert_eq!(s.pod_patch["spec"]["containers"], json!([{"name": "main", "image": "nginx:2"}]));
+    assert_eq!(
+        s.pod_patch["spec"]["containers"],
+        json!([{"name": "main", "image": "nginx:2"}])
+    );
     let record: Value = serde_json::from_str(
-        s.pod_patch["metadata"]["annotations"][IN_PLACE_UPDATE_STATE_KEY].as_str().unwrap(),
+        s.pod_patch["metadata"]["annotations"][IN_PLACE_UPDATE_STATE_KEY]
+            .as_str()
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(
@@ -114,7 +149,10 @@ fn record(env: bool) -> InPlaceUpdateState {
         update_images: true,
         last_container_statuses: BTreeMap::from([(
             "main".into(),
-            InPlaceUpdateContainerStatus { image_id: "sha256:one".into(), container_id: "containerd://c1".into() },
+            InPlaceUpdateContainerStatus {
+                image_id: "sha256:one".into(),
+                container_id: "containerd://c1".into(),
+            },
         )]),
         ..Default::default()
     }
@@ -122,56 +160,104 @@ fn record(env: bool) -> InPlaceUpdateState {
 
 #[test]
 fn done_only_when_a_new_container_runs_the_new_image() {
-    let same = with_status("{name: main, image: 'nginx:1', imageID: 'sha256:one', containerID: 'containerd://c1', restartCount: 0, ready: true, state: {running: {}}}", None);
-    assert!(matches!(progress(&same, &record(false)), Progress::Waiting(w) if w.contains("not been restarted")));
-    let waiting = with_status("{name: main, image: 'nginx:2', imageID: 'sha256:two', containerID: 'containerd://c2', restartCount: 1, ready: false, state: {waiting: {reason: ContainerCreating}}}", None);
-    assert!(matches!(progress(&waiting, &record(false)), Progress::Waiting(w) if w.contains("not running")));
-    let new = with_status("{name: main, image: 'docker.io/library/nginx:2', imageID: 'sha256:two', containerID: 'containerd://c2', restartCount: 1, ready: true, state: {running: {}}}", None);
+    let same = with_status(
+        "{name: main, image: 'nginx:1', imageID: 'sha256:one', containerID: 'containerd://c1', restartCount: 0, ready: true, state: {running: {}}}",
+        None,
+    );
+    assert!(
+        matches!(progress(&same, &record(false)), Progress::Waiting(w) if w.contains("not been restarted"))
+    );
+    let waiting = with_status(
+        "{name: main, image: 'nginx:2', imageID: 'sha256:two', containerID: 'containerd://c2', restartCount: 1, ready: false, state: {waiting: {reason: ContainerCreating}}}",
+        None,
+    );
+    assert!(
+        matches!(progress(&waiting, &record(false)), Progress::Waiting(w) if w.contains("not running"))
+    );
+    let new = with_status(
+        "{name: main, image: 'docker.io/library/nginx:2', imageID: 'sha256:two', containerID: 'containerd://c2', restartCount: 1, ready: true, state: {running: {}}}",
+        None,
+    );
     assert_eq!(progress(&new, &record(false)), Progress::Done);
 }
 
 #[test]
 fn a_retag_with_the_same_image_id_completes() {
     // nginx:1 retagged as nginx:2: same image ID, new container.
-    let retag = with_status("{name: main, image: 'docker.io/library/nginx:2', imageID: 'sha256:one', containerID: 'containerd://c2', restartCount: 1, ready: true, state: {running: {}}}", None);
+    let retag = with_status(
+        "{name: main, image: 'docker.io/library/nginx:2', imageID: 'sha256:one', containerID: 'containerd://c2', restartCount: 1, ready: true, state: {running: {}}}",
+        None,
+    );
     assert_eq!(progress(&retag, &record(false)), Progress::Done);
     // The agent's report is exact even where status.image is not.
     let reported = with_status(
         "{name: main, image: 'registry.local/other:x', imageID: 'sha256:one', containerID: 'containerd://c2', restartCount: 1, ready: true, state: {running: {}}}",
-        Some(r#"{"containers":[{"name":"main","containerID":"containerd://c2","restartCount":1,"hashes":{"plainHash":0},"image":"nginx:2"}]}"#),
+        Some(
+            r#"{"containers":[{"name":"main","containerID":"containerd://c2","restartCount":1,"hashes":{"plainHash":0},"image":"nginx:2"}]}"#,
+        ),
     );
     assert_eq!(progress(&reported, &record(false)), Progress::Done);
 }
 
 #[test]
 fn env_updates_wait_for_the_agents_report_of_the_current_values() {
-    let refs = BTreeMap::from([("APP_CONFIG".to_string(), envmeta::FieldRef::Annotation("app-config".into()))]);
-    let hash_a = envmeta::expected_hash(&refs, &BTreeMap::new(), &BTreeMap::from([("app-config".into(), "a".into())]));
+    let refs = BTreeMap::from([(
+        "APP_CONFIG".to_string(),
+        envmeta::FieldRef::Annotation("app-config".into()),
+    )]);
+    let hash_a = envmeta::expected_hash(
+        &refs,
+        &BTreeMap::new(),
+        &BTreeMap::from([("app-config".into(), "a".into())]),
+    );
     let status = "{name: main, image: 'nginx:2', imageID: 'sha256:two', containerID: 'containerd://c2', restartCount: 1, ready: true, state: {running: {}}}";
     let unreported = with_status(status, None);
-    assert!(matches!(progress(&unreported, &record(true)), Progress::Waiting(w) if w.contains("node agent")));
+    assert!(
+        matches!(progress(&unreported, &record(true)), Progress::Waiting(w) if w.contains("node agent"))
+    );
     let meta = |h: u64| {
-        format!(r#"{{"containers":[{{"name":"main","containerID":"containerd://c2","restartCount":1,"hashes":{{"plainHash":0,"extractedEnvFromMetadataHash":{h}}},"image":"nginx:2"}}]}}"#)
+        format!(
+            r#"{{"containers":[{{"name":"main","containerID":"containerd://c2","restartCount":1,"hashes":{{"plainHash":0,"extractedEnvFromMetadataHash":{h}}},"image":"nginx:2"}}]}}"#
+        )
     };
-    assert_eq!(progress(&with_status(status, Some(&meta(hash_a))), &record(true)), Progress::Done);
-    assert!(matches!(progress(&with_status(status, Some(&meta(hash_a + 1))), &record(true)), Progress::Waiting(_)));
+    assert_eq!(
+        progress(&with_status(status, Some(&meta(hash_a))), &record(true)),
+        Progress::Done
+    );
+    assert!(matches!(
+        progress(&with_status(status, Some(&meta(hash_a + 1))), &record(true)),
+        Progress::Waiting(_)
+    ));
 }
 
 #[test]
 fn images_normalize_like_the_runtime_reports_them() {
     assert_eq!(normalized_image("nginx"), "docker.io/library/nginx:latest");
-    assert_eq!(normalized_image("nginx:1.27"), "docker.io/library/nginx:1.27");
+    assert_eq!(
+        normalized_image("nginx:1.27"),
+        "docker.io/library/nginx:1.27"
+    );
     assert_eq!(normalized_image("me/app"), "docker.io/me/app:latest");
-    assert_eq!(normalized_image("localhost:5000/app:v1"), "localhost:5000/app:v1");
-    assert_eq!(normalized_image("quay.io/x/y@sha256:ab"), "quay.io/x/y@sha256:ab");
+    assert_eq!(
+        normalized_image("localhost:5000/app:v1"),
+        "localhost:5000/app:v1"
+    );
+    assert_eq!(
+        normalized_image("quay.io/x/y@sha256:ab"),
+        "quay.io/x/y@sha256:ab"
+    );
 }
 
 #[test]
 fn gated_pods_need_the_condition_until_it_is_plainly_true() {
     let mut p = pod(RUNNING);
     assert!(needs_ready(&p));
-    p.status.as_mut().unwrap().conditions.as_mut().unwrap().push(
-        serde_saphyr::from_str("{type: InPlaceUpdateReady, status: 'True'}").unwrap(),
-    );
+    p.status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .as_mut()
+        .unwrap()
+        .push(serde_saphyr::from_str("{type: InPlaceUpdateReady, status: 'True'}").unwrap());
     assert!(!needs_ready(&p));
 }

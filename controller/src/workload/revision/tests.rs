@@ -53,7 +53,10 @@ fn template_round_trips_through_revision_data() {
     let labels = r.metadata.labels.unwrap();
     assert_eq!(labels["app"], "sample");
     assert_eq!(labels[CONTROLLER_REVISION_HASH_LABEL], "5b7844c588");
-    assert_eq!(r.metadata.annotations.unwrap()["kubernetes.io/change-cause"], "v1");
+    assert_eq!(
+        r.metadata.annotations.unwrap()["kubernetes.io/change-cause"],
+        "v1"
+    );
 }
 
 fn parent() -> Parent {
@@ -83,13 +86,22 @@ fn a_new_template_creates_an_old_one_renumbers_the_same_keeps() {
     let p = parent();
     let none = BTreeMap::new();
     let (name1, change) = select_update_revision(&p, &template(), &[], Some(0), &none).unwrap();
-    let RevisionChange::Create(r1) = change else { panic!("{change:?}") };
+    let RevisionChange::Create(r1) = change else {
+        panic!("{change:?}")
+    };
     assert_eq!(r1.revision, 1);
     assert_eq!(r1.metadata.name.as_deref(), Some(name1.as_str()));
-    let (name2, change) =
-        select_update_revision(&p, &with_image("nginx:1.27"), &[(*r1).clone()], Some(0), &none)
-            .unwrap();
-    let RevisionChange::Create(r2) = change else { panic!("{change:?}") };
+    let (name2, change) = select_update_revision(
+        &p,
+        &with_image("nginx:1.27"),
+        &[(*r1).clone()],
+        Some(0),
+        &none,
+    )
+    .unwrap();
+    let RevisionChange::Create(r2) = change else {
+        panic!("{change:?}")
+    };
     assert_eq!(r2.revision, 2);
     assert_ne!(name1, name2);
     let both = [(*r1).clone(), (*r2).clone()];
@@ -99,25 +111,46 @@ fn a_new_template_creates_an_old_one_renumbers_the_same_keeps() {
     );
     assert_eq!(
         select_update_revision(&p, &template(), &both, Some(0), &none).unwrap(),
-        (name1.clone(), RevisionChange::Renumber { name: name1, revision: 3 })
+        (
+            name1.clone(),
+            RevisionChange::Renumber {
+                name: name1,
+                revision: 3
+            }
+        )
     );
 }
 
 #[test]
 fn history_keeps_the_limit_besides_live_revisions_oldest_go_first() {
     let rev = |n: &str, r: i64| ControllerRevision {
-        metadata: ObjectMeta { name: Some(n.into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(n.into()),
+            ..Default::default()
+        },
         data: None,
         revision: r,
     };
-    let all = [rev("a", 1), rev("b", 2), rev("c", 3), rev("d", 4), rev("e", 5)];
+    let all = [
+        rev("a", 1),
+        rev("b", 2),
+        rev("c", 3),
+        rev("d", 4),
+        rev("e", 5),
+    ];
     let live = ["e".to_string(), "b".to_string()];
-    assert_eq!(history_to_delete(&all, &live, 1), vec!["a".to_string(), "c".to_string()]);
+    assert_eq!(
+        history_to_delete(&all, &live, 1),
+        vec!["a".to_string(), "c".to_string()]
+    );
     assert!(history_to_delete(&all, &live, 10).is_empty());
     assert_eq!(history_to_delete(&all, &live, 0).len(), 3);
 }
 
 #[test]
 fn go_json_sorts_and_escapes() {
-    assert_eq!(go_json(&json!({"b": 1, "a": ["<&>", null, true, 1.5]})), r#"{"a":["\u003c\u0026\u003e",null,true,1.5],"b":1}"#);
+    assert_eq!(
+        go_json(&json!({"b": 1, "a": ["<&>", null, true, 1.5]})),
+        r#"{"a":["\u003c\u0026\u003e",null,true,1.5],"b":1}"#
+    );
 }

@@ -1,0 +1,513 @@
+//! The CloneSet controller on kube-runtime: reads a CloneSet's pods and
+//! ControllerRevisions straight from the API server (consistent reads, so
+//! no "expectations" bookkeeping can go stale and stall it — OpenKruise
+//! #1765/#313), selects the update revision, runs the pure [`plan`] and
+//! carries it out, then writes the status through the status subresource
+//! and trims the revision history.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
+use keelson_api::apps::v1alpha1::cloneset::CloneSet;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::newpod::{instance_id, new_pod};
+use super::plan::{self, Input, Step, revision_label};
+use super::status::{self, Outcome};
+use crate::workload::revision::{self, Parent, RevisionChange};
+use crate::workload::{inplace, pods};
+
+/// Why one reconcile failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error(transparent)]
+    Revision(#[from] revision::RevisionError),
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub env_from_metadata: bool,
+    pub exclude_preparing_delete: bool,
+}
+
+fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+fn owner_of(cs: &CloneSet) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps.kruise.io/v1alpha1".into(),
+        kind: "CloneSet".into(),
+        name: cs.name_any(),
+        uid: cs.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+async fn publish(ctx: &Context, cs: &CloneSet, warning: bool, reason: &str, note: String) {
+    let reference: ObjectReference = cs.object_ref(&());
+    let ev = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+        tracing::debug!(error = %e, "event not recorded");
+    }
+}
+
+/// The update revision's name after storing what it needs; bumps the
+/// collision count on a name clash with different data.
+async fn sync_revisions(
+    revisions: &Api<ControllerRevision>,
+    cs: &CloneSet,
+    existing: &[ControllerRevision],
+    collision_count: &mut i32,
+) -> Result<String, ReconcileError> {
+    let parent = Parent {
+        name: cs.name_any(),
+        namespace: cs.namespace().unwrap_or_default(),
+        owner: owner_of(cs),
+        annotations: cs.metadata.annotations.clone().unwrap_or_default(),
+    };
+    let template =
+        serde_json::to_value(&cs.spec.template).map_err(revision::RevisionError::Template)?;
+    let extra = BTreeMap::from([(revision::VCT_HASH_ANNOTATION.to_string(), String::new())]);
+    loop {
+        let (name, change) = revision::select_update_revision(
+            &parent,
+            &template,
+            existing,
+            Some(*collision_count),
+            &extra,
+        )?;
+        match change {
+            RevisionChange::Unchanged => return Ok(name),
+            RevisionChange::Renumber { name, revision } => {
+                let patch = json!({"revision": revision});
+                revisions
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                return Ok(name);
+            }
+            RevisionChange::Create(new) => {
+                match revisions.create(&PostParams::default(), &new).await {
+                    Ok(_) => return Ok(name),
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        let stored = revisions.get(&name).await?;
+                        if revision::equal_revision(&stored, &new)
+                            && owned_by(&stored.metadata, &parent.owner.uid)
+                        {
+                            return Ok(name);
+                        }
+                        *collision_count += 1;
+                        tracing::info!(cloneset = %parent.name, collision_count = *collision_count, "revision name collision");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+}
+
+async fn apply_step(
+    ctx: &Context,
+    cs: &CloneSet,
+    pods_api: &Api<Pod>,
+    templates: &BTreeMap<String, Value>,
+    taken: &mut BTreeSet<String>,
+    step: Step,
+) -> Result<(), ReconcileError> {
+    let cs_name = cs.name_any();
+    let ns = cs.namespace().unwrap_or_default();
+    let now = Timestamp::now();
+    match step {
+        Step::MarkReady { pod } => {
+            let patch =
+                inplace::ready_patch(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+            ignore_gone(
+                pods_api
+                    .patch_status(&pod, &PatchParams::default(), &Patch::Strategic(&patch))
+                    .await,
+            )?;
+        }
+        Step::Patch { pod, patch } => {
+            ignore_gone(
+                pods_api
+                    .patch(&pod, &PatchParams::default(), &Patch::Strategic(&patch))
+                    .await,
+            )?;
+        }
+        Step::Delete { pod } => match pods_api.delete(&pod, &DeleteParams::default()).await {
+            Ok(_) => {
+                publish(
+                    ctx,
+                    cs,
+                    false,
+                    "SuccessfulDelete",
+                    format!("succeed to delete pod {pod}"),
+                )
+                .await;
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                publish(
+                    ctx,
+                    cs,
+                    true,
+                    "FailedDelete",
+                    format!("failed to delete pod {pod}: {e}"),
+                )
+                .await;
+                return Err(e.into());
+            }
+        },
+        Step::Create { revision, count } => {
+            let Some(template) = templates.get(&revision) else {
+                return Err(revision::RevisionError::Data {
+                    name: revision,
+                    reason: "no template".into(),
+                }
+                .into());
+            };
+            // Slow start: batches of 1, 2, 4, … stopping at the first failure.
+            let (mut left, mut batch) = (count, 1);
+            while left > 0 {
+                let n = batch.min(left);
+                let mut made = Vec::new();
+                for _ in 0..n {
+                    let id = instance_id(taken);
+                    taken.insert(id.clone());
+                    let pod = new_pod(
+                        &cs_name,
+                        &ns,
+                        &owner_of(cs),
+                        template,
+                        &revision,
+                        &revision_label(cs, &revision),
+                        &id,
+                        &now.to_string(),
+                    )?;
+                    made.push(pod);
+                }
+                let results = {
+                    let pp = PostParams::default();
+                    futures_util::future::join_all(made.iter().map(|p| pods_api.create(&pp, p)))
+                        .await
+                };
+                let mut failed = None;
+                for r in results {
+                    match r {
+                        Ok(p) => {
+                            let name = p.name_any();
+                            publish(
+                                ctx,
+                                cs,
+                                false,
+                                "SuccessfulCreate",
+                                format!("succeed to create pod {name}"),
+                            )
+                            .await;
+                            // The gate's condition at once: the pod can turn Ready
+                            // as soon as its containers are.
+                            let ready = inplace::ready_patch(
+                                &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+                            );
+                            ignore_gone(
+                                pods_api
+                                    .patch_status(
+                                        &name,
+                                        &PatchParams::default(),
+                                        &Patch::Strategic(&ready),
+                                    )
+                                    .await,
+                            )?;
+                        }
+                        Err(e) => {
+                            publish(
+                                ctx,
+                                cs,
+                                true,
+                                "FailedCreate",
+                                format!("failed to create pod: {e}"),
+                            )
+                            .await;
+                            failed = Some(e);
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    return Err(e.into());
+                }
+                left -= n;
+                batch *= 2;
+            }
+        }
+        Step::InPlace { pod, start } => {
+            pods_api
+                .patch_status(
+                    &pod,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&start.status_patch),
+                )
+                .await?;
+            match pods_api
+                .patch(
+                    &pod,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&start.pod_patch),
+                )
+                .await
+            {
+                Ok(_) => {
+                    let rev = &start.state.revision;
+                    publish(
+                        ctx,
+                        cs,
+                        false,
+                        "SuccessfulUpdatePodInPlace",
+                        format!("successfully update pod {pod} in-place(revision {rev})"),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    publish(
+                        ctx,
+                        cs,
+                        true,
+                        "FailedUpdatePodInPlace",
+                        format!("failed to update pod {pod} in-place: {e}"),
+                    )
+                    .await;
+                    // Undo the not-ready mark; the next reconcile retries.
+                    let ready = inplace::ready_patch(
+                        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+                    );
+                    let _ = pods_api
+                        .patch_status(&pod, &PatchParams::default(), &Patch::Strategic(&ready))
+                        .await;
+                    return Err(e.into());
+                }
+            }
+        }
+        Step::Event {
+            warning,
+            reason,
+            message,
+        } => publish(ctx, cs, warning, reason, message).await,
+    }
+    Ok(())
+}
+
+fn ignore_gone<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    if cs.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = cs.namespace().unwrap_or_default();
+    let uid = cs.metadata.uid.clone().unwrap_or_default();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let revisions_api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = crate::selector::to_query(&cs.spec.selector);
+    let all_pods: Vec<Pod> = pods_api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| owned_by(&p.metadata, &uid))
+        .collect();
+    let revisions: Vec<ControllerRevision> = revisions_api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| owned_by(&r.metadata, &uid))
+        .collect();
+    let old_status = cs.status.clone().unwrap_or_default();
+    let mut collision_count = old_status.collision_count.unwrap_or(0);
+    let update_revision =
+        sync_revisions(&revisions_api, &cs, &revisions, &mut collision_count).await?;
+    let revisions: Vec<ControllerRevision> = revisions_api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| owned_by(&r.metadata, &uid))
+        .collect();
+    let mut templates = BTreeMap::new();
+    for r in &revisions {
+        if let (Some(name), Ok(t)) = (r.metadata.name.clone(), revision::template_of(r)) {
+            templates.insert(name, t);
+        }
+    }
+    let current_revision = old_status
+        .current_revision
+        .clone()
+        .filter(|c| templates.contains_key(c))
+        .unwrap_or_else(|| update_revision.clone());
+    let active: Vec<Pod> = all_pods
+        .iter()
+        .filter(|p| pods::is_active(p))
+        .cloned()
+        .collect();
+    let now = Timestamp::now();
+    let decision = plan::plan(&Input {
+        cs: &cs,
+        pods: &active,
+        current_revision: &current_revision,
+        update_revision: &update_revision,
+        templates: &templates,
+        now,
+        env_from_metadata: ctx.env_from_metadata,
+        exclude_preparing_delete: ctx.exclude_preparing_delete,
+    });
+    let mut taken: BTreeSet<String> = all_pods
+        .iter()
+        .filter_map(|p| {
+            p.labels()
+                .get(keelson_api::apps::v1alpha1::cloneset::CLONE_SET_INSTANCE_ID)
+                .cloned()
+        })
+        .collect();
+    let mut failure = None;
+    let scaling = decision
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Create { .. } | Step::Delete { .. }));
+    for step in decision.steps.clone() {
+        if let Err(e) = apply_step(&ctx, &cs, &pods_api, &templates, &mut taken, step).await {
+            failure = Some(e);
+            break;
+        }
+    }
+    let failure_text = failure.as_ref().map(|e| e.to_string());
+    let (failed_scale, failed_update) = match (&failure_text, scaling) {
+        (Some(t), true) => (Some(t.as_str()), decision.failed_update.as_deref()),
+        (Some(t), false) => (decision.failed_scale.as_deref(), Some(t.as_str())),
+        (None, _) => (
+            decision.failed_scale.as_deref(),
+            decision.failed_update.as_deref(),
+        ),
+    };
+    let new_status = status::compute(
+        &cs,
+        &active,
+        &Outcome {
+            update_revision: &update_revision,
+            current_revision: &current_revision,
+            collision_count: Some(collision_count),
+            failed_scale,
+            failed_update,
+        },
+        now,
+    );
+    if status::changed(cs.status.as_ref(), &new_status) {
+        let cs_api: Api<CloneSet> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = json!({"status": new_status});
+        cs_api
+            .patch_status(
+                &cs.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+    }
+    // History: keep revisionHistoryLimit besides the live revisions.
+    let mut live: Vec<String> = vec![update_revision.clone(), current_revision.clone()];
+    for p in &all_pods {
+        if let Some(r) = pods::revision(p) {
+            if let Some(n) = templates
+                .keys()
+                .find(|n| n.as_str() == r || revision::short_hash(n) == r)
+            {
+                live.push(n.clone());
+            }
+        }
+    }
+    let limit = cs.spec.revision_history_limit.unwrap_or(10);
+    for name in revision::history_to_delete(&revisions, &live, limit) {
+        ignore_gone(revisions_api.delete(&name, &DeleteParams::default()).await)?;
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(match decision.requeue_after {
+        Some(s) => Action::requeue(Duration::from_secs(s.max(1) as u64)),
+        None if !decision.steps.is_empty() => Action::requeue(Duration::from_secs(30)),
+        None => Action::requeue(Duration::from_secs(300)),
+    })
+}
+
+fn on_error(cs: Arc<CloneSet>, error: &ReconcileError, _: Arc<Context>) -> Action {
+    tracing::warn!(cloneset = %cs.name_any(), namespace = ?cs.namespace(), error = %error, "CloneSet reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs until the task is dropped.
+pub async fn run(
+    client: Client,
+    env_from_metadata: bool,
+    exclude_preparing_delete: bool,
+    identity: String,
+) {
+    crate::metrics::register_controller("cloneset");
+    let sets: Api<CloneSet> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    let revisions: Api<ControllerRevision> = Api::all(client.clone());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "cloneset-controller".into(),
+            instance: Some(identity),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        recorder,
+        env_from_metadata,
+        exclude_preparing_delete,
+    });
+    Controller::new(sets, watcher::Config::default())
+        .owns(pods, watcher::Config::default())
+        .owns(revisions, watcher::Config::default())
+        .run(reconcile, on_error, ctx)
+        .for_each(|r| async move {
+            crate::metrics::reconciled("cloneset", r.is_ok());
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "CloneSet controller event");
+            }
+        })
+        .await;
+}
