@@ -5,6 +5,7 @@
 
 pub mod ca_bundle;
 pub mod certs;
+pub mod cloneset;
 pub mod crr;
 pub mod imagepulljob;
 
@@ -30,6 +31,8 @@ const MAX_BODY: usize = 3 * 1024 * 1024;
 /// The paths served.
 pub const PATHS: &[&str] = &[
     crr::PATH,
+    cloneset::MUTATE_PATH,
+    cloneset::VALIDATE_PATH,
     imagepulljob::PATH,
     imagepulljob::MUTATE_PATH,
     imagepulljob::LIST_PATH,
@@ -86,6 +89,8 @@ pub async fn answer(path: &str, body: &[u8], ctx: &Context) -> (u16, Vec<u8>) {
             "feature-gate KruiseDaemon is not enabled".into(),
         ),
         crr::PATH => crr::review(&req, &ctx.client).await,
+        cloneset::MUTATE_PATH => cloneset::mutate_review(&req, &ctx.gates),
+        cloneset::VALIDATE_PATH => cloneset::validate_review(&req),
         imagepulljob::PATH => imagepulljob::review(&req, &ctx.gates, false),
         imagepulljob::MUTATE_PATH => imagepulljob::mutate_review(&req, false),
         imagepulljob::LIST_PATH => imagepulljob::review(&req, &ctx.gates, true),
