@@ -47,6 +47,10 @@ pub struct Container {
     pub env: HashMap<String, String>,
     /// Pod grace period from kubelet's container annotation, if present.
     pub grace_period_seconds: Option<i64>,
+    /// The image as the pod spec names it (CRI's user-specified image,
+    /// else the image the runtime was asked for).
+    #[serde(default)]
+    pub image: String,
 }
 
 /// A container's runtime state as far as the agent knows.
@@ -490,6 +494,17 @@ pub fn container_from(
             .annotations
             .get(kruise::kubelet::POD_GRACE_PERIOD)
             .and_then(|v| v.parse().ok()),
+        image: config
+            .image
+            .as_ref()
+            .map(|i| {
+                if i.user_specified_image.is_empty() {
+                    i.image.clone()
+                } else {
+                    i.user_specified_image.clone()
+                }
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -651,6 +666,7 @@ mod tests {
             seq: 0,
             env: HashMap::new(),
             grace_period_seconds: None,
+            image: String::new(),
         }
     }
 

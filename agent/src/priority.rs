@@ -426,6 +426,7 @@ mod tests {
                             seq: i as u64,
                             env,
                             grace_period_seconds: None,
+                            image: String::new(),
                         },
                         *state,
                     )

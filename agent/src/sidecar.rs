@@ -364,6 +364,7 @@ mod tests {
                             seq: i as u64,
                             env,
                             grace_period_seconds: Some(1),
+                            image: String::new(),
                         },
                         *state,
                     )

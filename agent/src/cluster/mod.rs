@@ -6,10 +6,11 @@
 //! backoff. This node's active ContainerRecreateRequests become restarts
 //! ([`crr`] is the mapping, [`crr_sync`] the API side). A watch on this
 //! node's pods feeds container readiness to the launch gate
-//! ([`readiness`]).
+//! ([`readiness`]) and the node's half of in-place updates ([`inplace`]).
 
 pub mod crr;
 pub mod crr_sync;
+pub mod inplace;
 pub mod nodeimage;
 pub mod nodeimage_sync;
 pub mod readiness;
@@ -99,6 +100,7 @@ async fn follow(
     let node_images: Api<NodeImage> = Api::all(client.clone());
     let by_name = watcher::Config::default().fields(&format!("metadata.name={}", c.node_name));
     let mut image_events = watcher(node_images, by_name).boxed();
+    let in_place = inplace::InPlaceSync::new(client.clone(), restarts.clone(), readiness.book());
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::all(client.clone());
     let on_node = watcher::Config::default().fields(&format!("spec.nodeName={}", c.node_name));
     let mut pod_events = watcher(pods, on_node).boxed();
@@ -122,8 +124,14 @@ async fn follow(
                 None => return Err("NodeImage watch ended".into()),
             },
             ev = pod_events.next() => match ev {
-                Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => readiness.update(&p),
-                Some(Ok(watcher::Event::Delete(p))) => readiness.remove(&p),
+                Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
+                    readiness.update(&p);
+                    in_place.on_pod(&p).await;
+                }
+                Some(Ok(watcher::Event::Delete(p))) => {
+                    readiness.remove(&p);
+                    in_place.remove(&p);
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(format!("watching pods: {e}")),
                 None => return Err("pod watch ended".into()),

@@ -53,6 +53,11 @@ impl PodReadiness {
         }
     }
 
+    /// The pod book the gate reads.
+    pub fn book(&self) -> Arc<PodBook> {
+        self.book.clone()
+    }
+
     /// Takes in a pod's status; wakes the gate when readiness changed.
     pub fn update(&self, pod: &Pod) {
         let Some(uid) = pod.metadata.uid.clone() else {
