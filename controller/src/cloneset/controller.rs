@@ -22,7 +22,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use super::newpod::{instance_id, new_pod};
+use super::newpod::{PodOf, instance_id, new_pod};
 use super::plan::{self, Input, Step, revision_label};
 use super::status::{self, Outcome};
 use crate::workload::revision::{self, Parent, RevisionChange};
@@ -196,6 +196,15 @@ async fn apply_step(
                 .into());
             };
             // Slow start: batches of 1, 2, 4, … stopping at the first failure.
+            let owner = owner_of(cs);
+            let label = revision_label(cs, &revision);
+            let of = PodOf {
+                cs_name: &cs_name,
+                namespace: &ns,
+                owner: &owner,
+                revision: &revision,
+                revision_label: &label,
+            };
             let (mut left, mut batch) = (count, 1);
             while left > 0 {
                 let n = batch.min(left);
@@ -203,16 +212,7 @@ async fn apply_step(
                 for _ in 0..n {
                     let id = instance_id(taken);
                     taken.insert(id.clone());
-                    let pod = new_pod(
-                        &cs_name,
-                        &ns,
-                        &owner_of(cs),
-                        template,
-                        &revision,
-                        &revision_label(cs, &revision),
-                        &id,
-                        &now.to_string(),
-                    )?;
+                    let pod = new_pod(&of, template, &id, &now.to_string())?;
                     made.push(pod);
                 }
                 let results = {
@@ -276,15 +276,8 @@ async fn apply_step(
                     &Patch::Strategic(&start.status_patch),
                 )
                 .await?;
-            match pods_api
-                .patch(
-                    &pod,
-                    &PatchParams::default(),
-                    &Patch::Strategic(&start.pod_patch),
-                )
-                .await
-            {
-                Ok(_) => {
+            match patch_in_place(pods_api, &pod, &start).await {
+                Ok(()) => {
                     let rev = &start.state.revision;
                     publish(
                         ctx,
@@ -322,6 +315,39 @@ async fn apply_step(
         } => publish(ctx, cs, warning, reason, message).await,
     }
     Ok(())
+}
+
+/// The in-place pod patch, preconditioned on the pod's resourceVersion.
+/// Kubelet and the agent write the pod too (status, runtime meta), so a
+/// conflict is retried on a fresh read — as long as the pod is still what
+/// the update was planned on: not on the target revision yet, and running
+/// the container instances the record names.
+async fn patch_in_place(
+    pods_api: &Api<Pod>,
+    pod: &str,
+    start: &inplace::Start,
+) -> Result<(), kube::Error> {
+    let mut body = start.pod_patch.clone();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match pods_api
+            .patch(pod, &PatchParams::default(), &Patch::Strategic(&body))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 5 && crate::api_call::status_code(&e) == Some(409) => {
+                let fresh = pods_api.get(pod).await?;
+                let unchanged = !pods::on_revision(&fresh, &start.state.revision)
+                    && inplace::same_instances(&fresh, &start.state);
+                if !unchanged {
+                    return Err(e);
+                }
+                body["metadata"]["resourceVersion"] = json!(fresh.metadata.resource_version);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn ignore_gone<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
@@ -435,7 +461,16 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
     );
     if status::changed(cs.status.as_ref(), &new_status) {
         let cs_api: Api<CloneSet> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({"status": new_status});
+        // A merge patch: fields now omitted (zero) are cleared explicitly.
+        let mut body = serde_json::to_value(&new_status).unwrap_or_default();
+        if let (Some(new), Ok(Value::Object(old))) =
+            (body.as_object_mut(), serde_json::to_value(&old_status))
+        {
+            for k in old.keys() {
+                new.entry(k.clone()).or_insert(Value::Null);
+            }
+        }
+        let patch = json!({ "status": body });
         cs_api
             .patch_status(
                 &cs.name_any(),
@@ -447,13 +482,12 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
     // History: keep revisionHistoryLimit besides the live revisions.
     let mut live: Vec<String> = vec![update_revision.clone(), current_revision.clone()];
     for p in &all_pods {
-        if let Some(r) = pods::revision(p) {
-            if let Some(n) = templates
+        if let Some(r) = pods::revision(p)
+            && let Some(n) = templates
                 .keys()
                 .find(|n| n.as_str() == r || revision::short_hash(n) == r)
-            {
-                live.push(n.clone());
-            }
+        {
+            live.push(n.clone());
         }
     }
     let limit = cs.spec.revision_history_limit.unwrap_or(10);

@@ -38,17 +38,25 @@ pub fn instance_id(taken: &BTreeSet<String>) -> String {
     }
 }
 
-/// The pod for instance `id` of CloneSet `cs_name` at `revision`.
-pub fn new_pod(
-    cs_name: &str,
-    namespace: &str,
-    owner: &OwnerReference,
-    template: &Value,
-    revision: &str,
-    revision_label: &str,
-    id: &str,
-    now: &str,
-) -> Result<Pod, RevisionError> {
+/// Whose pod it is and of which revision.
+pub struct PodOf<'a> {
+    pub cs_name: &'a str,
+    pub namespace: &'a str,
+    pub owner: &'a OwnerReference,
+    pub revision: &'a str,
+    /// The pod's `controller-revision-hash` value.
+    pub revision_label: &'a str,
+}
+
+/// The pod for instance `id` of `of`, from the revision's `template`.
+pub fn new_pod(of: &PodOf, template: &Value, id: &str, now: &str) -> Result<Pod, RevisionError> {
+    let PodOf {
+        cs_name,
+        namespace,
+        owner,
+        revision,
+        revision_label,
+    } = *of;
     let t: PodTemplateSpec =
         serde_json::from_value(template.clone()).map_err(RevisionError::Template)?;
     let mut meta = t.metadata.unwrap_or_default();
@@ -132,17 +140,14 @@ mod tests {
             "name": "main", "image": "nginx",
             "env": [{"name": "CFG", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['cfg']"}}}, {"name": "X", "value": "1"}]
         }]}});
-        let p = new_pod(
-            "web",
-            "ns",
-            &owner,
-            &t,
-            "web-abc12",
-            "web-abc12",
-            "x7k2q",
-            "2026-01-01T00:00:00Z",
-        )
-        .unwrap();
+        let of = PodOf {
+            cs_name: "web",
+            namespace: "ns",
+            owner: &owner,
+            revision: "web-abc12",
+            revision_label: "web-abc12",
+        };
+        let p = new_pod(&of, &t, "x7k2q", "2026-01-01T00:00:00Z").unwrap();
         assert_eq!(p.metadata.name.as_deref(), Some("web-x7k2q"));
         let l = p.metadata.labels.as_ref().unwrap();
         assert_eq!(l[POD_REVISION_LABEL], "web-abc12");

@@ -29,10 +29,12 @@ pub fn partition(cs: &CloneSet) -> Result<i32, PercentError> {
         return Ok(0);
     };
     let mut v = scaled(p, replicas, true)?;
-    if let IntOrString::String(s) = p {
-        if s != "100%" && replicas > 1 && v >= replicas {
-            v = replicas - 1;
-        }
+    if let IntOrString::String(s) = p
+        && s != "100%"
+        && replicas > 1
+        && v >= replicas
+    {
+        v = replicas - 1;
     }
     Ok(v.clamp(0, replicas))
 }

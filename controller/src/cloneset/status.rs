@@ -59,9 +59,8 @@ pub fn compute(cs: &CloneSet, active: &[Pod], outcome: &Outcome, now: Timestamp)
     let spec_replicas = numbers::replicas(cs);
     let updated_replicas = count(&updated);
     let partition = numbers::partition(cs).unwrap_or(0);
-    let current_revision = if updated_replicas == replicas && replicas == spec_replicas {
-        outcome.update_revision.to_string()
-    } else if outcome.current_revision.is_empty() {
+    let all_updated = updated_replicas == replicas && replicas == spec_replicas;
+    let current_revision = if all_updated || outcome.current_revision.is_empty() {
         outcome.update_revision.to_string()
     } else {
         outcome.current_revision.to_string()

@@ -169,10 +169,11 @@ pub fn validate(cs: &CloneSet, old: Option<&CloneSet>) -> Vec<String> {
             ));
         }
     }
-    if let Some(p) = pod.restart_policy.as_deref() {
-        if !p.is_empty() && p != "Always" {
-            errs.push(format!("spec.template.spec.restartPolicy: Unsupported value: {p:?}: supported values: \"Always\""));
-        }
+    if let Some(p) = pod.restart_policy.as_deref()
+        && !p.is_empty()
+        && p != "Always"
+    {
+        errs.push(format!("spec.template.spec.restartPolicy: Unsupported value: {p:?}: supported values: \"Always\""));
     }
     if pod.active_deadline_seconds.is_some() {
         errs.push("spec.template.spec.activeDeadlineSeconds: Forbidden: activeDeadlineSeconds in cloneset is not Supported".into());

@@ -99,11 +99,12 @@ pub fn diff(old: &Value, new: &Value, env_from_metadata: bool) -> Result<Diff, R
     let mut change = Change::default();
     if os.containers.len() == ns.containers.len() {
         for (o, n) in os.containers.iter_mut().zip(ns.containers.iter_mut()) {
-            if o.name == n.name && o.image != n.image {
-                if let Some(image) = n.image.clone() {
-                    change.images.insert(n.name.clone(), image);
-                    o.image = n.image.clone();
-                }
+            if o.name == n.name
+                && o.image != n.image
+                && let Some(image) = n.image.clone()
+            {
+                change.images.insert(n.name.clone(), image);
+                o.image = n.image.clone();
             }
         }
     }
@@ -249,11 +250,23 @@ pub fn start(
     }
 }
 
+/// Whether `pod` still runs the container instances `state` recorded
+/// before the update (so the update has not been applied meanwhile).
+pub fn same_instances(pod: &Pod, state: &InPlaceUpdateState) -> bool {
+    state.last_container_statuses.iter().all(|(name, before)| {
+        container_statuses(pod)
+            .find(|s| &s.name == name)
+            .is_some_and(|s| s.container_id.clone().unwrap_or_default() == before.container_id)
+    })
+}
+
 /// The status patch marking the update done (or a pod never updated
 /// ready): `InPlaceUpdateReady` True.
 pub fn ready_patch(now: &Time) -> Value {
     json!({"status": {"conditions": [{
         "type": IN_PLACE_UPDATE_READY, "status": "True", "lastTransitionTime": now,
+        // Strategic merge keeps fields not named: clear the update's.
+        "reason": null, "message": null,
     }]}})
 }
 

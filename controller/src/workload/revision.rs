@@ -117,17 +117,15 @@ fn go_emitted_fields(t: &mut Value) {
         .into_iter()
         .flatten()
     {
-        if let Some(claim) = v.pointer_mut("/ephemeral/volumeClaimTemplate") {
-            if let Value::Object(c) = claim {
-                creation_timestamp(
-                    c.entry("metadata")
-                        .or_insert_with(|| Value::Object(Map::new())),
-                );
-                let s = c.entry("spec").or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(s) = s {
-                    s.entry("resources")
-                        .or_insert_with(|| Value::Object(Map::new()));
-                }
+        if let Some(Value::Object(c)) = v.pointer_mut("/ephemeral/volumeClaimTemplate") {
+            creation_timestamp(
+                c.entry("metadata")
+                    .or_insert_with(|| Value::Object(Map::new())),
+            );
+            let s = c.entry("spec").or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(s) = s {
+                s.entry("resources")
+                    .or_insert_with(|| Value::Object(Map::new()));
             }
         }
         for item in v

@@ -1,0 +1,373 @@
+//! CloneSet on the real single-node cluster, manifests applied with
+//! kubectl: the shipped webhooks default and validate it, keelson-controller
+//! creates its pods and revisions, and updates go in place through kubelet
+//! and the agent — an annotation read by env restarts only that container
+//! (same pod UID and IP, restartCount + 1, the new value in its env), an
+//! image change (a retag with the same image ID, OpenKruise's #369) too,
+//! and a change that cannot be made in place recreates the pods — with
+//! `maxUnavailable` held at every sample taken during the rollout.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keelson_integration::images::BUSYBOX;
+use keelson_integration::kube::{self, Cluster};
+use serde_json::{Value, json};
+
+fn cluster() -> Arc<Cluster> {
+    kube::shared().expect("test cluster")
+}
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn cloneset(ns: &str, name: &str, replicas: u32, strategy: &str, config: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps.kruise.io/v1alpha1
+kind: CloneSet
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+      annotations: {{app-config: {config}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {BUSYBOX}
+        imagePullPolicy: IfNotPresent
+        command: ["sleep", "3600"]
+        env:
+        - name: APP_CONFIG
+          valueFrom: {{fieldRef: {{fieldPath: "metadata.annotations['app-config']"}}}}
+  updateStrategy:
+{strategy}
+"#
+    )
+}
+
+fn pods(c: &Cluster, ns: &str, app: &str) -> Vec<Value> {
+    let list = c
+        .get_json(&["-n", ns, "pods", "-l", &format!("app={app}")])
+        .unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn ready(p: &Value) -> bool {
+    kube::condition(p, "Ready") && p["metadata"]["deletionTimestamp"].is_null()
+}
+
+fn status(c: &Cluster, ns: &str, name: &str) -> Value {
+    c.get_json(&["-n", ns, "cloneset", name]).unwrap()["status"].clone()
+}
+
+/// Waits until the CloneSet has `n` pods, all updated and ready, with
+/// currentRevision = updateRevision; returns its status.
+fn converged(c: &Cluster, ns: &str, name: &str, n: i64) -> Value {
+    c.wait_for(&format!("CloneSet {ns}/{name} converged"), LIMIT, |c| {
+        let cs = c.get_json(&["-n", ns, "cloneset", name])?;
+        let s = &cs["status"];
+        let done = s["observedGeneration"] == cs["metadata"]["generation"]
+            && s["replicas"] == n
+            && s["readyReplicas"] == n
+            && s["updatedReplicas"] == n
+            && s["updatedReadyReplicas"] == n
+            && s["currentRevision"] == s["updateRevision"];
+        let ready_pods = pods(c, ns, name).iter().filter(|p| ready(p)).count() as i64;
+        Ok((done && ready_pods == n).then(|| s.clone()))
+    })
+    .unwrap()
+}
+
+/// Per pod name: (uid, IP, main's restartCount).
+fn identities(c: &Cluster, ns: &str, app: &str) -> BTreeMap<String, (String, String, i64)> {
+    pods(c, ns, app)
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                (
+                    p["metadata"]["uid"].as_str().unwrap().to_string(),
+                    p["status"]["podIP"].as_str().unwrap_or("").to_string(),
+                    p["status"]["containerStatuses"][0]["restartCount"]
+                        .as_i64()
+                        .unwrap_or(-1),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Samples the pods every 100 ms until the CloneSet converges at `n`,
+/// asserting at every sample that at most `max_unavailable` of the `n`
+/// wanted pods are missing or not ready and at most `n + max_surge` pods
+/// exist. Returns the number of samples.
+fn roll_within_bounds(
+    c: &Cluster,
+    ns: &str,
+    name: &str,
+    n: usize,
+    max_unavailable: usize,
+    max_surge: usize,
+) -> usize {
+    let deadline = Instant::now() + LIMIT;
+    let mut samples = 0;
+    loop {
+        let all = pods(c, ns, name);
+        let live = all
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .count();
+        let ready_n = all.iter().filter(|p| ready(p)).count();
+        let unavailable = n.saturating_sub(ready_n);
+        assert!(
+            unavailable <= max_unavailable,
+            "sample {samples}: {unavailable} of {n} pods unavailable (max {max_unavailable}): {:?}",
+            all.iter()
+                .map(|p| (p["metadata"]["name"].clone(), ready(p)))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            live <= n + max_surge,
+            "sample {samples}: {live} pods (max {})",
+            n + max_surge
+        );
+        samples += 1;
+        let cs = c.get_json(&["-n", ns, "cloneset", name]).unwrap();
+        let s = cs["status"].clone();
+        if s["observedGeneration"] == cs["metadata"]["generation"]
+            && s["updatedReadyReplicas"] == n as i64
+            && s["readyReplicas"] == n as i64
+            && s["replicas"] == n as i64
+            && s["currentRevision"] == s["updateRevision"]
+            && ready_n == n
+            && live == n
+        {
+            return samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rollout did not finish: {s}\n{}",
+            c.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn main_env(c: &Cluster, ns: &str, pod: &str) -> BTreeMap<String, String> {
+    let socket = c.cri_socket().expect("agent socket");
+    let ids = c
+        .crictl(
+            &socket,
+            &[
+                "ps",
+                "-q",
+                "--name",
+                "^main$",
+                "--label",
+                &format!("io.kubernetes.pod.name={pod}"),
+                "--label",
+                &format!("io.kubernetes.pod.namespace={ns}"),
+            ],
+        )
+        .unwrap();
+    let id = ids
+        .lines()
+        .next()
+        .expect("main container")
+        .trim()
+        .to_string();
+    let info: Value = serde_json::from_str(&c.crictl(&socket, &["inspect", &id]).unwrap()).unwrap();
+    info["info"]["config"]["envs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap_or("").to_string(),
+                e["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn patch(c: &Cluster, ns: &str, name: &str, p: &Value) {
+    c.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "cloneset",
+        name,
+        "--type",
+        "merge",
+        "-p",
+        &p.to_string(),
+    ])
+    .unwrap();
+}
+
+#[test]
+fn updates_go_in_place_where_they_can_and_recreate_where_not() {
+    let c = cluster();
+    let guard = c.namespace("cloneset-inplace").unwrap();
+    let ns = guard.name.as_str();
+    let strategy = "    type: InPlaceIfPossible\n    maxUnavailable: 1\n";
+    c.apply_stdin(&cloneset(ns, "web", 3, strategy, "v1"))
+        .unwrap();
+    let stored = c.get_json(&["-n", ns, "cloneset", "web"]).unwrap();
+    // The mutating webhook defaulted spec and template as OpenKruise does.
+    assert_eq!(stored["spec"]["revisionHistoryLimit"], 10);
+    assert_eq!(stored["spec"]["updateStrategy"]["partition"], 0);
+    assert_eq!(
+        stored["spec"]["updateStrategy"]["inPlaceUpdateStrategy"],
+        json!({})
+    );
+    assert_eq!(
+        stored["spec"]["template"]["spec"]["dnsPolicy"],
+        "ClusterFirst"
+    );
+    let s1 = converged(&c, ns, "web", 3);
+    let rev1 = s1["updateRevision"].as_str().unwrap().to_string();
+    let before = identities(&c, ns, "web");
+    for p in pods(&c, ns, "web") {
+        assert_eq!(
+            p["metadata"]["labels"]["controller-revision-hash"],
+            rev1.as_str()
+        );
+        assert_eq!(
+            p["metadata"]["labels"]["lifecycle.apps.kruise.io/state"],
+            "Normal"
+        );
+        assert!(kube::condition(&p, "InPlaceUpdateReady"));
+        assert_eq!(
+            main_env(&c, ns, p["metadata"]["name"].as_str().unwrap())["APP_CONFIG"],
+            "v1"
+        );
+    }
+    let revisions = c.get_json(&["-n", ns, "controllerrevisions"]).unwrap();
+    let names: Vec<&str> = revisions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, vec![rev1.as_str()]);
+
+    // 1. An annotation the env reads: the container restarts in place.
+    patch(
+        &c,
+        ns,
+        "web",
+        &json!({"spec": {"template": {"metadata": {"annotations": {"app-config": "v2"}}}}}),
+    );
+    let samples = roll_within_bounds(&c, ns, "web", 3, 1, 0);
+    let after = identities(&c, ns, "web");
+    assert_eq!(after.len(), 3);
+    for (name, (uid, ip, restarts)) in &before {
+        let (uid2, ip2, restarts2) = after
+            .get(name)
+            .unwrap_or_else(|| panic!("pod {name} was recreated: {after:?}"));
+        assert_eq!((uid, ip), (uid2, ip2), "{name} kept its UID and IP");
+        assert_eq!(
+            *restarts2,
+            restarts + 1,
+            "{name} restarted its container once"
+        );
+        assert_eq!(
+            main_env(&c, ns, name)["APP_CONFIG"],
+            "v2",
+            "{name} runs with the new value"
+        );
+    }
+    let s2 = status(&c, ns, "web");
+    let rev2 = s2["updateRevision"].as_str().unwrap().to_string();
+    assert_ne!(rev1, rev2);
+    for p in pods(&c, ns, "web") {
+        assert_eq!(
+            p["metadata"]["labels"]["controller-revision-hash"],
+            rev2.as_str()
+        );
+        let record: Value = serde_json::from_str(
+            p["metadata"]["annotations"]["apps.kruise.io/inplace-update-state"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record["revision"], rev2.as_str());
+        assert_eq!(record["updateEnvFromMetadata"], true);
+    }
+    eprintln!("env rollout: {samples} samples, bounds held");
+
+    // 2. An image change that keeps the image ID (a retag): in place, and
+    // it completes (OpenKruise waits forever here without its daemon).
+    let retag = BUSYBOX.replace(":test", ":retag");
+    let ctr_socket = c.runtime().unwrap().socket();
+    keelson_integration::proc::run(
+        std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(&ctr_socket)
+            .args(["-n", "k8s.io", "images", "tag", "--force", BUSYBOX, &retag]),
+    )
+    .unwrap();
+    let image_patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": retag, "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"], "env": [{"name": "APP_CONFIG", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['app-config']"}}}]}]}}}});
+    patch(&c, ns, "web", &image_patch);
+    roll_within_bounds(&c, ns, "web", 3, 1, 0);
+    let after_image = identities(&c, ns, "web");
+    for (name, (uid, _, restarts)) in &after {
+        let (uid2, _, restarts2) = &after_image[name];
+        assert_eq!(uid, uid2, "{name} kept its UID");
+        assert_eq!(
+            *restarts2,
+            restarts + 1,
+            "{name} restarted once for the image"
+        );
+    }
+    for p in pods(&c, ns, "web") {
+        assert_eq!(p["spec"]["containers"][0]["image"], retag.as_str());
+    }
+
+    // 3. A command change cannot be made in place: new pods.
+    let recreate = json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": retag, "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3601"], "env": [{"name": "APP_CONFIG", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['app-config']"}}}]}]}}}});
+    patch(&c, ns, "web", &recreate);
+    roll_within_bounds(&c, ns, "web", 3, 1, 0);
+    let recreated = identities(&c, ns, "web");
+    for (name, (uid, _, _)) in &recreated {
+        assert!(
+            !after_image.values().any(|(u, _, _)| u == uid),
+            "{name} should be a new pod, not one of {after_image:?}"
+        );
+    }
+    let history = c.get_json(&["-n", ns, "controllerrevisions"]).unwrap();
+    assert_eq!(
+        history["items"].as_array().unwrap().len(),
+        4,
+        "one revision per template"
+    );
+}
+
+#[test]
+fn bad_clonesets_are_refused_with_openkruise_messages() {
+    let c = cluster();
+    let guard = c.namespace("cloneset-invalid").unwrap();
+    let ns = guard.name.as_str();
+    let manifest = cloneset(
+        ns,
+        "bad",
+        1,
+        "    type: InPlaceOnly\n    maxSurge: 1\n",
+        "v1",
+    );
+    let (ok, _, err) = c
+        .kubectl_result(&["apply", "-f", "-"], Some(&manifest))
+        .unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("can not use maxSurge with strategy type InPlaceOnly"),
+        "{err}"
+    );
+}
