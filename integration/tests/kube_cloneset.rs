@@ -371,3 +371,104 @@ fn bad_clonesets_are_refused_with_openkruise_messages() {
         "{err}"
     );
 }
+
+fn pod_names(c: &Cluster, ns: &str, app: &str) -> Vec<String> {
+    identities(c, ns, app).into_keys().collect()
+}
+
+fn label_of(p: &Value, key: &str) -> String {
+    p["metadata"]["labels"][key].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn scaling_chosen_deletes_partition_pause_and_the_pre_delete_hook() {
+    let c = cluster();
+    let guard = c.namespace("cloneset-scale").unwrap();
+    let ns = guard.name.as_str();
+    let strategy = "    type: InPlaceIfPossible\n    maxUnavailable: 1\n  lifecycle:\n    preDelete:\n      labelsHandler: {hold: 'true'}\n";
+    c.apply_stdin(&cloneset(ns, "api", 2, strategy, "v1")).unwrap();
+    converged(&c, ns, "api", 2);
+
+    // `kubectl scale` goes through the scale subresource (HPA's path).
+    c.kubectl(&["-n", ns, "scale", "cloneset", "api", "--replicas=4"]).unwrap();
+    let s = converged(&c, ns, "api", 4);
+    assert_eq!(s["labelSelector"], "app=api");
+    let raw = c
+        .kubectl(&["get", "--raw", &format!("/apis/apps.kruise.io/v1alpha1/namespaces/{ns}/clonesets/api/scale")])
+        .unwrap();
+    let scale: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(scale["status"]["replicas"], 4);
+    assert_eq!(scale["status"]["selector"], "app=api");
+
+    // podsToDelete with a lower replica count removes exactly that pod.
+    let names = pod_names(&c, ns, "api");
+    let victim = names[1].clone();
+    patch(&c, ns, "api", &json!({"spec": {"replicas": 3, "scaleStrategy": {"podsToDelete": [victim]}}}));
+    converged(&c, ns, "api", 3);
+    let now = pod_names(&c, ns, "api");
+    assert!(!now.contains(&victim), "{victim} deleted: {now:?}");
+    assert!(names.iter().filter(|n| *n != &victim).take(2).all(|n| now.contains(n)));
+
+    // The specified-delete label replaces a pod.
+    let relabelled = now[0].clone();
+    c.kubectl(&["-n", ns, "label", "pod", &relabelled, "apps.kruise.io/specified-delete=true"]).unwrap();
+    c.wait_for("specified-delete pod replaced", LIMIT, |c| {
+        let n = pod_names(c, ns, "api");
+        Ok((!n.contains(&relabelled) && n.len() == 3).then_some(()))
+    })
+    .unwrap();
+    converged(&c, ns, "api", 3);
+
+    // The preDelete hook holds a pod in PreparingDelete until released.
+    let held = pod_names(&c, ns, "api")[0].clone();
+    c.kubectl(&["-n", ns, "label", "pod", &held, "hold=true"]).unwrap();
+    patch(&c, ns, "api", &json!({"spec": {"replicas": 2, "scaleStrategy": {"podsToDelete": [held]}}}));
+    c.wait_for("pod held in PreparingDelete", LIMIT, |c| {
+        let p = c.get_json(&["-n", ns, "pod", &held])?;
+        Ok((label_of(&p, "lifecycle.apps.kruise.io/state") == "PreparingDelete").then_some(()))
+    })
+    .unwrap();
+    for _ in 0..15 {
+        let p = c.get_json(&["-n", ns, "pod", &held]).unwrap();
+        assert!(p["metadata"]["deletionTimestamp"].is_null(), "held pod must not be deleted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.kubectl(&["-n", ns, "label", "pod", &held, "hold-"]).unwrap();
+    c.wait_for("released pod deleted", LIMIT, |c| {
+        Ok((!pod_names(c, ns, "api").contains(&held)).then_some(()))
+    })
+    .unwrap();
+    converged(&c, ns, "api", 2);
+    patch(&c, ns, "api", &json!({"spec": {"replicas": 4, "scaleStrategy": {"podsToDelete": null}}}));
+    converged(&c, ns, "api", 4);
+
+    // partition 3 of 4 (int): one pod updated; then 50%: two.
+    patch(&c, ns, "api", &json!({"spec": {"updateStrategy": {"partition": 3}, "template": {"metadata": {"annotations": {"app-config": "v2"}}}}}));
+    let one = c
+        .wait_for("partition 3 reached", LIMIT, |c| {
+            let s = status(c, ns, "api");
+            Ok((s["updatedReadyReplicas"] == 1 && s["expectedUpdatedReplicas"] == 1).then_some(s))
+        })
+        .unwrap();
+    let update_revision = one["updateRevision"].as_str().unwrap().to_string();
+    for _ in 0..10 {
+        let updated = pods(&c, ns, "api").iter().filter(|p| label_of(p, "controller-revision-hash") == update_revision).count();
+        assert_eq!(updated, 1, "partition holds the others back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    patch(&c, ns, "api", &json!({"spec": {"updateStrategy": {"partition": "50%"}}}));
+    c.wait_for("partition 50% reached", LIMIT, |c| {
+        let s = status(c, ns, "api");
+        Ok((s["updatedReadyReplicas"] == 2 && s["expectedUpdatedReplicas"] == 2).then_some(()))
+    })
+    .unwrap();
+
+    // Paused: nothing more is updated until resumed.
+    patch(&c, ns, "api", &json!({"spec": {"updateStrategy": {"partition": 0, "paused": true}}}));
+    for _ in 0..15 {
+        assert_eq!(status(&c, ns, "api")["updatedReplicas"], 2, "paused");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    patch(&c, ns, "api", &json!({"spec": {"updateStrategy": {"paused": false}}}));
+    roll_within_bounds(&c, ns, "api", 4, 1, 0);
+}
