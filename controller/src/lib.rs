@@ -2,6 +2,7 @@
 //! reconcilers (pure: state in → decision out; the binary does the I/O).
 
 pub mod api_call;
+pub mod cli;
 pub mod cloneset;
 pub mod crds;
 pub mod crr;

@@ -14,15 +14,24 @@ pub fn binary() -> crate::Result<PathBuf> {
     if let Some(p) = std::env::var_os("KEELSON_CONTROLLER_BIN") {
         return Ok(p.into());
     }
+    built("keelson-controller")
+}
+
+/// Where the built `kubectl-keelson` plugin is (next to the controller).
+pub fn plugin_binary() -> crate::Result<PathBuf> {
+    built("kubectl-keelson")
+}
+
+fn built(name: &str) -> crate::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     for dir in exe.ancestors().skip(1).take(3) {
-        let candidate = dir.join("keelson-controller");
+        let candidate = dir.join(name);
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
     bail!(
-        "keelson-controller binary not found near {}: run `cargo build --workspace --bins` first (the README's test command does)",
+        "{name} binary not found near {}: run `cargo build --workspace --bins` first (the README's test command does)",
         exe.display()
     )
 }

@@ -77,6 +77,30 @@ impl Cluster {
         ))
     }
 
+    /// The real kubectl with `plugins` first on `PATH` and the admin
+    /// kubeconfig in `$KUBECONFIG` (plugins read it from there), as a user
+    /// runs `kubectl <plugin> …`: (succeeded, stdout, stderr).
+    pub fn kubectl_with_plugins(
+        &self,
+        plugins: &Path,
+        args: &[&str],
+    ) -> crate::Result<(bool, String, String)> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![plugins.to_path_buf()];
+        dirs.extend(std::env::split_paths(&path));
+        let out = Command::new(self.bins.kube("kubectl"))
+            .args(args)
+            .env("PATH", std::env::join_paths(dirs)?)
+            .env("KUBECONFIG", self.kubeconfig())
+            .output()
+            .context("running kubectl")?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// `kubectl apply -f -` of `manifest` (YAML or JSON).
     pub fn apply_stdin(&self, manifest: &str) -> crate::Result<String> {
         let (ok, out, err) = self.kubectl_result(&["apply", "-f", "-"], Some(manifest))?;
