@@ -699,3 +699,47 @@ fn kubectl_plugin_rolls_out_pauses_undoes_and_scales() {
     let (ok, _, err) = run(&["keelson", "rollout", "status", "-n", ns, "deploy/x"]);
     assert!(!ok && err.contains("doesn't have a resource type"), "{err}");
 }
+
+#[test]
+fn the_in_place_grace_period_drains_before_the_restart() {
+    let c = cluster();
+    let guard = c.namespace("cloneset-grace").unwrap();
+    let ns = guard.name.as_str();
+    let strategy =
+        "    type: InPlaceIfPossible\n    inPlaceUpdateStrategy: {gracePeriodSeconds: 3}\n";
+    c.apply_stdin(&cloneset(ns, "slow", 1, strategy, "v1"))
+        .unwrap();
+    converged(&c, ns, "slow", 1);
+    let before = identities(&c, ns, "slow");
+    let (name, (uid, _, restarts)) = before.iter().next().unwrap();
+    let t0 = Instant::now();
+    patch(
+        &c,
+        ns,
+        "slow",
+        &json!({"spec": {"template": {"metadata": {"annotations": {"app-config": "v2"}}}}}),
+    );
+    // Not ready at once (endpoints drain), container untouched meanwhile.
+    c.wait_for("pod marked not ready", LIMIT, |c| {
+        let p = c.get_json(&["-n", ns, "pod", name])?;
+        Ok((!kube::condition(&p, "Ready")).then_some(()))
+    })
+    .unwrap();
+    let restarted_at = c
+        .wait_for("container restarted", LIMIT, |c| {
+            let id = identities(c, ns, "slow");
+            Ok(id
+                .get(name)
+                .filter(|(_, _, r)| *r > *restarts)
+                .map(|_| t0.elapsed()))
+        })
+        .unwrap();
+    assert!(
+        restarted_at >= Duration::from_secs(3),
+        "restarted after {restarted_at:?}, before the 3 s grace"
+    );
+    converged(&c, ns, "slow", 1);
+    let after = identities(&c, ns, "slow");
+    assert_eq!(&after[name].0, uid);
+    assert_eq!(main_env(&c, ns, name)["APP_CONFIG"], "v2");
+}

@@ -152,6 +152,21 @@ fn refresh(input: &Input, plan: &mut Plan) {
                 plan.steps.push(Step::MarkReady { pod: name(p) });
                 continue;
             };
+            let at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(input.now);
+            match inplace::grace_due(p, &record, &at) {
+                Some(Ok(patch)) => {
+                    plan.steps.push(Step::Patch {
+                        pod: name(p),
+                        patch,
+                    });
+                    continue;
+                }
+                Some(Err(left)) => {
+                    plan.requeue_after = Some(plan.requeue_after.map_or(left, |r| r.min(left)));
+                    continue;
+                }
+                None => {}
+            }
             match inplace::progress(p, &record) {
                 Progress::Done => {
                     plan.steps.push(Step::MarkReady { pod: name(p) });
@@ -539,6 +554,11 @@ fn update(input: &Input, diffs: &Diffs, plan: &mut Plan) {
                         input.update_revision,
                         &labels,
                         &extra,
+                        cs.spec
+                            .update_strategy
+                            .in_place_update_strategy
+                            .as_ref()
+                            .map_or(0, |s| s.grace_period_seconds),
                         &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(input.now),
                     );
                     start.pod_patch["metadata"]["annotations"]

@@ -21,9 +21,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_api::apps::shared::{
-    IN_PLACE_UPDATE_READY, IN_PLACE_UPDATE_STATE_KEY, InPlaceUpdateContainerBatch,
-    InPlaceUpdateContainerStatus, InPlaceUpdateState, RUNTIME_CONTAINER_META_KEY,
-    RuntimeContainerMetaSet, get_in_place_update_state,
+    IN_PLACE_UPDATE_GRACE_KEY, IN_PLACE_UPDATE_GRACE_KEY_OLD, IN_PLACE_UPDATE_READY,
+    IN_PLACE_UPDATE_STATE_KEY, InPlaceUpdateContainerBatch, InPlaceUpdateContainerStatus,
+    InPlaceUpdateState, RUNTIME_CONTAINER_META_KEY, RuntimeContainerMetaSet,
+    get_in_place_update_grace, get_in_place_update_state,
 };
 use keelson_api::envmeta;
 use serde_json::{Value, json};
@@ -173,6 +174,7 @@ pub fn start(
     revision: &str,
     revision_labels: &BTreeMap<String, String>,
     extra_labels: &BTreeMap<String, String>,
+    grace_seconds: i32,
     now: &Time,
 ) -> Start {
     let restarting = change.containers();
@@ -200,19 +202,25 @@ pub fn start(
         }],
         ..Default::default()
     };
-    let mut labels: serde_json::Map<String, Value> = change
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
-        .collect();
+    // What the update changes on the pod; under a grace period it is
+    // kept in the grace annotation and applied when the period is over.
+    let mut changes = json!({"metadata": {
+        "labels": change.labels,
+        "annotations": change.annotations,
+    }});
+    if !change.images.is_empty() {
+        let containers: Vec<Value> = change
+            .images
+            .iter()
+            .map(|(name, image)| json!({"name": name, "image": image}))
+            .collect();
+        changes["spec"] = json!({ "containers": containers });
+    }
+    let mut labels = serde_json::Map::new();
     for (k, v) in revision_labels.iter().chain(extra_labels) {
         labels.insert(k.clone(), json!(v));
     }
-    let mut annotations: serde_json::Map<String, Value> = change
-        .annotations
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
-        .collect();
+    let mut annotations = serde_json::Map::new();
     annotations.insert(
         IN_PLACE_UPDATE_STATE_KEY.into(),
         json!(serde_json::to_string(&state).unwrap_or_default()),
@@ -222,13 +230,16 @@ pub fn start(
         "annotations": annotations,
         "resourceVersion": pod.metadata.resource_version,
     }});
-    if !change.images.is_empty() {
-        let containers: Vec<Value> = change
-            .images
-            .iter()
-            .map(|(name, image)| json!({"name": name, "image": image}))
-            .collect();
-        pod_patch["spec"] = json!({ "containers": containers });
+    if grace_seconds > 0 {
+        let pending = Grace {
+            revision: revision.to_string(),
+            grace_seconds,
+            patch: changes,
+        };
+        pod_patch["metadata"]["annotations"][IN_PLACE_UPDATE_GRACE_KEY] =
+            json!(serde_json::to_string(&pending).unwrap_or_default());
+    } else {
+        merge(&mut pod_patch, &changes);
     }
     let mut conditions = vec![json!({
         "type": IN_PLACE_UPDATE_READY, "status": "False", "reason": REASON_START,
@@ -258,6 +269,57 @@ pub fn same_instances(pod: &Pod, state: &InPlaceUpdateState) -> bool {
             .find(|s| &s.name == name)
             .is_some_and(|s| s.container_id.clone().unwrap_or_default() == before.container_id)
     })
+}
+
+/// An update held for `inPlaceUpdateStrategy.gracePeriodSeconds`: the pod
+/// is already not-ready (endpoints drain) and on the new revision's
+/// labels; `patch` is applied when the period is over.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grace {
+    pub revision: String,
+    pub grace_seconds: i32,
+    pub patch: Value,
+}
+
+/// Deep-merges object `b` into `a` (a strategic-merge-compatible union of
+/// two patches that touch different keys).
+fn merge(a: &mut Value, b: &Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b.clone(),
+    }
+}
+
+/// What a pod held in a grace period needs at `now`: `Ok(patch)` when the
+/// period is over (or the pod's revision moved on: then only the
+/// annotation goes), `Err(seconds left)` otherwise; `None` without one.
+pub fn grace_due(pod: &Pod, state: &InPlaceUpdateState, now: &Time) -> Option<Result<Value, i64>> {
+    let raw = get_in_place_update_grace(&pod.metadata)?;
+    let clear = json!({"metadata": {"annotations": {
+        IN_PLACE_UPDATE_GRACE_KEY: null, IN_PLACE_UPDATE_GRACE_KEY_OLD: null,
+    }}});
+    let Ok(g) = serde_json::from_str::<Grace>(raw) else {
+        return Some(Ok(clear));
+    };
+    if !super::pods::on_revision(pod, &g.revision) {
+        return Some(Ok(clear));
+    }
+    let started = state
+        .update_timestamp
+        .as_ref()
+        .map_or(0, |t| t.0.as_second());
+    let left = i64::from(g.grace_seconds) - (now.0.as_second() - started);
+    if left > 0 {
+        return Some(Err(left));
+    }
+    let mut patch = g.patch;
+    merge(&mut patch, &clear);
+    Some(Ok(patch))
 }
 
 /// The status patch marking the update done (or a pod never updated
@@ -326,6 +388,9 @@ pub fn normalized_image(image: &str) -> String {
 /// Whether the in-place update recorded in `state` has taken effect on
 /// `pod`.
 pub fn progress(pod: &Pod, state: &InPlaceUpdateState) -> Progress {
+    if get_in_place_update_grace(&pod.metadata).is_some() {
+        return Progress::Waiting("in the grace period before the update".into());
+    }
     let meta: RuntimeContainerMetaSet = pod
         .metadata
         .annotations

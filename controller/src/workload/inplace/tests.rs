@@ -96,7 +96,7 @@ fn start_writes_the_record_labels_images_and_conditions() {
     };
     let now = Time("2026-01-01T00:00:00Z".parse().unwrap());
     let labels = BTreeMap::from([("controller-revision-hash".to_string(), "web-h2".to_string())]);
-    let s = start(&p, &change, "web-h2", &labels, &BTreeMap::new(), &now);
+    let s = start(&p, &change, "web-h2", &labels, &BTreeMap::new(), 0, &now);
     assert_eq!(s.pod_patch["metadata"]["resourceVersion"], "5");
     assert_eq!(
         s.pod_patch["metadata"]["labels"]["controller-revision-hash"],
@@ -260,4 +260,58 @@ fn gated_pods_need_the_condition_until_it_is_plainly_true() {
         .unwrap()
         .push(serde_saphyr::from_str("{type: InPlaceUpdateReady, status: 'True'}").unwrap());
     assert!(!needs_ready(&p));
+}
+
+#[test]
+fn a_grace_period_holds_the_changes_then_applies_them() {
+    let mut p = pod(RUNNING);
+    let change = Change {
+        images: BTreeMap::from([("main".into(), "nginx:2".into())]),
+        ..Default::default()
+    };
+    let t0 = Time("2026-01-01T00:00:00Z".parse().unwrap());
+    let labels = BTreeMap::from([("controller-revision-hash".to_string(), "web-h2".to_string())]);
+    let s = start(&p, &change, "web-h2", &labels, &BTreeMap::new(), 10, &t0);
+    assert!(
+        s.pod_patch.get("spec").is_none(),
+        "images wait for the grace period"
+    );
+    let grace = s.pod_patch["metadata"]["annotations"]
+        [keelson_api::apps::shared::IN_PLACE_UPDATE_GRACE_KEY]
+        .as_str()
+        .unwrap()
+        .to_string();
+    p.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("controller-revision-hash".into(), "web-h2".into());
+    p.metadata.annotations.as_mut().unwrap().insert(
+        keelson_api::apps::shared::IN_PLACE_UPDATE_GRACE_KEY.into(),
+        grace,
+    );
+    assert!(matches!(progress(&p, &s.state), Progress::Waiting(w) if w.contains("grace")));
+    let at = |t: &str| Time(t.parse().unwrap());
+    assert_eq!(
+        grace_due(&p, &s.state, &at("2026-01-01T00:00:04Z")),
+        Some(Err(6))
+    );
+    let patch = grace_due(&p, &s.state, &at("2026-01-01T00:00:10Z"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(patch["spec"]["containers"][0]["image"], "nginx:2");
+    assert!(
+        patch["metadata"]["annotations"][keelson_api::apps::shared::IN_PLACE_UPDATE_GRACE_KEY]
+            .is_null()
+    );
+    // The pod moved to another revision meanwhile: only the annotation goes.
+    p.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("controller-revision-hash".into(), "web-h3".into());
+    let patch = grace_due(&p, &s.state, &at("2026-01-01T00:00:10Z"))
+        .unwrap()
+        .unwrap();
+    assert!(patch.get("spec").is_none());
 }
