@@ -76,19 +76,24 @@ async fn publish(ctx: &Context, cs: &CloneSet, warning: bool, reason: &str, note
         action: reason.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
-        tracing::debug!(error = %e, "event not recorded");
-    }
+    // Events are best effort and must not slow the reconcile down.
+    let recorder = ctx.recorder.clone();
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&ev, &reference).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    });
 }
 
-/// The update revision's name after storing what it needs; bumps the
-/// collision count on a name clash with different data.
+/// The update revision's name after storing what it needs (and whether
+/// anything was stored); bumps the collision count on a name clash with
+/// different data.
 async fn sync_revisions(
     revisions: &Api<ControllerRevision>,
     cs: &CloneSet,
     existing: &[ControllerRevision],
     collision_count: &mut i32,
-) -> Result<String, ReconcileError> {
+) -> Result<(String, bool), ReconcileError> {
     let parent = Parent {
         name: cs.name_any(),
         namespace: cs.namespace().unwrap_or_default(),
@@ -107,23 +112,23 @@ async fn sync_revisions(
             &extra,
         )?;
         match change {
-            RevisionChange::Unchanged => return Ok(name),
+            RevisionChange::Unchanged => return Ok((name, false)),
             RevisionChange::Renumber { name, revision } => {
                 let patch = json!({"revision": revision});
                 revisions
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
-                return Ok(name);
+                return Ok((name, true));
             }
             RevisionChange::Create(new) => {
                 match revisions.create(&PostParams::default(), &new).await {
-                    Ok(_) => return Ok(name),
+                    Ok(_) => return Ok((name, true)),
                     Err(kube::Error::Api(s)) if s.code == 409 => {
                         let stored = revisions.get(&name).await?;
                         if revision::equal_revision(&stored, &new)
                             && owned_by(&stored.metadata, &parent.owner.uid)
                         {
-                            return Ok(name);
+                            return Ok((name, true));
                         }
                         *collision_count += 1;
                         tracing::info!(cloneset = %parent.name, collision_count = *collision_count, "revision name collision");
@@ -383,15 +388,19 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
         .collect();
     let old_status = cs.status.clone().unwrap_or_default();
     let mut collision_count = old_status.collision_count.unwrap_or(0);
-    let update_revision =
+    let (update_revision, stored) =
         sync_revisions(&revisions_api, &cs, &revisions, &mut collision_count).await?;
-    let revisions: Vec<ControllerRevision> = revisions_api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|r| owned_by(&r.metadata, &uid))
-        .collect();
+    let revisions: Vec<ControllerRevision> = if stored {
+        revisions_api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|r| owned_by(&r.metadata, &uid))
+            .collect()
+    } else {
+        revisions
+    };
     let mut templates = BTreeMap::new();
     for r in &revisions {
         if let (Some(name), Ok(t)) = (r.metadata.name.clone(), revision::template_of(r)) {
@@ -427,15 +436,39 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
                 .cloned()
         })
         .collect();
-    let mut failure = None;
+    let mut failure: Option<ReconcileError>;
     let scaling = decision
         .steps
         .iter()
         .any(|s| matches!(s, Step::Create { .. } | Step::Delete { .. }));
-    for step in decision.steps.clone() {
-        if let Err(e) = apply_step(&ctx, &cs, &pods_api, &templates, &mut taken, step).await {
-            failure = Some(e);
-            break;
+    // Steps on distinct pods go out together (16 at a time); creations
+    // run after them, in order (slow start, current revision first).
+    let (creates, others): (Vec<Step>, Vec<Step>) = decision
+        .steps
+        .clone()
+        .into_iter()
+        .partition(|s| matches!(s, Step::Create { .. }));
+    {
+        use futures_util::stream::{self, StreamExt as _};
+        let results: Vec<Result<(), ReconcileError>> = stream::iter(others)
+            .map(|step| {
+                let (ctx, cs, pods_api, templates) = (&ctx, &cs, &pods_api, &templates);
+                async move {
+                    let mut none = BTreeSet::new();
+                    apply_step(ctx, cs, pods_api, templates, &mut none, step).await
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        failure = results.into_iter().find_map(Result::err);
+    }
+    if failure.is_none() {
+        for step in creates {
+            if let Err(e) = apply_step(&ctx, &cs, &pods_api, &templates, &mut taken, step).await {
+                failure = Some(e);
+                break;
+            }
         }
     }
     let failure_text = failure.as_ref().map(|e| e.to_string());
