@@ -200,6 +200,7 @@ fn start_reconcilers(
         client.clone(),
         gates.enabled("InPlaceUpdateEnvFromMetadata"),
         args.cloneset_scaling_exclude_preparing_delete,
+        gates.enabled("PreDownloadImageForInPlaceUpdate") && gates.enabled("KruiseDaemon"),
         args.identity
             .clone()
             .unwrap_or_else(|| "keelson-controller".into()),

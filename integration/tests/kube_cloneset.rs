@@ -5,7 +5,8 @@
 //! (same pod UID and IP, restartCount + 1, the new value in its env), an
 //! image change (a retag with the same image ID, OpenKruise's #369) too,
 //! and a change that cannot be made in place recreates the pods — with
-//! `maxUnavailable` held at every sample taken during the rollout.
+//! `maxUnavailable` held at every sample taken during the rollout; the new
+//! image of an in-place update is pre-downloaded by an ImagePullJob.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -742,4 +743,75 @@ fn the_in_place_grace_period_drains_before_the_restart() {
     let after = identities(&c, ns, "slow");
     assert_eq!(&after[name].0, uid);
     assert_eq!(main_env(&c, ns, name)["APP_CONFIG"], "v2");
+}
+
+#[test]
+fn an_in_place_image_update_pre_downloads_the_new_image() {
+    let c = cluster();
+    let guard = c.namespace("cloneset-predownload").unwrap();
+    let ns = guard.name.as_str();
+    let registry = keelson_integration::registry::Registry::start(None).unwrap();
+    let layout = c.runtime().unwrap().images().layout("busybox");
+    let v1 = registry.push(&layout, BUSYBOX, "shop/app:v1").unwrap();
+    let v2 = registry.push(&layout, BUSYBOX, "shop/app:v2").unwrap();
+    let manifest = cloneset(
+        ns,
+        "shop",
+        4,
+        "    type: InPlaceIfPossible\n    maxUnavailable: 1\n",
+        "v1",
+    )
+    .replace(&format!("image: {BUSYBOX}"), &format!("image: {v1}"));
+    c.apply_stdin(&manifest).unwrap();
+    converged(&c, ns, "shop", 4);
+    // ImagePullJobs reach the node through its NodeImage (made once the
+    // node has been Ready for the creation delay).
+    c.wait_for("NodeImage of the node", LIMIT, |c| {
+        Ok(c.get_json(&["nodeimage", kube::NODE]).ok().map(|_| ()))
+    })
+    .unwrap();
+    patch(
+        &c,
+        ns,
+        "shop",
+        &json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": v2, "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"], "env": [{"name": "APP_CONFIG", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['app-config']"}}}]}]}}}}),
+    );
+    let job = c
+        .wait_for("pre-download ImagePullJob", LIMIT, |c| {
+            let jobs = c.get_json(&["-n", ns, "imagepulljobs"])?;
+            Ok(jobs["items"].as_array().and_then(|j| j.first().cloned()))
+        })
+        .unwrap();
+    let update_revision = status(&c, ns, "shop")["updateRevision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(job["metadata"]["name"], format!("{update_revision}-main"));
+    assert_eq!(job["spec"]["image"], v2.as_str());
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CloneSet");
+    assert_eq!(
+        job["spec"]["podSelector"]["matchExpressions"][0]["operator"],
+        "NotIn"
+    );
+    let rev = c
+        .get_json(&["-n", ns, "controllerrevision", &update_revision])
+        .unwrap();
+    assert_eq!(
+        rev["metadata"]["labels"]["apps.kruise.io/pre-predownload-created"],
+        "true"
+    );
+    roll_within_bounds(&c, ns, "shop", 4, 1, 0);
+    assert!(
+        registry.log_text().contains("shop/app/manifests/v2"),
+        "v2 was pulled from the registry"
+    );
+    // Done: the CloneSet's jobs are gone.
+    c.wait_for("pre-download jobs deleted", LIMIT, |c| {
+        let jobs = c.get_json(&["-n", ns, "imagepulljobs"])?;
+        Ok(jobs["items"]
+            .as_array()
+            .is_none_or(|j| j.is_empty())
+            .then_some(()))
+    })
+    .unwrap();
 }

@@ -24,9 +24,11 @@ use serde_json::{Value, json};
 
 use super::newpod::{PodOf, instance_id, new_pod};
 use super::plan::{self, Input, Step, revision_label};
+use super::predownload;
 use super::status::{self, Outcome};
 use crate::workload::revision::{self, Parent, RevisionChange};
 use crate::workload::{inplace, pods};
+use keelson_api::apps::v1alpha1::imagepulljob::ImagePullJob;
 
 /// Why one reconcile failed (it is retried).
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub env_from_metadata: bool,
     pub exclude_preparing_delete: bool,
+    /// `PreDownloadImageForInPlaceUpdate` (with `KruiseDaemon`).
+    pub predownload: bool,
 }
 
 fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
@@ -355,6 +359,73 @@ async fn patch_in_place(
     }
 }
 
+/// Carries out a pre-download decision.
+async fn apply_predownload(
+    ctx: &Context,
+    cs: &CloneSet,
+    revisions_api: &Api<ControllerRevision>,
+    update: &ControllerRevision,
+    decision: predownload::Decision,
+) -> Result<(), kube::Error> {
+    let ns = cs.namespace().unwrap_or_default();
+    let jobs: Api<ImagePullJob> = Api::namespaced(ctx.client.clone(), &ns);
+    let uid = cs.metadata.uid.clone().unwrap_or_default();
+    match decision {
+        predownload::Decision::Nothing => {}
+        predownload::Decision::DeleteJobs => {
+            for j in jobs.list(&ListParams::default()).await?.items {
+                if owned_by(&j.metadata, &uid) {
+                    ignore_gone(
+                        jobs.delete(&j.name_any(), &DeleteParams::background())
+                            .await,
+                    )?;
+                }
+            }
+        }
+        predownload::Decision::Mark { label, jobs: new } => {
+            for job in &new {
+                match jobs.create(&PostParams::default(), job).await {
+                    Ok(_) => {
+                        publish(
+                            ctx,
+                            cs,
+                            false,
+                            "CreatedImagePullJob",
+                            format!(
+                                "created ImagePullJob {} for image: {}",
+                                job.name_any(),
+                                job.spec.image
+                            ),
+                        )
+                        .await;
+                    }
+                    Err(e) if crate::api_call::status_code(&e) == Some(409) => {}
+                    Err(e) => {
+                        publish(
+                            ctx,
+                            cs,
+                            true,
+                            "FailedCreateImagePullJob",
+                            format!("failed to create ImagePullJob {}: {e}", job.name_any()),
+                        )
+                        .await;
+                        return Err(e);
+                    }
+                }
+            }
+            let patch = json!({"metadata": {"labels": {label: "true"}}});
+            revisions_api
+                .patch(
+                    &update.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 fn ignore_gone<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
     match r {
         Ok(_) => Ok(()),
@@ -512,6 +583,23 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
             )
             .await?;
     }
+    if ctx.predownload
+        && let Some(update) = revisions
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(update_revision.as_str()))
+        && let Some(update_template) = templates.get(&update_revision)
+    {
+        let done = new_status.current_revision.as_deref() == Some(update_revision.as_str());
+        let decision = predownload::decide(
+            &cs,
+            &owner_of(&cs),
+            update,
+            update_template,
+            templates.get(&current_revision),
+            done,
+        );
+        apply_predownload(&ctx, &cs, &revisions_api, update, decision).await?;
+    }
     // History: keep revisionHistoryLimit besides the live revisions.
     let mut live: Vec<String> = vec![update_revision.clone(), current_revision.clone()];
     for p in &all_pods {
@@ -547,6 +635,7 @@ pub async fn run(
     client: Client,
     env_from_metadata: bool,
     exclude_preparing_delete: bool,
+    predownload: bool,
     identity: String,
 ) {
     crate::metrics::register_controller("cloneset");
@@ -565,6 +654,7 @@ pub async fn run(
         recorder,
         env_from_metadata,
         exclude_preparing_delete,
+        predownload,
     });
     Controller::new(sets, watcher::Config::default())
         .owns(pods, watcher::Config::default())

@@ -8,4 +8,5 @@ pub mod controller;
 pub mod newpod;
 pub mod numbers;
 pub mod plan;
+pub mod predownload;
 pub mod status;

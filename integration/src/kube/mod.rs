@@ -37,8 +37,9 @@ use pki::{Credential, Pki, write_kubeconfig};
 pub const NODE: &str = "keelson-node";
 
 /// The controller's feature gates in the test cluster unless a test says
-/// otherwise: the shipped ones.
-pub const DEFAULT_GATES: &str = "ImagePullJobGate=true";
+/// otherwise: the shipped ones plus CloneSet's image pre-download (which
+/// OpenKruise ships off).
+pub const DEFAULT_GATES: &str = "ImagePullJobGate=true,PreDownloadImageForInPlaceUpdate=true";
 
 /// How to start a cluster.
 #[derive(Debug, Clone)]
