@@ -457,6 +457,28 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
         .into_iter()
         .filter(|r| owned_by(&r.metadata, &uid))
         .collect();
+    let vanished = plan::vanished_pods_to_delete(&cs, &all_pods);
+    if !vanished.is_empty() {
+        let keep: Vec<&String> = cs
+            .spec
+            .scale_strategy
+            .pods_to_delete
+            .iter()
+            .filter(|n| !vanished.contains(n))
+            .collect();
+        let patch = json!({"metadata": {"resourceVersion": cs.metadata.resource_version},
+            "spec": {"scaleStrategy": {"podsToDelete": keep}}});
+        let cs_api: Api<CloneSet> = Api::namespaced(ctx.client.clone(), &ns);
+        cs_api
+            .patch(
+                &cs.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        // The spec change brings the CloneSet back with the pruned list.
+        return Ok(Action::await_change());
+    }
     let old_status = cs.status.clone().unwrap_or_default();
     let mut collision_count = old_status.collision_count.unwrap_or(0);
     let (update_revision, stored) =

@@ -302,6 +302,9 @@ fn scale(input: &Input, diffs: &Diffs, plan: &mut Plan) {
         .as_ref()
         .and_then(|l| l.pre_delete.as_ref());
     let min_ready = cs.spec.min_ready_seconds;
+    if cancel_pre_delete(input, plan) {
+        return;
+    }
     if diffs.scale_up > 0 {
         let n = diffs.scale_up_limit;
         if n < diffs.scale_up {
@@ -396,6 +399,60 @@ fn scale(input: &Input, diffs: &Diffs, plan: &mut Plan) {
             }
         }
     }
+}
+
+/// Pods held in PreparingDelete by a plain scale-in go back to
+/// PreparingNormal when replicas grew again meanwhile (never with
+/// `markPodNotReady` on a hook, as upstream). Whether any did.
+fn cancel_pre_delete(input: &Input, plan: &mut Plan) -> bool {
+    let cs = input.cs;
+    let lifecycle = cs.spec.lifecycle.as_ref();
+    let marks = lifecycle.is_some_and(|l| {
+        [&l.pre_delete, &l.in_place_update]
+            .iter()
+            .any(|h| h.as_ref().is_some_and(|h| h.mark_pod_not_ready))
+    });
+    if marks {
+        return false;
+    }
+    let pre_deleting = |p: &Pod| pods::lifecycle_state(p) == LIFECYCLE_STATE_PREPARING_DELETE;
+    let planned = input
+        .pods
+        .iter()
+        .filter(|p| pre_deleting(p) || numbers::is_specified_delete(cs, p))
+        .count() as i32;
+    let mut diff = numbers::replicas(cs) - input.pods.len() as i32 + planned;
+    let before = plan.steps.len();
+    for p in input
+        .pods
+        .iter()
+        .filter(|p| pre_deleting(p) && !numbers::is_specified_delete(cs, p))
+    {
+        if diff <= 0 {
+            break;
+        }
+        plan.steps.push(Step::Patch {
+            pod: name(p),
+            patch: state_patch(LIFECYCLE_STATE_PREPARING_NORMAL, &now_str(input.now)),
+        });
+        diff -= 1;
+    }
+    plan.steps.len() > before
+}
+
+/// `podsToDelete` entries naming no pod of the CloneSet (`all`: every
+/// owned pod), which the controller prunes from the spec.
+pub fn vanished_pods_to_delete(cs: &CloneSet, all: &[Pod]) -> Vec<String> {
+    cs.spec
+        .scale_strategy
+        .pods_to_delete
+        .iter()
+        .filter(|n| {
+            !all.iter()
+                .any(|p| p.metadata.name.as_deref() == Some(n.as_str()))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Weight of `p` under `priorityStrategy.weightPriority` (higher first).

@@ -254,3 +254,35 @@ fn finished_in_place_updates_are_marked_ready_and_normal() {
         matches!(&plan.steps[1], Step::Patch { patch, .. } if patch["metadata"]["labels"]["lifecycle.apps.kruise.io/state"] == "Normal")
     );
 }
+
+#[test]
+fn scale_up_cancels_a_plain_pre_delete_and_vanished_names_are_pruned() {
+    let c = cs(
+        "  replicas: 2\n  lifecycle: {preDelete: {labelsHandler: {hold: 'true'}}}\n  scaleStrategy: {podsToDelete: [gone]}\n",
+    );
+    let mut held = pod("web-a", "web-new", true);
+    held.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("hold".into(), "true".into());
+    held.metadata.labels.as_mut().unwrap().insert(
+        "lifecycle.apps.kruise.io/state".into(),
+        "PreparingDelete".into(),
+    );
+    let p = run(
+        &c,
+        &[held.clone(), pod("web-b", "web-new", true)],
+        "web-new",
+        "web-new",
+    );
+    assert!(
+        matches!(&p.steps[..], [Step::Patch { pod, patch }] if pod == "web-a" && patch["metadata"]["labels"]["lifecycle.apps.kruise.io/state"] == "PreparingNormal"),
+        "{:?}",
+        p.steps
+    );
+    assert_eq!(
+        vanished_pods_to_delete(&c, &[held]),
+        vec!["gone".to_string()]
+    );
+}
