@@ -82,6 +82,9 @@ fn the_kustomization_lists_every_generated_crd() {
     }
 }
 
+/// The agent writes status and events, and patches pods (only ever the
+/// `apps.kruise.io/runtime-containers-meta` annotation, which RBAC cannot
+/// narrow further: OpenKruise's daemon has the same pod patch right).
 #[test]
 fn the_agent_writes_only_status() {
     let docs = rendered();
@@ -112,12 +115,18 @@ fn the_agent_writes_only_status() {
             !resources.iter().any(|r| r == "secrets"),
             "no cluster-wide secrets: {rule}"
         );
-        if verbs.iter().any(|v| writes.contains(&v.as_str())) {
+        let written: Vec<&String> = verbs
+            .iter()
+            .filter(|v| writes.contains(&v.as_str()))
+            .collect();
+        if written.is_empty() {
+            continue;
+        }
+        for r in &resources {
+            let pods_patch = r == "pods" && written.iter().all(|v| *v == "patch");
             assert!(
-                resources
-                    .iter()
-                    .all(|r| r.ends_with("/status") || r == "events"),
-                "the agent may write only status (and events): {rule}"
+                r.ends_with("/status") || r == "events" || pods_patch,
+                "the agent may write only status, events and pod patches: {rule}"
             );
         }
     }
