@@ -468,17 +468,42 @@ fn weight(cs: &CloneSet, p: &Pod) -> i64 {
         .sum()
 }
 
-/// Update order (`Less` = `a` first): pods that are not yet running or
-/// ready go first, then by priority weight, PreparingUpdate pods first.
+/// Rank of `p` under `priorityStrategy.orderPriority` (lower first): the
+/// index of the first term whose label the pod has, then the label value's
+/// trailing integer, larger first. Pods with none of the labels come last,
+/// as OpenKruise documents (its code puts them first).
+fn order_rank(cs: &CloneSet, p: &Pod) -> (usize, i64) {
+    let Some(ps) = &cs.spec.update_strategy.priority_strategy else {
+        return (0, 0);
+    };
+    let labels = p.metadata.labels.clone().unwrap_or_default();
+    for (i, t) in ps.order_priority.iter().enumerate() {
+        if let Some(v) = labels.get(&t.ordered_key) {
+            let digits: String = v
+                .chars()
+                .rev()
+                .take_while(char::is_ascii_digit)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return (i, -digits.parse::<i64>().unwrap_or(0));
+        }
+    }
+    (usize::MAX, 0)
+}
+
+/// Update order (`Less` = `a` first), as OpenKruise layers it:
+/// PreparingUpdate pods first, then the priority strategy (weights, or
+/// label order), then pods not yet running or ready.
 fn update_order(cs: &CloneSet, a: &Pod, b: &Pod) -> Ordering {
-    phase_rank(a)
-        .cmp(&phase_rank(b))
-        .then_with(|| pods::is_ready(a).cmp(&pods::is_ready(b)))
+    let prep = |p: &Pod| pods::lifecycle_state(p) != LIFECYCLE_STATE_PREPARING_UPDATE;
+    prep(a)
+        .cmp(&prep(b))
         .then_with(|| weight(cs, b).cmp(&weight(cs, a)))
-        .then_with(|| {
-            let prep = |p: &Pod| pods::lifecycle_state(p) != LIFECYCLE_STATE_PREPARING_UPDATE;
-            prep(a).cmp(&prep(b))
-        })
+        .then_with(|| order_rank(cs, a).cmp(&order_rank(cs, b)))
+        .then_with(|| phase_rank(a).cmp(&phase_rank(b)))
+        .then_with(|| pods::is_ready(a).cmp(&pods::is_ready(b)))
         .then_with(|| name(a).cmp(&name(b)))
 }
 

@@ -286,3 +286,42 @@ fn scale_up_cancels_a_plain_pre_delete_and_vanished_names_are_pruned() {
         vec!["gone".to_string()]
     );
 }
+
+#[test]
+fn priority_strategies_order_the_updates() {
+    let with = |name: &str, labels: &[(&str, &str)]| {
+        let mut p = pod(name, "web-old", true);
+        for (k, v) in labels {
+            p.metadata
+                .labels
+                .as_mut()
+                .unwrap()
+                .insert(k.to_string(), v.to_string());
+        }
+        p
+    };
+    let pods = [
+        with("web-a", &[]),
+        with("web-b", &[("tier", "canary")]),
+        with("web-c", &[("rank", "pod-2")]),
+        with("web-d", &[("rank", "pod-10")]),
+    ];
+    let first = |c: &CloneSet| {
+        let p = run(c, &pods, "web-old", "web-new");
+        p.steps
+            .iter()
+            .find_map(|s| match s {
+                Step::InPlace { pod, .. } => Some(pod.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let weighted = cs(
+        "  replicas: 4\n  updateStrategy: {type: InPlaceIfPossible, maxUnavailable: 1, priorityStrategy: {weightPriority: [{weight: 50, matchSelector: {matchLabels: {tier: canary}}}]}}\n",
+    );
+    assert_eq!(first(&weighted), "web-b");
+    let ordered = cs(
+        "  replicas: 4\n  updateStrategy: {type: InPlaceIfPossible, maxUnavailable: 1, priorityStrategy: {orderPriority: [{orderedKey: rank}]}}\n",
+    );
+    assert_eq!(first(&ordered), "web-d", "larger trailing number first");
+}
