@@ -640,7 +640,14 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(match decision.requeue_after {
+    let requeue = match (
+        decision.requeue_after,
+        status::seconds_to_deadline(&cs, &new_status, now),
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(match requeue {
         Some(s) => Action::requeue(Duration::from_secs(s.max(1) as u64)),
         None if !decision.steps.is_empty() => Action::requeue(Duration::from_secs(30)),
         None => Action::requeue(Duration::from_secs(300)),
