@@ -1,0 +1,296 @@
+//! Carrying out a CloneSet plan on the API server, step by step: pods
+//! created (slow start) and deleted, metadata and status patches, in-place
+//! updates (conflicts retried while the pod is unchanged) and the image
+//! pre-download jobs.
+
+use super::*;
+
+pub(super) async fn apply_step(
+    ctx: &Context,
+    cs: &CloneSet,
+    pods_api: &Api<Pod>,
+    templates: &BTreeMap<String, Value>,
+    taken: &mut BTreeSet<String>,
+    step: Step,
+) -> Result<(), ReconcileError> {
+    let cs_name = cs.name_any();
+    let ns = cs.namespace().unwrap_or_default();
+    let now = Timestamp::now();
+    match step {
+        Step::MarkReady { pod } => {
+            let patch =
+                inplace::ready_patch(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+            ignore_gone(
+                pods_api
+                    .patch_status(&pod, &PatchParams::default(), &Patch::Strategic(&patch))
+                    .await,
+            )?;
+        }
+        Step::Patch { pod, patch } => {
+            ignore_gone(
+                pods_api
+                    .patch(&pod, &PatchParams::default(), &Patch::Strategic(&patch))
+                    .await,
+            )?;
+        }
+        Step::Delete { pod } => match pods_api.delete(&pod, &DeleteParams::default()).await {
+            Ok(_) => {
+                publish(
+                    ctx,
+                    cs,
+                    false,
+                    "SuccessfulDelete",
+                    format!("succeed to delete pod {pod}"),
+                )
+                .await;
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                publish(
+                    ctx,
+                    cs,
+                    true,
+                    "FailedDelete",
+                    format!("failed to delete pod {pod}: {e}"),
+                )
+                .await;
+                return Err(e.into());
+            }
+        },
+        Step::Create { revision, count } => {
+            let Some(template) = templates.get(&revision) else {
+                return Err(revision::RevisionError::Data {
+                    name: revision,
+                    reason: "no template".into(),
+                }
+                .into());
+            };
+            // Slow start: batches of 1, 2, 4, … stopping at the first failure.
+            let owner = owner_of(cs);
+            let label = revision_label(cs, &revision);
+            let of = PodOf {
+                cs_name: &cs_name,
+                namespace: &ns,
+                owner: &owner,
+                revision: &revision,
+                revision_label: &label,
+            };
+            let (mut left, mut batch) = (count, 1);
+            while left > 0 {
+                let n = batch.min(left);
+                let mut made = Vec::new();
+                for _ in 0..n {
+                    let id = instance_id(taken);
+                    taken.insert(id.clone());
+                    let pod = new_pod(&of, template, &id, &now.to_string())?;
+                    made.push(pod);
+                }
+                let results = {
+                    let pp = PostParams::default();
+                    futures_util::future::join_all(made.iter().map(|p| pods_api.create(&pp, p)))
+                        .await
+                };
+                let mut failed = None;
+                for r in results {
+                    match r {
+                        Ok(p) => {
+                            let name = p.name_any();
+                            publish(
+                                ctx,
+                                cs,
+                                false,
+                                "SuccessfulCreate",
+                                format!("succeed to create pod {name}"),
+                            )
+                            .await;
+                            // The gate's condition at once: the pod can turn Ready
+                            // as soon as its containers are.
+                            let ready = inplace::ready_patch(
+                                &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+                            );
+                            ignore_gone(
+                                pods_api
+                                    .patch_status(
+                                        &name,
+                                        &PatchParams::default(),
+                                        &Patch::Strategic(&ready),
+                                    )
+                                    .await,
+                            )?;
+                        }
+                        Err(e) => {
+                            publish(
+                                ctx,
+                                cs,
+                                true,
+                                "FailedCreate",
+                                format!("failed to create pod: {e}"),
+                            )
+                            .await;
+                            failed = Some(e);
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    return Err(e.into());
+                }
+                left -= n;
+                batch *= 2;
+            }
+        }
+        Step::InPlace { pod, start } => {
+            pods_api
+                .patch_status(
+                    &pod,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&start.status_patch),
+                )
+                .await?;
+            match patch_in_place(pods_api, &pod, &start).await {
+                Ok(()) => {
+                    let rev = &start.state.revision;
+                    publish(
+                        ctx,
+                        cs,
+                        false,
+                        "SuccessfulUpdatePodInPlace",
+                        format!("successfully update pod {pod} in-place(revision {rev})"),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    publish(
+                        ctx,
+                        cs,
+                        true,
+                        "FailedUpdatePodInPlace",
+                        format!("failed to update pod {pod} in-place: {e}"),
+                    )
+                    .await;
+                    // Undo the not-ready mark; the next reconcile retries.
+                    let ready = inplace::ready_patch(
+                        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+                    );
+                    let _ = pods_api
+                        .patch_status(&pod, &PatchParams::default(), &Patch::Strategic(&ready))
+                        .await;
+                    return Err(e.into());
+                }
+            }
+        }
+        Step::Event {
+            warning,
+            reason,
+            message,
+        } => publish(ctx, cs, warning, reason, message).await,
+    }
+    Ok(())
+}
+
+/// The in-place pod patch, preconditioned on the pod's resourceVersion.
+/// Kubelet and the agent write the pod too (status, runtime meta), so a
+/// conflict is retried on a fresh read — as long as the pod is still what
+/// the update was planned on: not on the target revision yet, and running
+/// the container instances the record names.
+async fn patch_in_place(
+    pods_api: &Api<Pod>,
+    pod: &str,
+    start: &inplace::Start,
+) -> Result<(), kube::Error> {
+    let mut body = start.pod_patch.clone();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match pods_api
+            .patch(pod, &PatchParams::default(), &Patch::Strategic(&body))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 5 && crate::api_call::status_code(&e) == Some(409) => {
+                let fresh = pods_api.get(pod).await?;
+                let unchanged = !pods::on_revision(&fresh, &start.state.revision)
+                    && inplace::same_instances(&fresh, &start.state);
+                if !unchanged {
+                    return Err(e);
+                }
+                body["metadata"]["resourceVersion"] = json!(fresh.metadata.resource_version);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Carries out a pre-download decision.
+pub(super) async fn apply_predownload(
+    ctx: &Context,
+    cs: &CloneSet,
+    revisions_api: &Api<ControllerRevision>,
+    update: &ControllerRevision,
+    decision: predownload::Decision,
+) -> Result<(), kube::Error> {
+    let ns = cs.namespace().unwrap_or_default();
+    let jobs: Api<ImagePullJob> = Api::namespaced(ctx.client.clone(), &ns);
+    let uid = cs.metadata.uid.clone().unwrap_or_default();
+    match decision {
+        predownload::Decision::Nothing => {}
+        predownload::Decision::DeleteJobs => {
+            for j in jobs.list(&ListParams::default()).await?.items {
+                if owned_by(&j.metadata, &uid) {
+                    ignore_gone(
+                        jobs.delete(&j.name_any(), &DeleteParams::background())
+                            .await,
+                    )?;
+                }
+            }
+        }
+        predownload::Decision::Mark { label, jobs: new } => {
+            for job in &new {
+                match jobs.create(&PostParams::default(), job).await {
+                    Ok(_) => {
+                        publish(
+                            ctx,
+                            cs,
+                            false,
+                            "CreatedImagePullJob",
+                            format!(
+                                "created ImagePullJob {} for image: {}",
+                                job.name_any(),
+                                job.spec.image
+                            ),
+                        )
+                        .await;
+                    }
+                    Err(e) if crate::api_call::status_code(&e) == Some(409) => {}
+                    Err(e) => {
+                        publish(
+                            ctx,
+                            cs,
+                            true,
+                            "FailedCreateImagePullJob",
+                            format!("failed to create ImagePullJob {}: {e}", job.name_any()),
+                        )
+                        .await;
+                        return Err(e);
+                    }
+                }
+            }
+            let patch = json!({"metadata": {"labels": {label: "true"}}});
+            revisions_api
+                .patch(
+                    &update.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn ignore_gone<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,229 @@
+//! The update phase: which pods move to the update revision this round
+//! (order, partition, unavailability budget) and how (in place, held by
+//! the inPlaceUpdate hook, or marked for recreation).
+
+use super::*;
+
+/// Weight of `p` under `priorityStrategy.weightPriority` (higher first).
+fn weight(cs: &CloneSet, p: &Pod) -> i64 {
+    let Some(ps) = &cs.spec.update_strategy.priority_strategy else {
+        return 0;
+    };
+    let labels = p.metadata.labels.clone().unwrap_or_default();
+    ps.weight_priority
+        .iter()
+        .filter(|t| crate::selector::matches(&t.match_selector, &labels))
+        .map(|t| i64::from(t.weight))
+        .sum()
+}
+
+/// Rank of `p` under `priorityStrategy.orderPriority` (lower first): the
+/// index of the first term whose label the pod has, then the label value's
+/// trailing integer, larger first. Pods with none of the labels come last,
+/// as OpenKruise documents (its code puts them first).
+fn order_rank(cs: &CloneSet, p: &Pod) -> (usize, i64) {
+    let Some(ps) = &cs.spec.update_strategy.priority_strategy else {
+        return (0, 0);
+    };
+    let labels = p.metadata.labels.clone().unwrap_or_default();
+    for (i, t) in ps.order_priority.iter().enumerate() {
+        if let Some(v) = labels.get(&t.ordered_key) {
+            let digits: String = v
+                .chars()
+                .rev()
+                .take_while(char::is_ascii_digit)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return (i, -digits.parse::<i64>().unwrap_or(0));
+        }
+    }
+    (usize::MAX, 0)
+}
+
+/// Update order (`Less` = `a` first), as OpenKruise layers it:
+/// PreparingUpdate pods first, then the priority strategy (weights, or
+/// label order), then pods not yet running or ready.
+fn update_order(cs: &CloneSet, a: &Pod, b: &Pod) -> Ordering {
+    let prep = |p: &Pod| pods::lifecycle_state(p) != LIFECYCLE_STATE_PREPARING_UPDATE;
+    prep(a)
+        .cmp(&prep(b))
+        .then_with(|| weight(cs, b).cmp(&weight(cs, a)))
+        .then_with(|| order_rank(cs, a).cmp(&order_rank(cs, b)))
+        .then_with(|| phase_rank(a).cmp(&phase_rank(b)))
+        .then_with(|| pods::is_ready(a).cmp(&pods::is_ready(b)))
+        .then_with(|| name(a).cmp(&name(b)))
+}
+
+pub(super) fn update(input: &Input, diffs: &Diffs, plan: &mut Plan) {
+    let cs = input.cs;
+    if cs.spec.update_strategy.paused || diffs.update <= 0 {
+        return;
+    }
+    let min_ready = cs.spec.min_ready_seconds;
+    let strategy = cs
+        .spec
+        .update_strategy
+        .type_
+        .as_deref()
+        .unwrap_or("ReCreate");
+    let in_place_allowed = matches!(
+        strategy,
+        IN_PLACE_IF_POSSIBLE_CLONE_SET_UPDATE_STRATEGY_TYPE
+            | IN_PLACE_ONLY_CLONE_SET_UPDATE_STRATEGY_TYPE
+    );
+    let mut candidates: Vec<&Pod> = input
+        .pods
+        .iter()
+        .filter(|p| {
+            !pods::on_revision(p, input.update_revision)
+                && pods::lifecycle_state(p) != LIFECYCLE_STATE_PREPARING_DELETE
+                && !numbers::is_specified_delete(cs, p)
+        })
+        .collect();
+    candidates.sort_by(|a, b| update_order(cs, a, b));
+    let mut updated_unavailable = input
+        .pods
+        .iter()
+        .filter(|p| {
+            pods::on_revision(p, input.update_revision)
+                && !pods::is_available(p, min_ready, input.now)
+        })
+        .count() as i32;
+    let mut unavailable = input
+        .pods
+        .iter()
+        .filter(|p| !pods::is_available(p, min_ready, input.now))
+        .count() as i32;
+    let budget = diffs.update_max_unavailable;
+    let Some(target) = input.templates.get(input.update_revision) else {
+        plan.failed_update = Some(format!(
+            "revision {} has no template",
+            input.update_revision
+        ));
+        return;
+    };
+    let in_place_hook = cs
+        .spec
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.in_place_update.as_ref());
+    let now = now_str(input.now);
+    let mut started = 0;
+    for p in candidates {
+        if started >= diffs.update || updated_unavailable >= budget {
+            break;
+        }
+        let available = pods::is_available(p, min_ready, input.now);
+        if available && unavailable >= budget {
+            break;
+        }
+        let from = pods::revision(p)
+            .and_then(|r| {
+                input
+                    .templates
+                    .iter()
+                    .find(|(n, _)| n.as_str() == r || short_hash(n) == r)
+            })
+            .map(|(_, t)| t);
+        let diff = match from {
+            Some(t) if in_place_allowed => {
+                match inplace::diff(t, target, input.env_from_metadata) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        plan.failed_update = Some(e.to_string());
+                        return;
+                    }
+                }
+            }
+            Some(_) => Diff::Recreate("strategy ReCreate".into()),
+            None => Diff::Recreate("its revision is gone".into()),
+        };
+        match diff {
+            Diff::InPlace(change) => {
+                let state = pods::lifecycle_state(p);
+                if !matches!(
+                    state,
+                    "" | LIFECYCLE_STATE_PREPARING_NORMAL
+                        | LIFECYCLE_STATE_NORMAL
+                        | LIFECYCLE_STATE_PREPARING_UPDATE
+                        | LIFECYCLE_STATE_UPDATED
+                ) {
+                    plan.failed_update = Some(format!(
+                        "not allowed to in-place update pod {} in state {state}",
+                        name(p)
+                    ));
+                    continue;
+                }
+                if state != LIFECYCLE_STATE_PREPARING_UPDATE && hooked(p, in_place_hook) {
+                    // Hold it until the hook lets go.
+                    plan.steps.push(Step::Patch {
+                        pod: name(p),
+                        patch: state_patch(LIFECYCLE_STATE_PREPARING_UPDATE, &now),
+                    });
+                } else if state == LIFECYCLE_STATE_PREPARING_UPDATE && hooked(p, in_place_hook) {
+                    // Still held.
+                } else {
+                    let labels = BTreeMap::from([
+                        (
+                            POD_REVISION_LABEL.to_string(),
+                            revision_label(cs, input.update_revision),
+                        ),
+                        (
+                            POD_TEMPLATE_HASH_LABEL.to_string(),
+                            short_hash(input.update_revision).to_string(),
+                        ),
+                    ]);
+                    let extra = BTreeMap::from([(
+                        keelson_api::apps::shared::LIFECYCLE_STATE_KEY.to_string(),
+                        LIFECYCLE_STATE_UPDATING.to_string(),
+                    )]);
+                    let mut start = inplace::start(
+                        p,
+                        &change,
+                        input.update_revision,
+                        &labels,
+                        &extra,
+                        cs.spec
+                            .update_strategy
+                            .in_place_update_strategy
+                            .as_ref()
+                            .map_or(0, |s| s.grace_period_seconds),
+                        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(input.now),
+                    );
+                    start.pod_patch["metadata"]["annotations"]
+                        [keelson_api::apps::shared::LIFECYCLE_TIMESTAMP_KEY] = json!(now);
+                    plan.steps.push(Step::InPlace {
+                        pod: name(p),
+                        start: Box::new(start),
+                    });
+                }
+            }
+            Diff::Recreate(why) => {
+                if strategy == IN_PLACE_ONLY_CLONE_SET_UPDATE_STRATEGY_TYPE {
+                    plan.failed_update = Some(format!(
+                        "find Pod {} update strategy is InPlaceOnly but can not update in-place ({why})",
+                        name(p)
+                    ));
+                    continue;
+                }
+                plan.steps.push(Step::Patch {
+                    pod: name(p),
+                    patch: json!({"metadata": {"labels": {SPECIFIED_DELETE_KEY: "true"}}}),
+                });
+            }
+        }
+        started += 1;
+        if available {
+            unavailable += 1;
+        }
+        updated_unavailable += 1;
+    }
+}
+
+/// The `controller-revision-hash` value for pods of `revision` (the full
+/// name; the short hash with the `CloneSetShortHash` gate, not offered).
+pub fn revision_label(_cs: &CloneSet, revision: &str) -> String {
+    revision.to_string()
+}
