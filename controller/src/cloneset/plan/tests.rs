@@ -325,3 +325,37 @@ fn priority_strategies_order_the_updates() {
     );
     assert_eq!(first(&ordered), "web-d", "larger trailing number first");
 }
+
+#[test]
+fn scatter_spreads_the_matching_pods_through_the_update_order() {
+    let c = cs(
+        "  replicas: 6\n  updateStrategy: {type: InPlaceIfPossible, maxUnavailable: 6, scatterStrategy: [{key: zone, value: a}]}\n",
+    );
+    let pods: Vec<Pod> = (0..6)
+        .map(|i| {
+            let mut p = pod(&format!("web-{i}"), "web-old", true);
+            if i < 2 {
+                p.metadata
+                    .labels
+                    .as_mut()
+                    .unwrap()
+                    .insert("zone".into(), "a".into());
+            }
+            p
+        })
+        .collect();
+    let p = run(&c, &pods, "web-old", "web-new");
+    let order: Vec<String> = p
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::InPlace { pod, .. } => Some(pod.clone()),
+            _ => None,
+        })
+        .collect();
+    // Without scatter the two zone-a pods (web-0, web-1) would go first.
+    assert_eq!(
+        order,
+        vec!["web-2", "web-3", "web-0", "web-4", "web-5", "web-1"]
+    );
+}

@@ -56,6 +56,65 @@ fn update_order(cs: &CloneSet, a: &Pod, b: &Pod) -> Ordering {
         .then_with(|| name(a).cmp(&name(b)))
 }
 
+/// `scatterStrategy`: for each `key=value` term (the most common first),
+/// the candidates carrying it are spread evenly through the update order
+/// instead of going together — the last of them last, as OpenKruise does.
+/// A term matching at most one candidate, or all but one, changes nothing.
+/// PreparingUpdate pods stay in front.
+fn scatter(cs: &CloneSet, candidates: &mut Vec<&Pod>) {
+    let terms = &cs.spec.update_strategy.scatter_strategy;
+    if terms.is_empty() || candidates.len() <= 1 {
+        return;
+    }
+    let has = |p: &Pod, k: &str, v: &str| {
+        p.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .is_some_and(|x| x == v)
+    };
+    let mut ordered: Vec<&keelson_api::apps::v1alpha1::cloneset::UpdateScatterTerm> =
+        terms.iter().collect();
+    let count = |t: &&keelson_api::apps::v1alpha1::cloneset::UpdateScatterTerm| {
+        candidates
+            .iter()
+            .filter(|p| has(p, &t.key, &t.value))
+            .count()
+    };
+    ordered.sort_by_key(|t| std::cmp::Reverse(count(t)));
+    for t in ordered {
+        let front = candidates
+            .iter()
+            .take_while(|p| pods::lifecycle_state(p) == LIFECYCLE_STATE_PREPARING_UPDATE)
+            .count();
+        let rest: Vec<&Pod> = candidates.split_off(front);
+        let (matched, unmatched): (Vec<&Pod>, Vec<&Pod>) =
+            rest.iter().copied().partition(|p| has(p, &t.key, &t.value));
+        if matched.len() <= 1 || unmatched.len() <= 1 {
+            candidates.extend(rest);
+            continue;
+        }
+        // Slot i (0-based of k) takes a matched pod when its share of
+        // matched pods so far falls behind m/k (Bresenham), which puts
+        // the last matched pod in the last slot.
+        let (m, k) = (matched.len(), rest.len());
+        let (mut mi, mut ui) = (0, 0);
+        for i in 0..k {
+            let due = (i + 1) * m / k;
+            if mi < due && mi < m {
+                candidates.push(matched[mi]);
+                mi += 1;
+            } else if ui < unmatched.len() {
+                candidates.push(unmatched[ui]);
+                ui += 1;
+            } else {
+                candidates.push(matched[mi]);
+                mi += 1;
+            }
+        }
+    }
+}
+
 pub(super) fn update(input: &Input, diffs: &Diffs, plan: &mut Plan) {
     let cs = input.cs;
     if cs.spec.update_strategy.paused || diffs.update <= 0 {
@@ -83,6 +142,7 @@ pub(super) fn update(input: &Input, diffs: &Diffs, plan: &mut Plan) {
         })
         .collect();
     candidates.sort_by(|a, b| update_order(cs, a, b));
+    scatter(cs, &mut candidates);
     let mut updated_unavailable = input
         .pods
         .iter()
