@@ -307,14 +307,7 @@ fn updates_go_in_place_where_they_can_and_recreate_where_not() {
     // 2. An image change that keeps the image ID (a retag): in place, and
     // it completes (OpenKruise waits forever here without its daemon).
     let retag = BUSYBOX.replace(":test", ":retag");
-    let ctr_socket = c.runtime().unwrap().socket();
-    keelson_integration::proc::run(
-        std::process::Command::new("ctr")
-            .arg("--address")
-            .arg(&ctr_socket)
-            .args(["-n", "k8s.io", "images", "tag", "--force", BUSYBOX, &retag]),
-    )
-    .unwrap();
+    c.tag_image(BUSYBOX, &retag).unwrap();
     let image_patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": retag, "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"], "env": [{"name": "APP_CONFIG", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['app-config']"}}}]}]}}}});
     patch(&c, ns, "web", &image_patch);
     roll_within_bounds(&c, ns, "web", 3, 1, 0);
@@ -564,6 +557,19 @@ fn kubectl_plugin_rolls_out_pauses_undoes_and_scales() {
     let strategy = "    type: InPlaceIfPossible\n    maxUnavailable: 1\n";
     c.apply_stdin(&cloneset(ns, "cli", 2, strategy, "v1"))
         .unwrap();
+    // `rollout status` until done (false when it fails or times out).
+    let follow = || {
+        run(&[
+            "keelson",
+            "rollout",
+            "status",
+            "-n",
+            ns,
+            "cloneset/cli",
+            "--timeout=120s",
+        ])
+        .0
+    };
     let (ok, out, _) = run(&[
         "keelson",
         "-n",
@@ -581,13 +587,7 @@ fn kubectl_plugin_rolls_out_pauses_undoes_and_scales() {
 
     // set image under the kubectl-kruise name, then follow it.
     let retag = BUSYBOX.replace(":test", ":plugin");
-    keelson_integration::proc::run(
-        std::process::Command::new("ctr")
-            .arg("--address")
-            .arg(c.runtime().unwrap().socket())
-            .args(["-n", "k8s.io", "images", "tag", "--force", BUSYBOX, &retag]),
-    )
-    .unwrap();
+    c.tag_image(BUSYBOX, &retag).unwrap();
     let (ok, out, _) = run(&[
         "kruise",
         "set",
@@ -627,16 +627,7 @@ fn kubectl_plugin_rolls_out_pauses_undoes_and_scales() {
     );
     let (ok, out, _) = run(&["keelson", "rollout", "undo", "-n", ns, "cloneset/cli"]);
     assert!(ok && out.contains("rolled back"), "{out}");
-    let (ok, _, _) = run(&[
-        "keelson",
-        "rollout",
-        "status",
-        "-n",
-        ns,
-        "cloneset/cli",
-        "--timeout=120s",
-    ]);
-    assert!(ok);
+    assert!(follow(), "the rollout finishes");
     for p in pods(&c, ns, "cli") {
         assert_eq!(p["spec"]["containers"][0]["image"], BUSYBOX);
     }
@@ -679,16 +670,7 @@ fn kubectl_plugin_rolls_out_pauses_undoes_and_scales() {
     );
     let (ok, out, _) = run(&["keelson", "rollout", "resume", "-n", ns, "cloneset/cli"]);
     assert!(ok && out.contains("resumed"), "{out}");
-    let (ok, _, _) = run(&[
-        "keelson",
-        "rollout",
-        "status",
-        "-n",
-        ns,
-        "cloneset/cli",
-        "--timeout=120s",
-    ]);
-    assert!(ok);
+    assert!(follow(), "the rollout finishes");
 
     // scale through the scale subresource.
     let (ok, out, _) = run(&["keelson", "scale", "-n", ns, "cloneset/cli", "--replicas=3"]);

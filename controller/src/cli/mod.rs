@@ -175,15 +175,19 @@ fn owned_revisions(cs: &CloneSet, all: Vec<ControllerRevision>) -> Vec<Controlle
         .collect()
 }
 
-/// Sets `image` on the containers `pairs` name (`*`: all); the JSON patch.
-pub fn image_patch(cs: &CloneSet, pairs: &[String]) -> anyhow::Result<Value> {
-    let containers = cs
-        .spec
+/// The template's regular containers.
+fn containers(cs: &CloneSet) -> Vec<k8s_openapi::api::core::v1::Container> {
+    cs.spec
         .template
         .spec
         .as_ref()
         .map(|s| s.containers.clone())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Sets `image` on the containers `pairs` name (`*`: all); the JSON patch.
+pub fn image_patch(cs: &CloneSet, pairs: &[String]) -> anyhow::Result<Value> {
+    let containers = containers(cs);
     let mut ops = vec![];
     for pair in pairs {
         let (name, image) = pair
@@ -206,13 +210,7 @@ pub fn image_patch(cs: &CloneSet, pairs: &[String]) -> anyhow::Result<Value> {
 /// `KEY=value` / `KEY-` applied to the containers `only` names (all when
 /// `None`); the JSON patch.
 pub fn env_patch(cs: &CloneSet, args: &[String], only: Option<&str>) -> anyhow::Result<Value> {
-    let containers = cs
-        .spec
-        .template
-        .spec
-        .as_ref()
-        .map(|s| s.containers.clone())
-        .unwrap_or_default();
+    let containers = containers(cs);
     let wanted: Option<Vec<&str>> = only.map(|o| o.split(',').collect());
     let mut ops = vec![];
     for (i, c) in containers.iter().enumerate() {

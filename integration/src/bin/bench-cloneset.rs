@@ -161,12 +161,7 @@ fn fresh_namespace(c: &Cluster, ns: &str) -> anyhow::Result<()> {
 
 fn retag(c: &Cluster, tag: &str) -> anyhow::Result<String> {
     let image = BUSYBOX.replace(":test", tag);
-    keelson_integration::proc::run(
-        std::process::Command::new("ctr")
-            .arg("--address")
-            .arg(c.runtime()?.socket())
-            .args(["-n", "k8s.io", "images", "tag", "--force", BUSYBOX, &image]),
-    )?;
+    c.tag_image(BUSYBOX, &image)?;
     Ok(image)
 }
 

@@ -31,6 +31,18 @@ impl Cluster {
         )
     }
 
+    /// Tags image `src` as `dst` in the node's containerd (`k8s.io`
+    /// namespace): the same image ID under another name, a retag.
+    pub fn tag_image(&self, src: &str, dst: &str) -> crate::Result<()> {
+        crate::proc::run(
+            Command::new("ctr")
+                .arg("--address")
+                .arg(self.runtime()?.socket())
+                .args(["-n", "k8s.io", "images", "tag", "--force", src, dst]),
+        )?;
+        Ok(())
+    }
+
     /// Runs kubectl as admin; fails with its stderr.
     pub fn kubectl(&self, args: &[&str]) -> crate::Result<String> {
         let out = Command::new(self.bins.kube("kubectl"))
