@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod nodeimage;
 pub mod run;
 pub mod selector;
+pub mod sidecarset;
 #[cfg(test)]
 mod testing;
 pub mod webhook;

@@ -7,6 +7,7 @@
 //! kinds that share types).
 
 pub mod apps;
+pub mod conversion;
 pub mod envmeta;
 pub mod policy;
 pub mod validate;
@@ -26,6 +27,15 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         b1::statefulset::STORAGE_VERSION,
     )
     .expect("both StatefulSet versions describe the same kind");
+    let mut sidecarset = kube::core::crd::merge_crds(
+        vec![
+            a1::sidecarset::SidecarSet::crd(),
+            b1::sidecarset::SidecarSet::crd(),
+        ],
+        b1::sidecarset::STORAGE_VERSION,
+    )
+    .expect("both SidecarSet versions describe the same kind");
+    sidecarset.spec.conversion = Some(conversion_webhook());
     vec![
         a1::broadcastjob::BroadcastJob::crd(),
         a1::cloneset::CloneSet::crd(),
@@ -35,12 +45,38 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         a1::imagepulljob::ImagePullJob::crd(),
         a1::nodeimage::NodeImage::crd(),
         a1::resourcedistribution::ResourceDistribution::crd(),
-        a1::sidecarset::SidecarSet::crd(),
+        sidecarset,
         statefulset,
         a1::uniteddeployment::UnitedDeployment::crd(),
         a1::workloadspread::WorkloadSpread::crd(),
         policy::v1alpha1::podunavailablebudget::PodUnavailableBudget::crd(),
     ]
+}
+
+/// Where the API server sends ConversionReviews for kinds whose versions
+/// differ in shape: Keelson's webhook Service (the controller writes the
+/// CA into `caBundle`, as for its admission webhooks).
+pub const CONVERSION_SERVICE: (&str, &str, &str) = ("keelson-system", "keelson-webhook", "/convert");
+
+fn conversion_webhook()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceConversion {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
+    let (namespace, name, path) = CONVERSION_SERVICE;
+    ext::CustomResourceConversion {
+        strategy: "Webhook".into(),
+        webhook: Some(ext::WebhookConversion {
+            conversion_review_versions: vec!["v1".into()],
+            client_config: Some(ext::WebhookClientConfig {
+                service: Some(ext::ServiceReference {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    path: Some(path.into()),
+                    port: Some(443),
+                }),
+                ..Default::default()
+            }),
+        }),
+    }
 }
 
 /// A CRD's file name under `deploy/crds/`: `<group>_<plural>.yaml`, as

@@ -48,7 +48,10 @@ fn http_get(h: &mut Value) {
     default(m, "scheme", json!("HTTP"));
 }
 
-fn container(c: &mut Value, regular: bool) {
+/// Container defaults. `regular`: OpenKruise's pod-template rule (no
+/// `imagePullPolicy` → `Always`); else Kubernetes' (by tag). `probes`: the
+/// probe fields defaulted.
+pub(crate) fn container_with(c: &mut Value, regular: bool, probes: &[&str]) {
     let Some(m) = obj(c) else { return };
     if regular {
         default(m, "imagePullPolicy", json!("Always"));
@@ -82,8 +85,8 @@ fn container(c: &mut Value, regular: bool) {
             default(f, "apiVersion", json!("v1"));
         }
     }
-    for key in ["livenessProbe", "readinessProbe", "startupProbe"] {
-        if let Some(p) = m.get_mut(key) {
+    for key in probes {
+        if let Some(p) = m.get_mut(*key) {
             probe(p);
         }
     }
@@ -98,7 +101,13 @@ fn container(c: &mut Value, regular: bool) {
     }
 }
 
-fn volumes(vs: &mut Value) {
+fn container(c: &mut Value, regular: bool) {
+    container_with(c, regular, &["livenessProbe", "readinessProbe", "startupProbe"]);
+}
+
+/// Volume defaults (`defaultMode`, hostPath `type`, ...), as Kubernetes'
+/// `SetDefaults_Volume`.
+pub(crate) fn volumes(vs: &mut Value) {
     for v in vs.as_array_mut().into_iter().flatten() {
         let Some(m) = obj(v) else { continue };
         for key in ["secret", "configMap", "downwardAPI", "projected"] {

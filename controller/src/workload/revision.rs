@@ -223,8 +223,13 @@ pub fn revision_hash(data: &[u8], collision_count: Option<i32>) -> String {
     if let Some(c) = collision_count {
         feed(c.to_string().as_bytes());
     }
-    h.to_string()
-        .bytes()
+    safe_encode(&h.to_string())
+}
+
+/// Kubernetes' `rand.SafeEncodeString`: each byte mapped into an alphabet
+/// without vowels or look-alike digits.
+pub fn safe_encode(s: &str) -> String {
+    s.bytes()
         .map(|b| SAFE_ALPHABET[usize::from(b) % SAFE_ALPHABET.len()] as char)
         .collect()
 }

@@ -1,3 +1,4 @@
 //! `apps.kruise.io/v1beta1`.
 
+pub mod sidecarset;
 pub mod statefulset;
