@@ -25,6 +25,12 @@ pub const ANNOTATION_PRIORITIES: &str = "keelson.io/container-priorities";
 /// restartPolicy (`Always`, `OnFailure`, `Never`), which CRI does not carry.
 pub const ANNOTATION_RESTART_POLICY: &str = "keelson.io/restart-policy";
 
+/// Keelson pod annotation stamped by the controller's webhook for pods
+/// with Job sidecars: JSON list of the main containers' names (those
+/// without [`ENV_TERMINATE_SIDECAR`]), so the terminator knows the mains
+/// kubelet has not created yet.
+pub const ANNOTATION_MAIN_CONTAINERS: &str = "keelson.io/main-containers";
+
 /// Kubelet's CRI labels and annotations (pkg/kubelet/kuberuntime/labels.go
 /// and pkg/kubelet/types/labels.go upstream).
 pub mod kubelet {

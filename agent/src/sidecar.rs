@@ -84,7 +84,13 @@ pub fn plan(view: &PodView, default_policy: RestartPolicy) -> Plan {
         .and_then(|s| {
             serde_json::from_str::<std::collections::HashMap<String, serde_json::Value>>(s).ok()
         });
-    for n in stamped.into_iter().flat_map(|m| m.into_keys()) {
+    let mains = view
+        .sandbox
+        .annotations
+        .get(kruise::ANNOTATION_MAIN_CONTAINERS)
+        .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
+        .unwrap_or_default();
+    for n in stamped.into_iter().flat_map(|m| m.into_keys()).chain(mains) {
         if !names.contains(&n) {
             names.push(n);
         }
@@ -97,13 +103,16 @@ pub fn plan(view: &PodView, default_policy: RestartPolicy) -> Plan {
     if sidecars.is_empty() {
         return Plan::default();
     }
-    let mains_done = names
-        .iter()
-        .filter(|n| !is_sidecar(n))
-        .all(|n| match view.latest(n) {
-            Some((_, State::Exited(code))) => policy == RestartPolicy::Never || *code == 0,
-            _ => false,
-        });
+    // No main known yet (kubelet creates the sidecars first when they
+    // come first in the spec): nothing is done.
+    let mut mains = names.iter().filter(|n| !is_sidecar(n)).peekable();
+    if mains.peek().is_none() {
+        return Plan::default();
+    }
+    let mains_done = mains.all(|n| match view.latest(n) {
+        Some((_, State::Exited(code))) => policy == RestartPolicy::Never || *code == 0,
+        _ => false,
+    });
     if !mains_done {
         return Plan::default();
     }
@@ -394,6 +403,18 @@ mod tests {
                 ("main", false, false, State::Running),
                 ("proxy", true, false, State::Running),
             ],
+        );
+        assert_eq!(plan(&v, RestartPolicy::Never), Plan::default());
+    }
+
+    #[test]
+    fn a_sidecar_created_before_any_main_waits_for_the_stamped_mains() {
+        // Kubelet created the sidecar (first in spec) and nothing else yet.
+        let mut v = pod(Some("Never"), &[("proxy", true, false, State::Running)]);
+        assert_eq!(plan(&v, RestartPolicy::Never), Plan::default());
+        v.sandbox.annotations.insert(
+            kruise::ANNOTATION_MAIN_CONTAINERS.into(),
+            r#"["main"]"#.into(),
         );
         assert_eq!(plan(&v, RestartPolicy::Never), Plan::default());
     }

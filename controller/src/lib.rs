@@ -12,6 +12,7 @@ pub mod imagepulljob;
 pub mod leader;
 pub mod metrics;
 pub mod nodeimage;
+pub mod podreadiness;
 pub mod run;
 pub mod selector;
 pub mod sidecarset;

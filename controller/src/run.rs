@@ -196,6 +196,7 @@ fn start_reconcilers(
     if gates.enabled("KruiseDaemon") {
         tasks.push(tokio::spawn(crate::crr::controller::run(client.clone())));
     }
+    tasks.push(tokio::spawn(crate::podreadiness::run(client.clone())));
     tasks.push(tokio::spawn(crate::cloneset::controller::run(
         client.clone(),
         gates.enabled("InPlaceUpdateEnvFromMetadata"),
@@ -266,11 +267,31 @@ async fn run_webhook(
             }
         })
     });
+    // The pod and SidecarSet webhooks answer from watched state: serve
+    // (and report ready) only once it is listed.
+    let (caches, watches) = crate::webhook::cache::Caches::start(&client);
+    caches.ready().await;
+    let scope = tokio::spawn(crate::webhook::scope::keep(
+        client.clone(),
+        caches.clone(),
+        gates.enabled("KruisePodReadinessGate"),
+        Duration::from_secs(1),
+    ));
     tracing::info!(addr = ?listener.local_addr().ok(), external_certs = external, "webhook server serving");
     health.webhook_serving.store(true, Ordering::Relaxed);
-    crate::webhook::serve(listener, tls, crate::webhook::Context { client, gates }).await;
+    let ctx = crate::webhook::Context {
+        client,
+        gates,
+        caches,
+        namespace: args.webhook_namespace.clone(),
+    };
+    crate::webhook::serve(listener, tls, ctx).await;
     if let Some(t) = injector {
         t.abort();
+    }
+    scope.abort();
+    for w in watches {
+        w.abort();
     }
 }
 

@@ -165,3 +165,42 @@ fn every_webhook_calls_the_service_at_a_path_the_controller_serves() {
     let service = find(&docs, "Service", "keelson-webhook");
     assert_eq!(service["spec"]["ports"][0]["port"], 443);
 }
+
+#[test]
+fn the_pod_webhook_is_scoped_and_its_complement_ignored() {
+    use keelson_controller::webhook::scope;
+    let docs = rendered();
+    let mutating = find(
+        &docs,
+        "MutatingWebhookConfiguration",
+        keelson_controller::webhook::ca_bundle::MUTATING,
+    );
+    let hook = |name: &str| {
+        mutating["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .unwrap_or_else(|| panic!("no webhook {name}"))
+            .clone()
+    };
+    let (scoped, unscoped) = (hook(scope::SCOPED), hook(scope::UNSCOPED));
+    let no_sets = scope::expression(std::iter::empty(), false);
+    assert_eq!(scoped["failurePolicy"], "Fail");
+    assert_eq!(scoped["matchConditions"][0]["expression"], no_sets.as_str());
+    assert_eq!(unscoped["failurePolicy"], "Ignore");
+    assert_eq!(
+        unscoped["matchConditions"][0]["expression"],
+        scope::negation(&no_sets).as_str()
+    );
+    for h in [&scoped, &unscoped] {
+        assert_eq!(h["matchConditions"][0]["name"], scope::CONDITION);
+        assert_eq!(h["clientConfig"]["service"]["path"], "/mutate-pod");
+        assert_eq!(
+            h["namespaceSelector"]["matchExpressions"][0],
+            serde_json::json!({"key": "control-plane", "operator": "DoesNotExist"})
+        );
+    }
+    let ns = find(&docs, "Namespace", "keelson-system");
+    assert!(ns["metadata"]["labels"]["control-plane"].is_string());
+}

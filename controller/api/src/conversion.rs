@@ -86,7 +86,11 @@ fn sidecarset_up(m: &mut Map<String, Value>) {
         .and_then(|labels| labels.remove(LABEL_SIDECARSET_CUSTOM_VERSION));
     let spec = object(m, "spec");
     let namespace = spec.remove("namespace");
-    if let Some(ns) = namespace.as_ref().and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    if let Some(ns) = namespace
+        .as_ref()
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         spec.insert(
             "namespaceSelector".into(),
             json!({"matchLabels": {LABEL_METADATA_NAME: ns}}),
@@ -148,23 +152,35 @@ mod tests {
         let mut a = alpha();
         a["spec"].as_object_mut().unwrap().remove("namespace");
         let b = convert(a, "apps.kruise.io/v1beta1").unwrap();
-        assert_eq!(b["spec"]["namespaceSelector"], json!({"matchLabels": {"env": "prod"}}));
+        assert_eq!(
+            b["spec"]["namespaceSelector"],
+            json!({"matchLabels": {"env": "prod"}})
+        );
     }
 
     #[test]
     fn down_and_up_again_round_trip_the_v1beta1_object() {
         let b = convert(alpha(), "apps.kruise.io/v1beta1").unwrap();
         let a = convert(b.clone(), "apps.kruise.io/v1alpha1").unwrap();
-        assert_eq!(a["metadata"]["labels"][LABEL_SIDECARSET_CUSTOM_VERSION], "v2");
+        assert_eq!(
+            a["metadata"]["labels"][LABEL_SIDECARSET_CUSTOM_VERSION],
+            "v2"
+        );
         assert!(a["spec"].get("customVersion").is_none());
         assert_eq!(convert(a, "apps.kruise.io/v1beta1").unwrap(), b);
     }
 
     #[test]
     fn same_version_is_untouched_and_unknown_pairs_are_refused() {
-        assert_eq!(convert(alpha(), "apps.kruise.io/v1alpha1").unwrap(), alpha());
+        assert_eq!(
+            convert(alpha(), "apps.kruise.io/v1alpha1").unwrap(),
+            alpha()
+        );
         let err = convert(alpha(), "apps.kruise.io/v2").unwrap_err();
         assert!(matches!(err, ConversionError::Unsupported { .. }), "{err}");
-        assert_eq!(convert(json!({"kind": "X"}), "v1"), Err(ConversionError::NoType));
+        assert_eq!(
+            convert(json!({"kind": "X"}), "v1"),
+            Err(ConversionError::NoType)
+        );
     }
 }

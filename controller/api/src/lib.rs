@@ -56,7 +56,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 /// Where the API server sends ConversionReviews for kinds whose versions
 /// differ in shape: Keelson's webhook Service (the controller writes the
 /// CA into `caBundle`, as for its admission webhooks).
-pub const CONVERSION_SERVICE: (&str, &str, &str) = ("keelson-system", "keelson-webhook", "/convert");
+pub const CONVERSION_SERVICE: (&str, &str, &str) =
+    ("keelson-system", "keelson-webhook", "/convert");
 
 fn conversion_webhook()
 -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceConversion {

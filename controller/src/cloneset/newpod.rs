@@ -23,6 +23,37 @@ use crate::workload::revision::{POD_REVISION_LABEL, RevisionError, short_hash};
 /// env name → the metadata fieldPath it reads.
 pub const ENV_FROM_METADATA_ANNOTATION: &str = "keelson.io/env-from-metadata";
 
+/// The [`ENV_FROM_METADATA_ANNOTATION`] value for `containers`: JSON
+/// `{container: {ENV: fieldPath}}` of the env vars that read pod labels or
+/// annotations; `None` when no container has one.
+pub fn env_from_metadata(containers: &[k8s_openapi::api::core::v1::Container]) -> Option<String> {
+    let deps: BTreeMap<String, BTreeMap<String, String>> = containers
+        .iter()
+        .filter_map(|c| {
+            let refs = envmeta::references(c);
+            let envs: BTreeMap<String, String> = c
+                .env
+                .iter()
+                .flatten()
+                .filter(|e| refs.contains_key(&e.name))
+                .filter_map(|e| {
+                    Some((
+                        e.name.clone(),
+                        e.value_from
+                            .as_ref()?
+                            .field_ref
+                            .as_ref()?
+                            .field_path
+                            .clone(),
+                    ))
+                })
+                .collect();
+            (!envs.is_empty()).then(|| (c.name.clone(), envs))
+        })
+        .collect();
+    (!deps.is_empty()).then(|| serde_json::to_string(&deps).unwrap_or_default())
+}
+
 /// The characters Kubernetes' random names use.
 const ID_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
@@ -71,35 +102,8 @@ pub fn new_pod(of: &PodOf, template: &Value, id: &str, now: &str) -> Result<Pod,
     );
     let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert(LIFECYCLE_TIMESTAMP_KEY.into(), now.into());
-    let deps: BTreeMap<String, BTreeMap<String, String>> = spec
-        .containers
-        .iter()
-        .filter_map(|c| {
-            let envs: BTreeMap<String, String> = c
-                .env
-                .iter()
-                .flatten()
-                .filter(|e| envmeta::references(c).contains_key(&e.name))
-                .filter_map(|e| {
-                    Some((
-                        e.name.clone(),
-                        e.value_from
-                            .as_ref()?
-                            .field_ref
-                            .as_ref()?
-                            .field_path
-                            .clone(),
-                    ))
-                })
-                .collect();
-            (!envs.is_empty()).then(|| (c.name.clone(), envs))
-        })
-        .collect();
-    if !deps.is_empty() {
-        annotations.insert(
-            ENV_FROM_METADATA_ANNOTATION.into(),
-            serde_json::to_string(&deps).unwrap_or_default(),
-        );
+    if let Some(deps) = env_from_metadata(&spec.containers) {
+        annotations.insert(ENV_FROM_METADATA_ANNOTATION.into(), deps);
     }
     meta.name = Some(format!("{cs_name}-{id}"));
     meta.generate_name = None;

@@ -60,7 +60,9 @@ fn sidecar(c: &mut Value, policy: &str) {
 
 /// Defaults a SidecarSet `spec` in place.
 pub fn default_spec(spec: &mut Value) {
-    let Some(m) = spec.as_object_mut() else { return };
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
     if let Some(u) = object(m, "updateStrategy") {
         default(u, "type", json!(a1::UPDATE_STRATEGY_ROLLING_UPDATE));
         if u.get("maxUnavailable").is_none_or(Value::is_null) {
@@ -74,7 +76,12 @@ pub fn default_spec(spec: &mut Value) {
         ("initContainers", a1::POD_INJECT_POLICY_AFTER_APP_CONTAINER),
         ("containers", a1::POD_INJECT_POLICY_BEFORE_APP_CONTAINER),
     ] {
-        for c in m.get_mut(key).and_then(Value::as_array_mut).into_iter().flatten() {
+        for c in m
+            .get_mut(key)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             sidecar(c, policy);
         }
     }
@@ -116,10 +123,15 @@ pub fn default_and_hash(obj: &mut Value) {
         hash::sidecarset_hash(spec),
         hash::sidecarset_hash_without_image(spec),
     );
-    let Some(meta) = object(m, "metadata") else { return };
+    let Some(meta) = object(m, "metadata") else {
+        return;
+    };
     if let Some(a) = object(meta, "annotations") {
         a.insert(a1::ANNOTATION_SIDECARSET_HASH.into(), json!(full));
-        a.insert(a1::ANNOTATION_SIDECARSET_HASH_WITHOUT_IMAGE.into(), json!(without_image));
+        a.insert(
+            a1::ANNOTATION_SIDECARSET_HASH_WITHOUT_IMAGE.into(),
+            json!(without_image),
+        );
     }
 }
 
@@ -152,7 +164,10 @@ mod tests {
         assert_eq!(c["shareVolumePolicy"], json!({"type": "disabled"}));
         assert_eq!(c["imagePullPolicy"], "IfNotPresent");
         assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
-        assert_eq!(spec["initContainers"][0]["podInjectPolicy"], "AfterAppContainer");
+        assert_eq!(
+            spec["initContainers"][0]["podInjectPolicy"],
+            "AfterAppContainer"
+        );
         assert_eq!(spec["initContainers"][0]["imagePullPolicy"], "Always");
         assert_eq!(spec["revisionHistoryLimit"], 10);
         assert_eq!(spec["patchPodMetadata"][0]["patchPolicy"], "Retain");

@@ -25,40 +25,251 @@ type Field = (&'static str, u8, &'static str);
 
 /// Go's field order of the `k8s.io/api/core/v1` types a container holds.
 pub const GO_FIELDS: &[(&str, &[Field])] = &[
-    ("AppArmorProfile", &[("type", b'E', ""), ("localhostProfile", b'p', "")]),
+    (
+        "AppArmorProfile",
+        &[("type", b'E', ""), ("localhostProfile", b'p', "")],
+    ),
     ("Capabilities", &[("add", b'z', ""), ("drop", b'z', "")]),
-    ("ConfigMapEnvSource", &[("name", b'z', ""), ("optional", b'p', "")]),
-    ("ConfigMapKeySelector", &[("name", b'z', ""), ("key", b'E', ""), ("optional", b'p', "")]),
-    ("Container", &[("name", b'E', ""), ("image", b'z', ""), ("command", b'z', ""), ("args", b'z', ""), ("workingDir", b'z', ""), ("ports", b'z', "ContainerPort"), ("envFrom", b'z', "EnvFromSource"), ("env", b'z', "EnvVar"), ("resources", b'S', "ResourceRequirements"), ("resizePolicy", b'z', "ContainerResizePolicy"), ("restartPolicy", b'p', ""), ("restartPolicyRules", b'z', "ContainerRestartRule"), ("volumeMounts", b'z', "VolumeMount"), ("volumeDevices", b'z', "VolumeDevice"), ("livenessProbe", b'p', "Probe"), ("readinessProbe", b'p', "Probe"), ("startupProbe", b'p', "Probe"), ("lifecycle", b'p', "Lifecycle"), ("terminationMessagePath", b'z', ""), ("terminationMessagePolicy", b'z', ""), ("imagePullPolicy", b'z', ""), ("securityContext", b'p', "SecurityContext"), ("stdin", b'z', ""), ("stdinOnce", b'z', ""), ("tty", b'z', "")]),
-    ("ContainerPort", &[("name", b'z', ""), ("hostPort", b'z', ""), ("containerPort", b'0', ""), ("protocol", b'z', ""), ("hostIP", b'z', "")]),
-    ("ContainerResizePolicy", &[("resourceName", b'E', ""), ("restartPolicy", b'E', "")]),
-    ("ContainerRestartRule", &[("action", b'z', ""), ("exitCodes", b'p', "ContainerRestartRuleOnExitCodes")]),
-    ("ContainerRestartRuleOnExitCodes", &[("operator", b'z', ""), ("values", b'z', "")]),
-    ("EnvFromSource", &[("prefix", b'z', ""), ("configMapRef", b'p', "ConfigMapEnvSource"), ("secretRef", b'p', "SecretEnvSource")]),
-    ("EnvVar", &[("name", b'E', ""), ("value", b'z', ""), ("valueFrom", b'p', "EnvVarSource")]),
-    ("EnvVarSource", &[("fieldRef", b'p', "ObjectFieldSelector"), ("resourceFieldRef", b'p', "ResourceFieldSelector"), ("configMapKeyRef", b'p', "ConfigMapKeySelector"), ("secretKeyRef", b'p', "SecretKeySelector"), ("fileKeyRef", b'p', "FileKeySelector")]),
+    (
+        "ConfigMapEnvSource",
+        &[("name", b'z', ""), ("optional", b'p', "")],
+    ),
+    (
+        "ConfigMapKeySelector",
+        &[
+            ("name", b'z', ""),
+            ("key", b'E', ""),
+            ("optional", b'p', ""),
+        ],
+    ),
+    (
+        "Container",
+        &[
+            ("name", b'E', ""),
+            ("image", b'z', ""),
+            ("command", b'z', ""),
+            ("args", b'z', ""),
+            ("workingDir", b'z', ""),
+            ("ports", b'z', "ContainerPort"),
+            ("envFrom", b'z', "EnvFromSource"),
+            ("env", b'z', "EnvVar"),
+            ("resources", b'S', "ResourceRequirements"),
+            ("resizePolicy", b'z', "ContainerResizePolicy"),
+            ("restartPolicy", b'p', ""),
+            ("restartPolicyRules", b'z', "ContainerRestartRule"),
+            ("volumeMounts", b'z', "VolumeMount"),
+            ("volumeDevices", b'z', "VolumeDevice"),
+            ("livenessProbe", b'p', "Probe"),
+            ("readinessProbe", b'p', "Probe"),
+            ("startupProbe", b'p', "Probe"),
+            ("lifecycle", b'p', "Lifecycle"),
+            ("terminationMessagePath", b'z', ""),
+            ("terminationMessagePolicy", b'z', ""),
+            ("imagePullPolicy", b'z', ""),
+            ("securityContext", b'p', "SecurityContext"),
+            ("stdin", b'z', ""),
+            ("stdinOnce", b'z', ""),
+            ("tty", b'z', ""),
+        ],
+    ),
+    (
+        "ContainerPort",
+        &[
+            ("name", b'z', ""),
+            ("hostPort", b'z', ""),
+            ("containerPort", b'0', ""),
+            ("protocol", b'z', ""),
+            ("hostIP", b'z', ""),
+        ],
+    ),
+    (
+        "ContainerResizePolicy",
+        &[("resourceName", b'E', ""), ("restartPolicy", b'E', "")],
+    ),
+    (
+        "ContainerRestartRule",
+        &[
+            ("action", b'z', ""),
+            ("exitCodes", b'p', "ContainerRestartRuleOnExitCodes"),
+        ],
+    ),
+    (
+        "ContainerRestartRuleOnExitCodes",
+        &[("operator", b'z', ""), ("values", b'z', "")],
+    ),
+    (
+        "EnvFromSource",
+        &[
+            ("prefix", b'z', ""),
+            ("configMapRef", b'p', "ConfigMapEnvSource"),
+            ("secretRef", b'p', "SecretEnvSource"),
+        ],
+    ),
+    (
+        "EnvVar",
+        &[
+            ("name", b'E', ""),
+            ("value", b'z', ""),
+            ("valueFrom", b'p', "EnvVarSource"),
+        ],
+    ),
+    (
+        "EnvVarSource",
+        &[
+            ("fieldRef", b'p', "ObjectFieldSelector"),
+            ("resourceFieldRef", b'p', "ResourceFieldSelector"),
+            ("configMapKeyRef", b'p', "ConfigMapKeySelector"),
+            ("secretKeyRef", b'p', "SecretKeySelector"),
+            ("fileKeyRef", b'p', "FileKeySelector"),
+        ],
+    ),
     ("ExecAction", &[("command", b'z', "")]),
-    ("FileKeySelector", &[("volumeName", b'E', ""), ("path", b'E', ""), ("key", b'E', ""), ("optional", b'p', "")]),
+    (
+        "FileKeySelector",
+        &[
+            ("volumeName", b'E', ""),
+            ("path", b'E', ""),
+            ("key", b'E', ""),
+            ("optional", b'p', ""),
+        ],
+    ),
     ("GRPCAction", &[("port", b'0', ""), ("service", b'N', "")]),
-    ("HTTPGetAction", &[("path", b'z', ""), ("port", b'I', ""), ("host", b'z', ""), ("scheme", b'z', ""), ("httpHeaders", b'z', "HTTPHeader")]),
+    (
+        "HTTPGetAction",
+        &[
+            ("path", b'z', ""),
+            ("port", b'I', ""),
+            ("host", b'z', ""),
+            ("scheme", b'z', ""),
+            ("httpHeaders", b'z', "HTTPHeader"),
+        ],
+    ),
     ("HTTPHeader", &[("name", b'E', ""), ("value", b'E', "")]),
-    ("Lifecycle", &[("postStart", b'p', "LifecycleHandler"), ("preStop", b'p', "LifecycleHandler"), ("stopSignal", b'p', "")]),
-    ("LifecycleHandler", &[("exec", b'p', "ExecAction"), ("httpGet", b'p', "HTTPGetAction"), ("tcpSocket", b'p', "TCPSocketAction"), ("sleep", b'p', "SleepAction")]),
-    ("ObjectFieldSelector", &[("apiVersion", b'z', ""), ("fieldPath", b'E', "")]),
-    ("Probe", &[("exec", b'p', "ExecAction"), ("httpGet", b'p', "HTTPGetAction"), ("tcpSocket", b'p', "TCPSocketAction"), ("grpc", b'p', "GRPCAction"), ("initialDelaySeconds", b'z', ""), ("timeoutSeconds", b'z', ""), ("periodSeconds", b'z', ""), ("successThreshold", b'z', ""), ("failureThreshold", b'z', ""), ("terminationGracePeriodSeconds", b'p', "")]),
-    ("ResourceClaim", &[("name", b'E', ""), ("request", b'z', "")]),
-    ("ResourceFieldSelector", &[("containerName", b'z', ""), ("resource", b'E', ""), ("divisor", b'Q', "")]),
-    ("ResourceRequirements", &[("limits", b'z', ""), ("requests", b'z', ""), ("claims", b'z', "ResourceClaim")]),
-    ("SELinuxOptions", &[("user", b'z', ""), ("role", b'z', ""), ("type", b'z', ""), ("level", b'z', "")]),
-    ("SeccompProfile", &[("type", b'E', ""), ("localhostProfile", b'p', "")]),
-    ("SecretEnvSource", &[("name", b'z', ""), ("optional", b'p', "")]),
-    ("SecretKeySelector", &[("name", b'z', ""), ("key", b'E', ""), ("optional", b'p', "")]),
-    ("SecurityContext", &[("capabilities", b'p', "Capabilities"), ("privileged", b'p', ""), ("seLinuxOptions", b'p', "SELinuxOptions"), ("windowsOptions", b'p', "WindowsSecurityContextOptions"), ("runAsUser", b'p', ""), ("runAsGroup", b'p', ""), ("runAsNonRoot", b'p', ""), ("readOnlyRootFilesystem", b'p', ""), ("allowPrivilegeEscalation", b'p', ""), ("procMount", b'p', ""), ("seccompProfile", b'p', "SeccompProfile"), ("appArmorProfile", b'p', "AppArmorProfile")]),
+    (
+        "Lifecycle",
+        &[
+            ("postStart", b'p', "LifecycleHandler"),
+            ("preStop", b'p', "LifecycleHandler"),
+            ("stopSignal", b'p', ""),
+        ],
+    ),
+    (
+        "LifecycleHandler",
+        &[
+            ("exec", b'p', "ExecAction"),
+            ("httpGet", b'p', "HTTPGetAction"),
+            ("tcpSocket", b'p', "TCPSocketAction"),
+            ("sleep", b'p', "SleepAction"),
+        ],
+    ),
+    (
+        "ObjectFieldSelector",
+        &[("apiVersion", b'z', ""), ("fieldPath", b'E', "")],
+    ),
+    (
+        "Probe",
+        &[
+            ("exec", b'p', "ExecAction"),
+            ("httpGet", b'p', "HTTPGetAction"),
+            ("tcpSocket", b'p', "TCPSocketAction"),
+            ("grpc", b'p', "GRPCAction"),
+            ("initialDelaySeconds", b'z', ""),
+            ("timeoutSeconds", b'z', ""),
+            ("periodSeconds", b'z', ""),
+            ("successThreshold", b'z', ""),
+            ("failureThreshold", b'z', ""),
+            ("terminationGracePeriodSeconds", b'p', ""),
+        ],
+    ),
+    (
+        "ResourceClaim",
+        &[("name", b'E', ""), ("request", b'z', "")],
+    ),
+    (
+        "ResourceFieldSelector",
+        &[
+            ("containerName", b'z', ""),
+            ("resource", b'E', ""),
+            ("divisor", b'Q', ""),
+        ],
+    ),
+    (
+        "ResourceRequirements",
+        &[
+            ("limits", b'z', ""),
+            ("requests", b'z', ""),
+            ("claims", b'z', "ResourceClaim"),
+        ],
+    ),
+    (
+        "SELinuxOptions",
+        &[
+            ("user", b'z', ""),
+            ("role", b'z', ""),
+            ("type", b'z', ""),
+            ("level", b'z', ""),
+        ],
+    ),
+    (
+        "SeccompProfile",
+        &[("type", b'E', ""), ("localhostProfile", b'p', "")],
+    ),
+    (
+        "SecretEnvSource",
+        &[("name", b'z', ""), ("optional", b'p', "")],
+    ),
+    (
+        "SecretKeySelector",
+        &[
+            ("name", b'z', ""),
+            ("key", b'E', ""),
+            ("optional", b'p', ""),
+        ],
+    ),
+    (
+        "SecurityContext",
+        &[
+            ("capabilities", b'p', "Capabilities"),
+            ("privileged", b'p', ""),
+            ("seLinuxOptions", b'p', "SELinuxOptions"),
+            ("windowsOptions", b'p', "WindowsSecurityContextOptions"),
+            ("runAsUser", b'p', ""),
+            ("runAsGroup", b'p', ""),
+            ("runAsNonRoot", b'p', ""),
+            ("readOnlyRootFilesystem", b'p', ""),
+            ("allowPrivilegeEscalation", b'p', ""),
+            ("procMount", b'p', ""),
+            ("seccompProfile", b'p', "SeccompProfile"),
+            ("appArmorProfile", b'p', "AppArmorProfile"),
+        ],
+    ),
     ("SleepAction", &[("seconds", b'0', "")]),
     ("TCPSocketAction", &[("port", b'I', ""), ("host", b'z', "")]),
-    ("VolumeDevice", &[("name", b'E', ""), ("devicePath", b'E', "")]),
-    ("VolumeMount", &[("name", b'E', ""), ("readOnly", b'z', ""), ("recursiveReadOnly", b'p', ""), ("mountPath", b'E', ""), ("subPath", b'z', ""), ("mountPropagation", b'p', ""), ("subPathExpr", b'z', "")]),
-    ("WindowsSecurityContextOptions", &[("gmsaCredentialSpecName", b'p', ""), ("gmsaCredentialSpec", b'p', ""), ("runAsUserName", b'p', ""), ("hostProcess", b'p', "")]),
+    (
+        "VolumeDevice",
+        &[("name", b'E', ""), ("devicePath", b'E', "")],
+    ),
+    (
+        "VolumeMount",
+        &[
+            ("name", b'E', ""),
+            ("readOnly", b'z', ""),
+            ("recursiveReadOnly", b'p', ""),
+            ("mountPath", b'E', ""),
+            ("subPath", b'z', ""),
+            ("mountPropagation", b'p', ""),
+            ("subPathExpr", b'z', ""),
+        ],
+    ),
+    (
+        "WindowsSecurityContextOptions",
+        &[
+            ("gmsaCredentialSpecName", b'p', ""),
+            ("gmsaCredentialSpec", b'p', ""),
+            ("runAsUserName", b'p', ""),
+            ("hostProcess", b'p', ""),
+        ],
+    ),
 ];
 
 /// OpenKruise's own types around a sidecar container (`apis/apps/v1beta1`).
@@ -76,7 +287,10 @@ pub const SIDECAR_FIELDS: &[(&str, &[Field])] = &[
     ),
     (
         "SidecarContainerUpgradeStrategy",
-        &[("upgradeType", b'z', ""), ("hotUpgradeEmptyImage", b'z', "")],
+        &[
+            ("upgradeType", b'z', ""),
+            ("hotUpgradeEmptyImage", b'z', ""),
+        ],
     ),
     ("ShareVolumePolicy", &[("type", b'z', "")]),
     (
@@ -88,7 +302,10 @@ pub const SIDECAR_FIELDS: &[(&str, &[Field])] = &[
             ("envNames", b'z', ""),
         ],
     ),
-    ("SourceContainerNameSource", &[("fieldRef", b'p', "ObjectFieldSelector")]),
+    (
+        "SourceContainerNameSource",
+        &[("fieldRef", b'p', "ObjectFieldSelector")],
+    ),
     (
         "ResourcesPolicy",
         &[
@@ -99,9 +316,15 @@ pub const SIDECAR_FIELDS: &[(&str, &[Field])] = &[
     ),
     (
         "ResourcesExpr",
-        &[("limits", b'p', "ResourceExprCpuMemory"), ("requests", b'p', "ResourceExprCpuMemory")],
+        &[
+            ("limits", b'p', "ResourceExprCpuMemory"),
+            ("requests", b'p', "ResourceExprCpuMemory"),
+        ],
     ),
-    ("ResourceExprCpuMemory", &[("cpu", b'z', ""), ("memory", b'z', "")]),
+    (
+        "ResourceExprCpuMemory",
+        &[("cpu", b'z', ""), ("memory", b'z', "")],
+    ),
 ];
 
 fn fields(ty: &str) -> Option<&'static [Field]> {
@@ -263,24 +486,32 @@ mod tests {
 "initContainers":[{"name":"log","image":"busybox:1.36","restartPolicy":"Always","stdin":false,"tty":true,"podInjectPolicy":"AfterAppContainer","upgradeStrategy":{},"shareVolumePolicy":{"type":"disabled"},"resourcesPolicy":{"targetContainersMode":"sum","resourcesExpr":{"limits":{"cpu":"cpu*50%"}}}},{"name":"init","image":"busybox"}]}"#;
     const GO_JSON_1: &str = r#"{"containers":[{"name":"envoy","image":"envoyproxy/envoy:v1.30.1","command":["envoy","-c","/etc/envoy.yaml"],"ports":[{"name":"proxy","containerPort":15001,"protocol":"TCP"}],"env":[{"name":"POD_IP","valueFrom":{"fieldRef":{"apiVersion":"v1","fieldPath":"status.podIP"}}},{"name":"A","value":"\u003cb\u003e\u0026"}],"resources":{"limits":{"cpu":"500m","memory":"128Mi"},"requests":{"cpu":"100m"}},"volumeMounts":[{"name":"cfg","readOnly":true,"mountPath":"/etc/envoy"}],"readinessProbe":{"httpGet":{"path":"/ready","port":15021,"scheme":"HTTP"},"timeoutSeconds":1,"periodSeconds":10,"successThreshold":1,"failureThreshold":3},"lifecycle":{"preStop":{"exec":{"command":["sleep","5"]}}},"terminationMessagePath":"/dev/termination-log","terminationMessagePolicy":"File","imagePullPolicy":"IfNotPresent","securityContext":{"privileged":false,"runAsUser":1337},"podInjectPolicy":"BeforeAppContainer","upgradeStrategy":{"upgradeType":"ColdUpgrade"},"shareVolumePolicy":{"type":"disabled"},"transferEnv":[{"sourceContainerName":"app","envName":"TZ"}]}],"initContainers":[{"name":"log","image":"busybox:1.36","resources":{},"restartPolicy":"Always","tty":true,"podInjectPolicy":"AfterAppContainer","upgradeStrategy":{},"shareVolumePolicy":{"type":"disabled"},"resourcesPolicy":{"targetContainersMode":"sum","resourcesExpr":{"limits":{"cpu":"cpu*50%"}}}},{"name":"init","image":"busybox","resources":{},"upgradeStrategy":{},"shareVolumePolicy":{}}]}"#;
     const GO_HASH_1: &str = "x9f9fbf48242x2z8c2cw59w2b4545c8849d5x9bff6v548f49fx88w962v2485wf";
-    const GO_HASH_WITHOUT_IMAGE_1: &str = "f8422c2z4vcx22c996d8d72d54vcfv454wwfxx55222z84b5www4bc74w4c8d47x";
+    const GO_HASH_WITHOUT_IMAGE_1: &str =
+        "f8422c2z4vcx22c996d8d72d54vcfv454wwfxx55222z84b5www4bc74w4c8d47x";
     const SPEC_2: &str = r#"{"containers":[{"name":"sidecar1","image":"centos:6.7","command":["sleep","999d"],"podInjectPolicy":"BeforeAppContainer","shareVolumePolicy":{"type":"disabled"},"upgradeStrategy":{"upgradeType":"ColdUpgrade"},"imagePullPolicy":"IfNotPresent","terminationMessagePath":"/dev/termination-log","terminationMessagePolicy":"File","resources":{}}]}"#;
     const GO_HASH_2: &str = "2xd6x7272b8v26fc9fcc4zw47vwcvcv2fcd45d6xvb2w2cwdw9x4f74v495949z2";
-    const GO_HASH_WITHOUT_IMAGE_2: &str = "4zv6464d6c4bb89d2298d2w2cww65d2d5f89bd72zcxw4dbcf85f44774f6c4794";
+    const GO_HASH_WITHOUT_IMAGE_2: &str =
+        "4zv6464d6c4bb89d2298d2w2cww65d2d5f89bd72zcxw4dbcf85f44774f6c4794";
 
     #[test]
     fn json_and_hashes_match_go_with_a_native_sidecar() {
         let spec: Value = serde_json::from_str(SPEC_1).unwrap();
         assert_eq!(hashed_json(&spec), GO_JSON_1);
         assert_eq!(sidecarset_hash(&spec), GO_HASH_1);
-        assert_eq!(sidecarset_hash_without_image(&spec), GO_HASH_WITHOUT_IMAGE_1);
+        assert_eq!(
+            sidecarset_hash_without_image(&spec),
+            GO_HASH_WITHOUT_IMAGE_1
+        );
     }
 
     #[test]
     fn hashes_match_go_for_a_plain_sidecar() {
         let spec: Value = serde_json::from_str(SPEC_2).unwrap();
         assert_eq!(sidecarset_hash(&spec), GO_HASH_2);
-        assert_eq!(sidecarset_hash_without_image(&spec), GO_HASH_WITHOUT_IMAGE_2);
+        assert_eq!(
+            sidecarset_hash_without_image(&spec),
+            GO_HASH_WITHOUT_IMAGE_2
+        );
     }
 
     #[test]

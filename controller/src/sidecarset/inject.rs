@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, Volume,
+};
 use keelson_api::apps::v1alpha1::sidecarset as a1;
 use keelson_api::apps::v1beta1::sidecarset::{SidecarContainer, SidecarSet};
 use keelson_api::envmeta::FieldRef;
@@ -66,7 +68,9 @@ pub struct UpgradeSpec {
 /// Why a pod cannot be injected.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
-    #[error("pod({namespace}/{name}) invalid annotations[{key}] value {value}, unmarshal failed: {source}")]
+    #[error(
+        "pod({namespace}/{name}) invalid annotations[{key}] value {value}, unmarshal failed: {source}"
+    )]
     BadHashAnnotation {
         namespace: String,
         name: String,
@@ -84,10 +88,7 @@ pub enum InjectError {
 
 /// A pod's hash annotation as a map, reading the legacy `{name: hash}`
 /// form too. Empty when absent.
-pub fn parse_hashes(
-    pod: &Pod,
-    key: &str,
-) -> Result<BTreeMap<String, UpgradeSpec>, InjectError> {
+pub fn parse_hashes(pod: &Pod, key: &str) -> Result<BTreeMap<String, UpgradeSpec>, InjectError> {
     let Some(raw) = pod
         .metadata
         .annotations
@@ -139,13 +140,13 @@ pub fn patch_pod_metadata(
                 }
                 a1::PATCH_POLICY_MERGE_PATCH_JSON => {
                     let merged = match annotations.get(k).filter(|o| !o.is_empty()) {
-                        Some(origin) => merge_patch(origin, v).map_err(|reason| {
-                            InjectError::BadMergePatch {
+                        Some(origin) => {
+                            merge_patch(origin, v).map_err(|reason| InjectError::BadMergePatch {
                                 set: set.metadata.name.clone().unwrap_or_default(),
                                 key: k.clone(),
                                 reason,
-                            }
-                        })?,
+                            })?
+                        }
                         None => v.clone(),
                     };
                     annotations.insert(k.clone(), merged);
@@ -202,7 +203,11 @@ fn shared_mounts(
     }
     let mut mounts = vec![];
     let mut envs = vec![];
-    let app = pod.spec.iter().flat_map(|s| &s.containers).filter(|c| !is_injected(c));
+    let app = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .filter(|c| !is_injected(c));
     for c in app {
         for m in c.volume_mounts.iter().flatten() {
             mounts.push(m.clone());
@@ -248,7 +253,11 @@ fn transfer_env(sidecar: &SidecarContainer, pod: &Pod) -> Vec<EnvVar> {
         if !t.env_name.is_empty() {
             names.insert(&t.env_name);
         }
-        let source = match t.source_container_name_from.as_ref().and_then(|f| f.field_ref.as_ref()) {
+        let source = match t
+            .source_container_name_from
+            .as_ref()
+            .and_then(|f| f.field_ref.as_ref())
+        {
             Some(f) => match FieldRef::parse(&f.field_path) {
                 Some(r) => r.resolve(labels, annotations).to_string(),
                 None => {
@@ -315,7 +324,12 @@ fn hot_upgrade_pair(
 }
 
 /// The sidecar container as it goes into the pod.
-fn prepared(sidecar: &SidecarContainer, pod: &Pod, volumes: &[Volume], pod_volumes: &mut Vec<Volume>) -> SidecarContainer {
+fn prepared(
+    sidecar: &SidecarContainer,
+    pod: &Pod,
+    volumes: &[Volume],
+    pod_volumes: &mut Vec<Volume>,
+) -> SidecarContainer {
     let mut s = sidecar.clone();
     let (mounts, shared_env) = shared_mounts(sidecar, pod);
     let transferred = merge_env(transfer_env(sidecar, pod), shared_env);
@@ -337,7 +351,12 @@ fn prepared(sidecar: &SidecarContainer, pod: &Pod, volumes: &[Volume], pod_volum
         .iter()
         .flatten()
         .map(|m| m.mount_path.clone())
-        .chain(c.volume_devices.iter().flatten().map(|d| d.device_path.clone()))
+        .chain(
+            c.volume_devices
+                .iter()
+                .flatten()
+                .map(|d| d.device_path.clone()),
+        )
         .collect();
     let mut own = c.volume_mounts.take().unwrap_or_default();
     for m in mounts {
@@ -449,7 +468,12 @@ pub fn inject(
         if injecting {
             let list: Vec<String> = list.into_iter().collect();
             let annotations = set.metadata.annotations.as_ref();
-            let ann = |k: &str| annotations.and_then(|a| a.get(k)).cloned().unwrap_or_default();
+            let ann = |k: &str| {
+                annotations
+                    .and_then(|a| a.get(k))
+                    .cloned()
+                    .unwrap_or_default()
+            };
             hashes.insert(
                 name.clone(),
                 UpgradeSpec {
@@ -569,38 +593,71 @@ mod tests {
 
     #[test]
     fn containers_init_containers_volumes_env_and_annotations() {
-        let s = set("mesh", json!({
-            "selector": {"matchLabels": {"app": "web"}},
-            "containers": [
-                {"name": "envoy", "image": "envoy:1", "shareVolumePolicy": {"type": "enabled"},
-                 "transferEnv": [{"sourceContainerName": "app", "envName": "TZ"}],
-                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}, {"name": "cfg", "mountPath": "/etc/envoy"}]},
-                {"name": "after", "image": "a:1", "podInjectPolicy": "AfterAppContainer"},
-            ],
-            "initContainers": [
-                {"name": "zz-log", "image": "log:1", "restartPolicy": "Always"},
-                {"name": "aa-init", "image": "init:1"},
-            ],
-            "volumes": [{"name": "cfg", "configMap": {"name": "envoy"}}, {"name": "shared", "hostPath": {"path": "/x"}}],
-            "imagePullSecrets": [{"name": "mine"}, {"name": "registry"}],
-            "updateStrategy": {"type": "NotUpdate"},
-        }));
+        let s = set(
+            "mesh",
+            json!({
+                "selector": {"matchLabels": {"app": "web"}},
+                "containers": [
+                    {"name": "envoy", "image": "envoy:1", "shareVolumePolicy": {"type": "enabled"},
+                     "transferEnv": [{"sourceContainerName": "app", "envName": "TZ"}],
+                     "volumeMounts": [{"name": "shared", "mountPath": "/shared"}, {"name": "cfg", "mountPath": "/etc/envoy"}]},
+                    {"name": "after", "image": "a:1", "podInjectPolicy": "AfterAppContainer"},
+                ],
+                "initContainers": [
+                    {"name": "zz-log", "image": "log:1", "restartPolicy": "Always"},
+                    {"name": "aa-init", "image": "init:1"},
+                ],
+                "volumes": [{"name": "cfg", "configMap": {"name": "envoy"}}, {"name": "shared", "hostPath": {"path": "/x"}}],
+                "imagePullSecrets": [{"name": "mine"}, {"name": "registry"}],
+                "updateStrategy": {"type": "NotUpdate"},
+            }),
+        );
         let mut p = pod();
         assert!(inject(&mut p, &[&s], "2026-12-01T00:00:00Z", false).unwrap());
         let spec = p.spec.as_ref().unwrap();
         assert_eq!(names(&spec.containers), ["envoy", "app", "after"]);
-        assert_eq!(names(spec.init_containers.as_ref().unwrap()), ["aa-init", "zz-log"]);
+        assert_eq!(
+            names(spec.init_containers.as_ref().unwrap()),
+            ["aa-init", "zz-log"]
+        );
         let envoy = &spec.containers[0];
-        let env: Vec<_> = envoy.env.iter().flatten().map(|e| (e.name.as_str(), e.value.as_deref())).collect();
-        assert_eq!(env, [("IS_INJECTED", Some("true")), ("TZ", Some("UTC")), ("SUB", Some("x"))]);
-        let mounts: Vec<_> = envoy.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+        let env: Vec<_> = envoy
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.as_deref()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("IS_INJECTED", Some("true")),
+                ("TZ", Some("UTC")),
+                ("SUB", Some("x"))
+            ]
+        );
+        let mounts: Vec<_> = envoy
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
         // Its own first; /shared is already mounted, /data comes from the app.
         assert_eq!(mounts, ["/shared", "/etc/envoy", "/data"]);
-        let vols: Vec<_> = spec.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+        let vols: Vec<_> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
         // The pod's `shared` wins over the SidecarSet's.
         assert_eq!(vols, ["data", "shared", "cfg"]);
         assert!(spec.volumes.as_ref().unwrap()[1].empty_dir.is_some());
-        let secrets: Vec<_> = spec.image_pull_secrets.iter().flatten().map(|s| s.name.as_str()).collect();
+        let secrets: Vec<_> = spec
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|s| s.name.as_str())
+            .collect();
         assert_eq!(secrets, ["mine", "registry"]);
         let a = p.metadata.annotations.as_ref().unwrap();
         assert_eq!(a[a1::ANNOTATION_SIDECARSET_INJECTED_LIST], "mesh");
@@ -617,8 +674,11 @@ mod tests {
 
     #[test]
     fn a_same_named_container_is_replaced_in_place() {
-        let s = set("s", json!({"selector": {"matchLabels": {"app": "web"}},
-                                "containers": [{"name": "app", "image": "other:2"}]}));
+        let s = set(
+            "s",
+            json!({"selector": {"matchLabels": {"app": "web"}},
+                                "containers": [{"name": "app", "image": "other:2"}]}),
+        );
         let mut p = pod();
         inject(&mut p, &[&s], "t", false).unwrap();
         let spec = p.spec.unwrap();
@@ -628,31 +688,52 @@ mod tests {
 
     #[test]
     fn hot_upgrade_makes_a_pair_with_version_env() {
-        let s = set("hot", json!({"selector": {"matchLabels": {"app": "web"}},
+        let s = set(
+            "hot",
+            json!({"selector": {"matchLabels": {"app": "web"}},
             "containers": [{"name": "mesh", "image": "mesh:1",
-                "upgradeStrategy": {"upgradeType": "HotUpgrade", "hotUpgradeEmptyImage": "empty:1"}}]}));
+                "upgradeStrategy": {"upgradeType": "HotUpgrade", "hotUpgradeEmptyImage": "empty:1"}}]}),
+        );
         let mut p = pod();
         inject(&mut p, &[&s], "t", false).unwrap();
         let spec = p.spec.as_ref().unwrap();
         assert_eq!(names(&spec.containers), ["mesh-1", "mesh-2", "app"]);
         assert_eq!(spec.containers[1].image.as_deref(), Some("empty:1"));
-        let env: Vec<_> = spec.containers[0].env.iter().flatten().map(|e| e.name.as_str()).collect();
-        assert_eq!(env, ["IS_INJECTED", "SIDECARSET_VERSION", "SIDECARSET_VERSION_ALT"]);
+        let env: Vec<_> = spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(
+            env,
+            [
+                "IS_INJECTED",
+                "SIDECARSET_VERSION",
+                "SIDECARSET_VERSION_ALT"
+            ]
+        );
         let a = p.metadata.annotations.as_ref().unwrap();
-        assert_eq!(a[ANNOTATION_WORKING_HOT_UPGRADE_CONTAINER], r#"{"mesh":"mesh-1"}"#);
+        assert_eq!(
+            a[ANNOTATION_WORKING_HOT_UPGRADE_CONTAINER],
+            r#"{"mesh":"mesh-1"}"#
+        );
         assert_eq!(a["version.sidecarset.kruise.io/mesh-1"], "1");
         assert_eq!(a["versionalt.sidecarset.kruise.io/mesh-2"], "1");
     }
 
     #[test]
     fn patch_pod_metadata_policies() {
-        let s = set("s", json!({"selector": {"matchLabels": {"app": "web"}},
+        let s = set(
+            "s",
+            json!({"selector": {"matchLabels": {"app": "web"}},
             "containers": [{"name": "c", "image": "c:1"}],
             "patchPodMetadata": [
                 {"annotations": {"keep": "new", "add": "v"}},
                 {"annotations": {"over": "new"}, "patchPolicy": "Overwrite"},
                 {"annotations": {"json": r#"{"b":2}"#}, "patchPolicy": "MergePatchJson"},
-            ]}));
+            ]}),
+        );
         let mut p = pod();
         p.metadata.annotations = Some(
             [("keep", "old"), ("over", "old"), ("json", r#"{"a":1}"#)]
@@ -672,11 +753,21 @@ mod tests {
     fn legacy_hash_annotations_are_read_and_garbage_is_an_error() {
         let mut p = pod();
         p.metadata.annotations = Some(
-            [(a1::ANNOTATION_SIDECARSET_HASH.to_string(), r#"{"old":"h1"}"#.to_string())].into(),
+            [(
+                a1::ANNOTATION_SIDECARSET_HASH.to_string(),
+                r#"{"old":"h1"}"#.to_string(),
+            )]
+            .into(),
         );
         let m = parse_hashes(&p, a1::ANNOTATION_SIDECARSET_HASH).unwrap();
         assert_eq!(m["old"].hash, "h1");
-        p.metadata.annotations = Some([(a1::ANNOTATION_SIDECARSET_HASH.to_string(), "nope".to_string())].into());
+        p.metadata.annotations = Some(
+            [(
+                a1::ANNOTATION_SIDECARSET_HASH.to_string(),
+                "nope".to_string(),
+            )]
+            .into(),
+        );
         let err = parse_hashes(&p, a1::ANNOTATION_SIDECARSET_HASH).unwrap_err();
         assert!(err.to_string().contains("unmarshal failed"), "{err}");
     }

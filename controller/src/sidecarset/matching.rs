@@ -75,7 +75,10 @@ mod tests {
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -107,9 +110,13 @@ mod tests {
         let sets = [
             set("z", json!({"selector": sel})),
             set("a", json!({"selector": sel})),
-            set("p", json!({"selector": sel, "injectionStrategy": {"paused": true}})),
+            set(
+                "p",
+                json!({"selector": sel, "injectionStrategy": {"paused": true}}),
+            ),
         ];
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"labels": {"app": "web"}}})).unwrap();
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"labels": {"app": "web"}}})).unwrap();
         let names: Vec<_> = for_pod(&sets, &pod, None)
             .iter()
             .map(|s| s.metadata.name.clone().unwrap())
@@ -122,6 +129,8 @@ mod tests {
         let p = |v| serde_json::from_value::<Pod>(v).unwrap();
         assert!(is_active(&p(json!({}))));
         assert!(!is_active(&p(json!({"status": {"phase": "Succeeded"}}))));
-        assert!(!is_active(&p(json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}))));
+        assert!(!is_active(&p(
+            json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})
+        )));
     }
 }

@@ -59,7 +59,11 @@ fn name_errors(name: &str) -> Vec<String> {
         ));
     }
     if name.len() > 63 {
-        errs.push(invalid("metadata.name", name, "must be no more than 63 characters"));
+        errs.push(invalid(
+            "metadata.name",
+            name,
+            "must be no more than 63 characters",
+        ));
     }
     errs
 }
@@ -67,7 +71,11 @@ fn name_errors(name: &str) -> Vec<String> {
 fn selector_errors(s: &LabelSelector, path: &str) -> Vec<String> {
     let mut errs = vec![];
     if is_empty(s) {
-        errs.push(invalid(path, "{}", "empty selector is not valid for sidecarset."));
+        errs.push(invalid(
+            path,
+            "{}",
+            "empty selector is not valid for sidecarset.",
+        ));
     }
     for e in s.match_expressions.iter().flatten() {
         let values = e.values.as_deref().unwrap_or_default();
@@ -89,10 +97,18 @@ fn selector_errors(s: &LabelSelector, path: &str) -> Vec<String> {
 
 fn int_or_percent_errors(v: &Option<IntOrString>, path: &str) -> Vec<String> {
     match v {
-        Some(IntOrString::Int(i)) if *i < 0 => vec![invalid(path, &i.to_string(), "must be greater than or equal to 0")],
+        Some(IntOrString::Int(i)) if *i < 0 => vec![invalid(
+            path,
+            &i.to_string(),
+            "must be greater than or equal to 0",
+        )],
         Some(v @ IntOrString::String(s)) => match percent::scaled(v, 100, false) {
             Ok(p) if (0..=100).contains(&p) => vec![],
-            _ => vec![invalid(path, s, "a valid percent string must be a numeric string followed by an ending '%'")],
+            _ => vec![invalid(
+                path,
+                s,
+                "a valid percent string must be a numeric string followed by an ending '%'",
+            )],
         },
         _ => vec![],
     }
@@ -198,12 +214,15 @@ fn whitelist_error(
         }
     }
     if exprs.is_empty() {
-        return (!defaults_allowed).then(|| "sidecarSet patch metadata annotation is not allowed".into());
+        return (!defaults_allowed)
+            .then(|| "sidecarSet patch metadata annotation is not allowed".into());
     }
     for p in &set.spec.patch_pod_metadata {
         for k in p.annotations.keys() {
             if !exprs.iter().any(|r| r.is_match(k)) {
-                return Some(format!("sidecarSet patch metadata annotation({k}) is not allowed"));
+                return Some(format!(
+                    "sidecarSet patch metadata annotation({k}) is not allowed"
+                ));
             }
         }
     }
@@ -235,7 +254,10 @@ pub fn validate(set: &SidecarSet, ctx: &Context) -> Vec<String> {
         ));
     }
     match &spec.selector {
-        None => errs.push(required("spec.selector", "no selector defined for SidecarSet")),
+        None => errs.push(required(
+            "spec.selector",
+            "no selector defined for SidecarSet",
+        )),
         Some(s) => errs.extend(selector_errors(s, "spec.selector")),
     }
     if let Some(s) = &spec.namespace_selector {
@@ -281,18 +303,34 @@ pub fn validate(set: &SidecarSet, ctx: &Context) -> Vec<String> {
     if let Some(s) = &u.selector {
         errs.extend(selector_errors(s, "spec.updateStrategy.selector"));
     }
-    errs.extend(int_or_percent_errors(&u.partition, "spec.updateStrategy.partition"));
-    errs.extend(int_or_percent_errors(&u.max_unavailable, "spec.updateStrategy.maxUnavailable"));
+    errs.extend(int_or_percent_errors(
+        &u.partition,
+        "spec.updateStrategy.partition",
+    ));
+    errs.extend(int_or_percent_errors(
+        &u.max_unavailable,
+        "spec.updateStrategy.maxUnavailable",
+    ));
     if !matches!(
         u.type_.as_str(),
         a1::UPDATE_STRATEGY_ROLLING_UPDATE | a1::UPDATE_STRATEGY_NOT_UPDATE
     ) {
-        errs.push(invalid("spec.updateStrategy.type", &u.type_, "unsupported update strategy type"));
+        errs.push(invalid(
+            "spec.updateStrategy.type",
+            &u.type_,
+            "unsupported update strategy type",
+        ));
     }
     if spec.init_containers.is_empty() && spec.containers.is_empty() {
-        errs.push(required("spec", "no initContainer or container defined for SidecarSet"));
+        errs.push(required(
+            "spec",
+            "no initContainer or container defined for SidecarSet",
+        ));
     }
-    for (list, path) in [(&spec.init_containers, "spec.initContainers"), (&spec.containers, "spec.containers")] {
+    for (list, path) in [
+        (&spec.init_containers, "spec.initContainers"),
+        (&spec.containers, "spec.containers"),
+    ] {
         for c in list.iter() {
             if c.container.name.is_empty() {
                 errs.push(required(&format!("{path}.name"), ""));
@@ -305,16 +343,25 @@ pub fn validate(set: &SidecarSet, ctx: &Context) -> Vec<String> {
             if path == "spec.containers"
                 && !matches!(
                     c.pod_inject_policy.as_str(),
-                    a1::POD_INJECT_POLICY_BEFORE_APP_CONTAINER | a1::POD_INJECT_POLICY_AFTER_APP_CONTAINER
+                    a1::POD_INJECT_POLICY_BEFORE_APP_CONTAINER
+                        | a1::POD_INJECT_POLICY_AFTER_APP_CONTAINER
                 )
             {
-                errs.push(invalid("spec.container.podInjectPolicy", &c.pod_inject_policy, "unsupported pod inject policy"));
+                errs.push(invalid(
+                    "spec.container.podInjectPolicy",
+                    &c.pod_inject_policy,
+                    "unsupported pod inject policy",
+                ));
             }
             if !matches!(
                 c.share_volume_policy.type_.as_str(),
                 a1::SHARE_VOLUME_POLICY_ENABLED | a1::SHARE_VOLUME_POLICY_DISABLED
             ) {
-                errs.push(invalid("spec.container.shareVolumePolicy", &c.share_volume_policy.type_, "unsupported share volume policy"));
+                errs.push(invalid(
+                    "spec.container.shareVolumePolicy",
+                    &c.share_volume_policy.type_,
+                    "unsupported share volume policy",
+                ));
             }
             if c.upgrade_strategy.upgrade_type == a1::SIDECAR_CONTAINER_HOT_UPGRADE
                 && c.upgrade_strategy.hot_upgrade_empty_image.is_empty()
@@ -339,14 +386,23 @@ pub fn validate(set: &SidecarSet, ctx: &Context) -> Vec<String> {
     let mut keys = BTreeSet::new();
     for p in &spec.patch_pod_metadata {
         if p.annotations.is_empty() {
-            errs.push(required("spec.patchPodMetadata", "no annotations defined for SidecarSet"));
+            errs.push(required(
+                "spec.patchPodMetadata",
+                "no annotations defined for SidecarSet",
+            ));
         }
         if p.patch_policy.is_empty() {
-            errs.push(required("spec.patchPodMetadata", "no patchPolicy defined for patchPodMetadata"));
+            errs.push(required(
+                "spec.patchPodMetadata",
+                "no patchPolicy defined for patchPodMetadata",
+            ));
         }
         for k in p.annotations.keys() {
             if !keys.insert(k.clone()) {
-                errs.push(required("spec.patchPodMetadata", &format!("patch annotation[{k}] already exist")));
+                errs.push(required(
+                    "spec.patchPodMetadata",
+                    &format!("patch annotation[{k}] already exist"),
+                ));
             }
         }
     }
@@ -355,16 +411,23 @@ pub fn validate(set: &SidecarSet, ctx: &Context) -> Vec<String> {
             .spec
             .containers
             .iter()
-            .map(|c| (c.container.name.as_str(), c.upgrade_strategy.upgrade_type.as_str()))
+            .map(|c| {
+                (
+                    c.container.name.as_str(),
+                    c.upgrade_strategy.upgrade_type.as_str(),
+                )
+            })
             .collect();
         for c in &spec.containers {
             let name = &c.container.name;
             match before.get(name.as_str()) {
-                Some(t) if !t.is_empty() && *t != c.upgrade_strategy.upgrade_type => errs.push(invalid(
-                    "spec.containers.upgradeStrategy.upgradeType",
-                    name,
-                    &format!("container {name} upgradeType is immutable"),
-                )),
+                Some(t) if !t.is_empty() && *t != c.upgrade_strategy.upgrade_type => {
+                    errs.push(invalid(
+                        "spec.containers.upgradeStrategy.upgradeType",
+                        name,
+                        &format!("container {name} upgradeType is immutable"),
+                    ))
+                }
                 Some(_) => {}
                 None => errs.push(invalid(
                     "spec.containers.name",
@@ -387,13 +450,19 @@ pub fn validate(set: &SidecarSet, ctx: &Context) -> Vec<String> {
 fn conflicts(set: &SidecarSet, others: &[SidecarSet]) -> Vec<String> {
     let mut errs = vec![];
     let me = set.metadata.name.as_deref().unwrap_or("");
-    let Some(sel) = &set.spec.selector else { return errs };
+    let Some(sel) = &set.spec.selector else {
+        return errs;
+    };
     for other in others {
         let name = other.metadata.name.as_deref().unwrap_or("");
         if name == me {
             continue;
         }
-        let overlaps = other.spec.selector.as_ref().is_some_and(|o| overlapping(sel, o))
+        let overlaps = other
+            .spec
+            .selector
+            .as_ref()
+            .is_some_and(|o| overlapping(sel, o))
             && namespaces_overlap(set, other);
         if !overlaps {
             continue;
@@ -413,7 +482,12 @@ fn conflicts(set: &SidecarSet, others: &[SidecarSet]) -> Vec<String> {
             }
         }
         for v in &set.spec.volumes {
-            if other.spec.volumes.iter().any(|o| o.name == v.name && o != v) {
+            if other
+                .spec
+                .volumes
+                .iter()
+                .any(|o| o.name == v.name && o != v)
+            {
                 errs.push(invalid(
                     "spec.volumes",
                     &v.name,
@@ -458,7 +532,12 @@ mod tests {
     }
 
     fn ctx<'a>(others: &'a [SidecarSet]) -> Context<'a> {
-        Context { old: None, others, whitelist: None, patch_defaults_allowed: false }
+        Context {
+            old: None,
+            others,
+            whitelist: None,
+            patch_defaults_allowed: false,
+        }
     }
 
     fn plain() -> Value {
@@ -467,29 +546,55 @@ mod tests {
 
     #[test]
     fn a_plain_sidecarset_is_valid() {
-        assert_eq!(validate(&set("ok", plain()), &ctx(&[])), Vec::<String>::new());
+        assert_eq!(
+            validate(&set("ok", plain()), &ctx(&[])),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
     fn upstream_messages() {
-        let native = set("n", json!({"selector": {"matchLabels": {"a": "b"}},
-            "initContainers": [{"name": "s", "image": "s:1", "restartPolicy": "Always"}]}));
+        let native = set(
+            "n",
+            json!({"selector": {"matchLabels": {"a": "b"}},
+            "initContainers": [{"name": "s", "image": "s:1", "restartPolicy": "Always"}]}),
+        );
         assert_eq!(
             validate(&native, &ctx(&[])),
-            ["spec.updateStrategy: Required value: The initContainer in-place upgrade is not currently supported."]
+            [
+                "spec.updateStrategy: Required value: The initContainer in-place upgrade is not currently supported."
+            ]
         );
         let none = set("x", json!({"containers": [{"name": "c", "image": "c:1"}]}));
-        assert_eq!(validate(&none, &ctx(&[])), ["spec.selector: Required value: no selector defined for SidecarSet"]);
+        assert_eq!(
+            validate(&none, &ctx(&[])),
+            ["spec.selector: Required value: no selector defined for SidecarSet"]
+        );
         let empty = set("x", json!({"selector": {}}));
         let errs = validate(&empty, &ctx(&[]));
-        assert!(errs.iter().any(|e| e.ends_with("empty selector is not valid for sidecarset.")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.ends_with("no initContainer or container defined for SidecarSet")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.ends_with("empty selector is not valid for sidecarset.")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.ends_with("no initContainer or container defined for SidecarSet")),
+            "{errs:?}"
+        );
         let mut both = plain();
         both["updateStrategy"] = json!({"partition": 2, "selector": {"matchLabels": {"a": "b"}}});
         let errs = validate(&set("x", both), &ctx(&[]));
-        assert!(errs.iter().any(|e| e.ends_with("Partition and Selector cannot be used together")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.ends_with("Partition and Selector cannot be used together")),
+            "{errs:?}"
+        );
         let errs = validate(&set("bad_name", plain()), &ctx(&[]));
-        assert!(errs[0].starts_with("metadata.name: Invalid value: \"bad_name\""), "{errs:?}");
+        assert!(
+            errs[0].starts_with("metadata.name: Invalid value: \"bad_name\""),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -499,7 +604,13 @@ mod tests {
         spec["containers"] = json!([{"name": "c", "image": "c:2", "upgradeStrategy": {"upgradeType": "HotUpgrade", "hotUpgradeEmptyImage": "e"}},
                                     {"name": "new", "image": "n:1"}]);
         let new = set("s", spec);
-        let errs = validate(&new, &Context { old: Some(&old), ..ctx(&[]) });
+        let errs = validate(
+            &new,
+            &Context {
+                old: Some(&old),
+                ..ctx(&[])
+            },
+        );
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].ends_with("container c upgradeType is immutable"));
         assert!(errs[1].ends_with("container new is not found"));
@@ -508,9 +619,15 @@ mod tests {
     #[test]
     fn conflicts_with_overlapping_sidecarsets_only() {
         let other = set("other", plain());
-        let disjoint = set("far", json!({"selector": {"matchLabels": {"app": "db"}}, "containers": [{"name": "c", "image": "c:1"}]}));
-        let errs = validate(&set("me", plain()), &ctx(&[other.clone()]));
-        assert_eq!(errs, ["spec.containers: Invalid value: \"c\": container c already exist in other"]);
+        let disjoint = set(
+            "far",
+            json!({"selector": {"matchLabels": {"app": "db"}}, "containers": [{"name": "c", "image": "c:1"}]}),
+        );
+        let errs = validate(&set("me", plain()), &ctx(std::slice::from_ref(&other)));
+        assert_eq!(
+            errs,
+            ["spec.containers: Invalid value: \"c\": container c already exist in other"]
+        );
         assert!(validate(&disjoint, &ctx(&[other])).is_empty());
     }
 
@@ -521,23 +638,62 @@ mod tests {
         let s = set("s", spec);
         assert_eq!(
             validate(&s, &ctx(&[])),
-            ["spec.patchPodMetadata: Required value: SidecarSet patch metadata whitelist not found"]
+            [
+                "spec.patchPodMetadata: Required value: SidecarSet patch metadata whitelist not found"
+            ]
         );
-        let allowed: Whitelist = serde_json::from_value(json!({"rules": [{"allowedAnnotationKeyExprs": ["^mesh\\.io/"]}]})).unwrap();
-        assert!(validate(&s, &Context { whitelist: Some(&allowed), ..ctx(&[]) }).is_empty());
-        let other: Whitelist = serde_json::from_value(json!({"rules": [{"allowedAnnotationKeyExprs": ["^x/"]}]})).unwrap();
+        let allowed: Whitelist = serde_json::from_value(
+            json!({"rules": [{"allowedAnnotationKeyExprs": ["^mesh\\.io/"]}]}),
+        )
+        .unwrap();
+        assert!(
+            validate(
+                &s,
+                &Context {
+                    whitelist: Some(&allowed),
+                    ..ctx(&[])
+                }
+            )
+            .is_empty()
+        );
+        let other: Whitelist =
+            serde_json::from_value(json!({"rules": [{"allowedAnnotationKeyExprs": ["^x/"]}]}))
+                .unwrap();
         assert_eq!(
-            validate(&s, &Context { whitelist: Some(&other), ..ctx(&[]) }),
-            ["spec.patchPodMetadata: Required value: sidecarSet patch metadata annotation(mesh.io/inject) is not allowed"]
+            validate(
+                &s,
+                &Context {
+                    whitelist: Some(&other),
+                    ..ctx(&[])
+                }
+            ),
+            [
+                "spec.patchPodMetadata: Required value: sidecarSet patch metadata annotation(mesh.io/inject) is not allowed"
+            ]
         );
-        assert!(validate(&s, &Context { patch_defaults_allowed: true, ..ctx(&[]) }).is_empty());
+        assert!(
+            validate(
+                &s,
+                &Context {
+                    patch_defaults_allowed: true,
+                    ..ctx(&[])
+                }
+            )
+            .is_empty()
+        );
     }
 
     #[test]
     fn selector_overlap_as_upstream() {
         let s = |v: Value| serde_json::from_value::<LabelSelector>(v).unwrap();
-        assert!(overlapping(&s(json!({"matchLabels": {"a": "1"}})), &s(json!({"matchLabels": {"b": "2"}}))));
-        assert!(!overlapping(&s(json!({"matchLabels": {"a": "1"}})), &s(json!({"matchLabels": {"a": "2"}}))));
+        assert!(overlapping(
+            &s(json!({"matchLabels": {"a": "1"}})),
+            &s(json!({"matchLabels": {"b": "2"}}))
+        ));
+        assert!(!overlapping(
+            &s(json!({"matchLabels": {"a": "1"}})),
+            &s(json!({"matchLabels": {"a": "2"}}))
+        ));
         assert!(!overlapping(
             &s(json!({"matchLabels": {"a": "1"}})),
             &s(json!({"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]}))

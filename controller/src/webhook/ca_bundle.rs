@@ -71,8 +71,56 @@ pub async fn sync(
             updated += 1;
         }
     }
+    updated += sync_conversions(client, service, namespace, ca).await?;
     if updated > 0 {
         tracing::info!(configurations = updated, ca = %describe(ca), "webhook caBundle written");
+    }
+    Ok(updated)
+}
+
+/// The CRDs Keelson ships with a conversion webhook calling
+/// `namespace/service` get the CA too; how many were updated.
+async fn sync_conversions(
+    client: &Client,
+    service: &str,
+    namespace: &str,
+    ca: &[u8],
+) -> Result<usize, kube::Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut updated = 0;
+    for shipped in keelson_api::crds() {
+        if shipped
+            .spec
+            .conversion
+            .as_ref()
+            .is_none_or(|c| c.webhook.is_none())
+        {
+            continue;
+        }
+        let name = shipped.metadata.name.clone().unwrap_or_default();
+        let Some(mut crd) = api.get_opt(&name).await? else {
+            continue;
+        };
+        let Some(cfg) = crd
+            .spec
+            .conversion
+            .as_mut()
+            .and_then(|c| c.webhook.as_mut())
+            .and_then(|w| w.client_config.as_mut())
+        else {
+            continue;
+        };
+        let ours = cfg
+            .service
+            .as_ref()
+            .is_some_and(|s| s.name == service && s.namespace == namespace);
+        if !ours || cfg.ca_bundle.as_ref().map(|b| b.0.as_slice()) == Some(ca) {
+            continue;
+        }
+        cfg.ca_bundle = Some(ByteString(ca.to_vec()));
+        api.replace(&name, &PostParams::default(), &crd).await?;
+        updated += 1;
     }
     Ok(updated)
 }

@@ -4,10 +4,15 @@
 //! [`ca_bundle`]. Every replica serves (the API server may call any).
 
 pub mod ca_bundle;
+pub mod cache;
 pub mod certs;
 pub mod cloneset;
+pub mod convert;
 pub mod crr;
 pub mod imagepulljob;
+pub mod pod;
+pub mod scope;
+pub mod sidecarset;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -37,13 +42,21 @@ pub const PATHS: &[&str] = &[
     imagepulljob::MUTATE_PATH,
     imagepulljob::LIST_PATH,
     imagepulljob::LIST_MUTATE_PATH,
+    pod::PATH,
+    sidecarset::MUTATE_PATH,
+    sidecarset::VALIDATE_PATH,
+    convert::PATH,
 ];
 
-/// What the handlers may consult: the API server and the feature gates.
+/// What the handlers may consult: the API server, the feature gates, the
+/// watched objects, and the controller's namespace (where its
+/// configuration lives).
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
     pub gates: Arc<FeatureGates>,
+    pub caches: cache::Caches,
+    pub namespace: String,
 }
 
 /// A refusal with an HTTP-style `code` and `reason`, as OpenKruise's
@@ -65,6 +78,9 @@ pub(crate) fn deny(
 pub async fn answer(path: &str, body: &[u8], ctx: &Context) -> (u16, Vec<u8>) {
     if !PATHS.contains(&path) {
         return (404, b"{\"message\":\"no webhook at this path\"}".to_vec());
+    }
+    if path == convert::PATH {
+        return convert::answer(body);
     }
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(r) => r,
@@ -95,6 +111,9 @@ pub async fn answer(path: &str, body: &[u8], ctx: &Context) -> (u16, Vec<u8>) {
         imagepulljob::MUTATE_PATH => imagepulljob::mutate_review(&req, false),
         imagepulljob::LIST_PATH => imagepulljob::review(&req, &ctx.gates, true),
         imagepulljob::LIST_MUTATE_PATH => imagepulljob::mutate_review(&req, true),
+        pod::PATH => pod::review(&req, ctx),
+        sidecarset::MUTATE_PATH => sidecarset::mutate_review(&req),
+        sidecarset::VALIDATE_PATH => sidecarset::validate_review(&req, ctx).await,
         _ => unreachable!("checked above"),
     };
     tracing::debug!(path = %path, uid = %req.uid, operation = ?req.operation, name = %req.name, allowed = resp.allowed, "admission");

@@ -122,6 +122,8 @@ pub(super) fn context(client: kube::Client, gates: &str) -> Context {
     Context {
         client,
         gates: Arc::new(FeatureGates::parse(gates).unwrap()),
+        caches: cache::Caches::empty(),
+        namespace: "keelson-system".into(),
     }
 }
 
@@ -129,7 +131,7 @@ pub(super) fn context(client: kube::Client, gates: &str) -> Context {
 async fn routing_and_malformed_reviews() {
     let (client, _handle) = mock_client();
     let ctx = context(client, "");
-    let (code, _) = answer("/mutate-pod", b"{}", &ctx).await;
+    let (code, _) = answer("/mutate-nothing", b"{}", &ctx).await;
     assert_eq!(code, 404);
     let (code, body) = answer(crr::PATH, b"not json", &ctx).await;
     assert_eq!(code, 400);
@@ -173,6 +175,24 @@ async fn the_ca_goes_into_our_webhooks_only() {
                     serde_json::json!({
                     "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
                 ),
+                (
+                    &Method::GET,
+                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sidecarsets.apps.kruise.io",
+                ) => {
+                    let crd = keelson_api::crds()
+                        .into_iter()
+                        .find(|c| c.metadata.name.as_deref() == Some("sidecarsets.apps.kruise.io"))
+                        .unwrap();
+                    reply(200, serde_json::to_value(crd).unwrap())
+                }
+                (
+                    &Method::PUT,
+                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sidecarsets.apps.kruise.io",
+                ) => {
+                    let body = body_json(req).await;
+                    puts.push(body.clone());
+                    reply(200, body)
+                }
                 (&Method::PUT, p) if p.ends_with(ca_bundle::MUTATING) => {
                     let body = body_json(req).await;
                     puts.push(body.clone());
@@ -187,12 +207,16 @@ async fn the_ca_goes_into_our_webhooks_only() {
     let n = ca_bundle::sync(&client, "keelson-webhook", "keelson-system", b"CA PEM")
         .await
         .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(n, 2);
     drop(client);
     let puts = server.await.unwrap();
+    use base64::Engine as _;
+    assert_eq!(
+        puts[1]["spec"]["conversion"]["webhook"]["clientConfig"]["caBundle"],
+        base64::engine::general_purpose::STANDARD.encode("CA PEM")
+    );
     let hooks = &puts[0]["webhooks"];
     assert_eq!(puts[0]["metadata"]["resourceVersion"], "8");
-    use base64::Engine as _;
     assert_eq!(
         hooks[0]["clientConfig"]["caBundle"],
         base64::engine::general_purpose::STANDARD.encode("CA PEM")
@@ -365,4 +389,134 @@ async fn each_webhook_refuses_while_its_gates_are_off() {
         )
     );
     assert_eq!(verdict("ImagePullJobGate=true").await.0, true);
+}
+
+fn pod_review(pod: serde_json::Value) -> AdmissionRequest<DynamicObject> {
+    request(
+        serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "req-2", "operation": "CREATE", "namespace": "shop", "name": "",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "userInfo": {"username": "someone"}, "object": pod}}),
+    )
+}
+
+fn pod_out(req: &AdmissionRequest<DynamicObject>, resp: &AdmissionResponse) -> serde_json::Value {
+    patched(
+        &serde_json::to_value(req.object.as_ref().unwrap()).unwrap(),
+        resp,
+    )
+}
+
+#[tokio::test]
+async fn the_pod_webhook_injects_stamps_and_gates() {
+    let (client, _handle) = mock_client();
+    let mut set = serde_json::json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "SidecarSet",
+        "metadata": {"name": "log"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}},
+                 "containers": [{"name": "log", "image": "log:1",
+                     "env": [{"name": "KRUISE_CONTAINER_PRIORITY", "value": "10"}]}]}});
+    crate::sidecarset::defaults::default_and_hash(&mut set);
+    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "shop", "labels": {"kubernetes.io/metadata.name": "shop"}}});
+    let mut ctx = context(client, "");
+    ctx.caches = cache::Caches::from_objects(
+        vec![serde_json::from_value(set).unwrap()],
+        vec![serde_json::from_value(ns).unwrap()],
+    );
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "web-", "labels": {"app": "web"},
+            "ownerReferences": [{"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
+                "name": "web", "uid": "u", "controller": true}]},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "app", "image": "nginx",
+            "env": [{"name": "KRUISE_TERMINATE_SIDECAR_WHEN_JOB_EXIT", "value": "true"},
+                    {"name": "V", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['v']"}}}]}]}});
+    let req = pod_review(pod);
+    let resp = pod::review(&req, &ctx);
+    assert!(resp.allowed, "{resp:?}");
+    let out = pod_out(&req, &resp);
+    let names: Vec<_> = out["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].clone())
+        .collect();
+    assert_eq!(names, ["log", "app"]);
+    assert_eq!(
+        out["spec"]["readinessGates"],
+        serde_json::json!([{"conditionType": "KruisePodReady"}])
+    );
+    let a = &out["metadata"]["annotations"];
+    assert_eq!(
+        a["keelson.io/container-priorities"],
+        r#"{"app":0,"log":10}"#
+    );
+    assert_eq!(a["keelson.io/restart-policy"], "Never");
+    assert_eq!(a["keelson.io/main-containers"], r#"["log"]"#);
+    assert_eq!(
+        a["keelson.io/env-from-metadata"],
+        r#"{"app":{"V":"metadata.labels['v']"}}"#
+    );
+    assert_eq!(a["kruise.io/sidecarset-injected-list"], "log");
+    // The namespace is not written into the pod.
+    assert!(out["metadata"].get("namespace").is_none());
+
+    // A pod no SidecarSet selects, in another namespace: untouched.
+    let plain = pod_review(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "labels": {"app": "other"}},
+        "spec": {"containers": [{"name": "a", "image": "a"}]}}));
+    let resp = pod::review(&plain, &ctx);
+    assert!(resp.allowed && resp.patch.is_none(), "{resp:?}");
+}
+
+#[tokio::test]
+async fn a_bad_priority_admits_with_a_warning() {
+    let (client, _handle) = mock_client();
+    let ctx = context(client, "");
+    let req = pod_review(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [
+            {"name": "a", "image": "a", "env": [{"name": "KRUISE_CONTAINER_PRIORITY", "value": "first"}]},
+            {"name": "b", "image": "b", "env": [{"name": "KRUISE_CONTAINER_PRIORITY", "value": "1"}]}]}}));
+    let resp = pod::review(&req, &ctx);
+    assert!(resp.allowed);
+    assert!(
+        resp.warnings.as_ref().unwrap()[0].contains("\"first\""),
+        "{resp:?}"
+    );
+    let out = pod_out(&req, &resp);
+    assert_eq!(
+        out["metadata"]["annotations"]["keelson.io/container-priorities"],
+        r#"{"a":0,"b":1}"#
+    );
+}
+
+#[test]
+fn conversion_reviews_are_answered() {
+    let body = serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+        "request": {"uid": "c1", "desiredAPIVersion": "apps.kruise.io/v1beta1", "objects": [
+            {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "SidecarSet",
+             "metadata": {"name": "s"}, "spec": {"namespace": "shop"}}]}});
+    let (code, out) = convert::answer(&serde_json::to_vec(&body).unwrap());
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["response"]["uid"], "c1");
+    assert_eq!(v["response"]["result"]["status"], "Success");
+    assert_eq!(
+        v["response"]["convertedObjects"][0]["spec"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "shop"
+    );
+    let bad = serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+        "request": {"uid": "c2", "desiredAPIVersion": "apps.kruise.io/v9", "objects": [
+            {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "SidecarSet", "metadata": {"name": "s"}}]}});
+    let (_, out) = convert::answer(&serde_json::to_vec(&bad).unwrap());
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["response"]["result"]["status"], "Failure");
+    assert!(
+        v["response"]["result"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"s\"")
+    );
 }

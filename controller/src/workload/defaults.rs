@@ -102,7 +102,11 @@ pub(crate) fn container_with(c: &mut Value, regular: bool, probes: &[&str]) {
 }
 
 fn container(c: &mut Value, regular: bool) {
-    container_with(c, regular, &["livenessProbe", "readinessProbe", "startupProbe"]);
+    container_with(
+        c,
+        regular,
+        &["livenessProbe", "readinessProbe", "startupProbe"],
+    );
 }
 
 /// Volume defaults (`defaultMode`, hostPath `type`, ...), as Kubernetes'

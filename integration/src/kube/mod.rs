@@ -526,6 +526,31 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// A guard that deletes the cluster-scoped `kind/name` (e.g. a
+    /// SidecarSet a test applied) when dropped.
+    pub fn deleting(self: &Arc<Self>, kind: &str, name: &str) -> Deleting {
+        Deleting {
+            cluster: self.clone(),
+            what: format!("{kind}/{name}"),
+        }
+    }
+}
+
+/// Deletes a cluster-scoped object (without waiting) when dropped.
+pub struct Deleting {
+    cluster: Arc<Cluster>,
+    what: String,
+}
+
+impl Drop for Deleting {
+    fn drop(&mut self) {
+        let _ = self
+            .cluster
+            .kubectl(&["delete", &self.what, "--ignore-not-found", "--wait=false"]);
+    }
+}
+
 /// A test's namespace; deleted (without waiting) when dropped.
 pub struct Namespace {
     cluster: Arc<Cluster>,

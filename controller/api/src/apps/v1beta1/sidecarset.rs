@@ -13,8 +13,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::apps::v1alpha1::sidecarset::{
-    SidecarContainer, SidecarSetInjectionStrategy, SidecarSetPatchPodMetadata,
-    SidecarSetStatus, SidecarSetUpdateStrategy,
+    SidecarContainer, SidecarSetInjectionStrategy, SidecarSetPatchPodMetadata, SidecarSetStatus,
+    SidecarSetUpdateStrategy,
 };
 
 /// The API version that stores SidecarSets in etcd.
@@ -114,7 +114,10 @@ spec:
         assert_eq!(s.spec.custom_version, "v2");
         assert_eq!(s.spec.update_strategy.type_, "NotUpdate");
         assert_eq!(
-            s.spec.init_containers[0].container.restart_policy.as_deref(),
+            s.spec.init_containers[0]
+                .container
+                .restart_policy
+                .as_deref(),
             Some("Always")
         );
     }

@@ -1,0 +1,110 @@
+//! What the pod and SidecarSet webhooks read on every request, kept in
+//! memory by watches: the SidecarSets (v1beta1) and the Namespaces (their
+//! labels, for `namespaceSelector`). A pod admission then costs no API
+//! call. The webhook server reports ready only once both are listed.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use keelson_api::apps::v1beta1::sidecarset::SidecarSet;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+
+/// The watched objects.
+#[derive(Clone)]
+pub struct Caches {
+    pub sidecarsets: Store<SidecarSet>,
+    pub namespaces: Store<Namespace>,
+}
+
+fn watch<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let task = tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects();
+        futures_util::pin_mut!(stream);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                tracing::warn!(error = %e, "webhook cache watch failed; retrying");
+            }
+        }
+    });
+    (reader, task)
+}
+
+impl Caches {
+    /// Caches that never fill (for tests of the pure paths).
+    pub fn empty() -> Self {
+        Self {
+            sidecarsets: reflector::store::<SidecarSet>().0,
+            namespaces: reflector::store::<Namespace>().0,
+        }
+    }
+
+    /// Caches holding exactly these objects (for tests).
+    #[cfg(test)]
+    pub fn from_objects(sets: Vec<SidecarSet>, namespaces: Vec<Namespace>) -> Self {
+        use kube::runtime::watcher::Event;
+        let (sidecarsets, mut w1) = reflector::store::<SidecarSet>();
+        for s in sets {
+            w1.apply_watcher_event(&Event::Apply(s));
+        }
+        let (ns, mut w2) = reflector::store::<Namespace>();
+        for n in namespaces {
+            w2.apply_watcher_event(&Event::Apply(n));
+        }
+        // The stores stay readable after their writers go.
+        std::mem::forget((w1, w2));
+        Self {
+            sidecarsets,
+            namespaces: ns,
+        }
+    }
+
+    /// Starts the watches; the tasks run until aborted.
+    pub fn start(client: &Client) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+        let (sidecarsets, a) = watch(Api::<SidecarSet>::all(client.clone()));
+        let (namespaces, b) = watch(Api::<Namespace>::all(client.clone()));
+        (
+            Self {
+                sidecarsets,
+                namespaces,
+            },
+            vec![a, b],
+        )
+    }
+
+    /// Waits until both have been listed once.
+    pub async fn ready(&self) {
+        let _ = self.sidecarsets.wait_until_ready().await;
+        let _ = self.namespaces.wait_until_ready().await;
+    }
+
+    /// The SidecarSets, as shared snapshots.
+    pub fn sidecarsets(&self) -> Vec<Arc<SidecarSet>> {
+        self.sidecarsets.state()
+    }
+
+    /// The labels of namespace `name`, if known.
+    pub fn namespace_labels(
+        &self,
+        name: &str,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        self.namespaces
+            .get(&reflector::ObjectRef::new(name))
+            .map(|n| n.metadata.labels.clone().unwrap_or_default())
+    }
+}

@@ -1,0 +1,373 @@
+//! SidecarSet and the pod webhook on the real single-node cluster,
+//! manifests applied with kubectl: a v1.0-style (v1alpha1) SidecarSet is
+//! stored as v1beta1 through the conversion webhook and injects a regular
+//! sidecar — shared volumes, transferred env, OpenKruise's hash
+//! annotations — that the agent starts before the app by the stamped
+//! launch priorities; the v1.7 example's native sidecar is started by
+//! kubelet before the app and stopped after it, so the Job completes; a
+//! Job sidecar marked `KRUISE_TERMINATE_SIDECAR_WHEN_JOB_EXIT` is stopped
+//! by the agent from the restart policy the webhook stamped; and the
+//! validating webhook refuses what OpenKruise refuses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keelson_integration::images::BUSYBOX;
+use keelson_integration::kube::{self, Cluster};
+use serde_json::Value;
+
+fn cluster() -> Arc<Cluster> {
+    kube::shared().expect("test cluster")
+}
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn started_at(status: &Value) -> String {
+    status["state"]["running"]["startedAt"]
+        .as_str()
+        .or_else(|| status["state"]["terminated"]["startedAt"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn status_of<'a>(pod: &'a Value, list: &str, name: &str) -> &'a Value {
+    pod["status"][list]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no {list} status for {name}: {pod}"))
+}
+
+fn job_complete(c: &Cluster, ns: &str, name: &str) -> Value {
+    let done = c.wait_for(&format!("Job {ns}/{name} Complete"), LIMIT, |c| {
+        let job = c.get_json(&["-n", ns, "job", name])?;
+        Ok(kube::condition(&job, "Complete").then_some(job))
+    });
+    match done {
+        Ok(job) => job,
+        Err(e) => {
+            let agent: Vec<String> = c
+                .agent_log()
+                .lines()
+                .filter(|l| l.contains(ns))
+                .map(String::from)
+                .collect();
+            panic!(
+                "{e}\npod: {}\nagent on {ns}:\n{}",
+                job_pod(c, ns, name),
+                agent.join("\n")
+            );
+        }
+    }
+}
+
+fn job_pod(c: &Cluster, ns: &str, job: &str) -> Value {
+    let list = c
+        .get_json(&["-n", ns, "pods", "-l", &format!("job-name={job}")])
+        .unwrap();
+    list["items"][0].clone()
+}
+
+#[test]
+fn a_v1alpha1_sidecarset_injects_a_sidecar_that_starts_first() {
+    let c = cluster();
+    let ns = c.namespace("sc-inject").unwrap();
+    let ns = ns.name.as_str();
+    let name = "sc-inject-log";
+    let _cleanup = c.deleting("sidecarset", name);
+    c.apply_stdin(&format!(
+        r#"
+apiVersion: apps.kruise.io/v1alpha1
+kind: SidecarSet
+metadata: {{name: {name}}}
+spec:
+  namespace: {ns}
+  selector: {{matchLabels: {{app: web}}}}
+  containers:
+  - name: log
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    env:
+    - {{name: KRUISE_CONTAINER_PRIORITY, value: "10"}}
+    volumeMounts:
+    - {{name: logs, mountPath: /var/log/app}}
+    shareVolumePolicy: {{type: enabled}}
+    transferEnv:
+    - {{sourceContainerName: app, envName: TZ}}
+  volumes:
+  - {{name: logs, emptyDir: {{}}}}
+"#
+    ))
+    .unwrap();
+    // Stored as v1beta1: the namespace became a namespace selector.
+    let beta = c
+        .get_json(&["sidecarsets.v1beta1.apps.kruise.io", name])
+        .unwrap();
+    assert_eq!(
+        beta["spec"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], ns,
+        "{beta}"
+    );
+    assert!(beta["spec"].get("namespace").is_none());
+    let alpha = c
+        .get_json(&["sidecarsets.v1alpha1.apps.kruise.io", name])
+        .unwrap();
+    assert_eq!(alpha["apiVersion"], "apps.kruise.io/v1alpha1");
+    let set_hash = beta["metadata"]["annotations"]["kruise.io/sidecarset-hash"]
+        .as_str()
+        .expect("the webhook hashed the SidecarSet")
+        .to_string();
+    assert_eq!(
+        beta["spec"]["containers"][0]["podInjectPolicy"],
+        "BeforeAppContainer"
+    );
+    assert_eq!(beta["spec"]["updateStrategy"]["type"], "RollingUpdate");
+
+    c.apply_stdin(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: {ns}, labels: {{app: web}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    env:
+    - {{name: TZ, value: UTC}}
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+  volumes:
+  - {{name: data, emptyDir: {{}}}}
+"#
+    ))
+    .unwrap();
+    let pod = c.wait_pod_ready(ns, "web", LIMIT).unwrap();
+    let containers = pod["spec"]["containers"].as_array().unwrap();
+    let names: Vec<&str> = containers
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["log", "app"]);
+    let log = &containers[0];
+    let env: Vec<(&str, &str)> = log["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap(),
+                e["value"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("KRUISE_CONTAINER_PRIORITY", "10"),
+            ("IS_INJECTED", "true"),
+            ("TZ", "UTC")
+        ]
+    );
+    let mounts: Vec<&str> = log["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .filter(|p| !p.starts_with("/var/run/secrets"))
+        .collect();
+    assert_eq!(mounts, ["/var/log/app", "/data"]);
+    let volumes: Vec<&str> = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        volumes.starts_with(&["data"]) && volumes.contains(&"logs"),
+        "{volumes:?}"
+    );
+    let a = &pod["metadata"]["annotations"];
+    assert_eq!(a["kruise.io/sidecarset-injected-list"], name);
+    let hashes: Value =
+        serde_json::from_str(a["kruise.io/sidecarset-hash"].as_str().unwrap()).unwrap();
+    assert_eq!(hashes[name]["hash"], set_hash.as_str());
+    assert_eq!(hashes[name]["sidecarList"], serde_json::json!(["log"]));
+    assert!(a["kruise.io/sidecarset-hash-without-image"].is_string());
+    assert_eq!(
+        a["keelson.io/container-priorities"],
+        r#"{"app":0,"log":10}"#
+    );
+    // The agent held the app until the sidecar ran.
+    let (log_started, app_started) = (
+        started_at(status_of(&pod, "containerStatuses", "log")),
+        started_at(status_of(&pod, "containerStatuses", "app")),
+    );
+    assert!(
+        log_started <= app_started,
+        "log {log_started}, app {app_started}"
+    );
+    let (ok, out, err) = c
+        .kubectl_result(
+            &["-n", ns, "exec", "web", "-c", "log", "--", "ls", "/data"],
+            None,
+        )
+        .unwrap();
+    assert!(
+        ok,
+        "the shared volume is mounted in the sidecar: {out}{err}"
+    );
+}
+
+#[test]
+fn the_v1_7_native_sidecar_starts_before_the_app_and_the_job_completes() {
+    let c = cluster();
+    let ns = c.namespace("sc-native").unwrap();
+    let ns = ns.name.as_str();
+    let name = "sc-native-sidecar";
+    let _cleanup = c.deleting("sidecarset", name);
+    c.apply_stdin(&format!(
+        r#"
+apiVersion: apps.kruise.io/v1beta1
+kind: SidecarSet
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: native-job}}}}
+  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
+  updateStrategy: {{type: NotUpdate}}
+  initContainers:
+  - name: sidecar
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    restartPolicy: Always
+    command: ["sleep", "3600"]
+"#
+    ))
+    .unwrap();
+    c.apply_stdin(&format!(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: work, namespace: {ns}}}
+spec:
+  backoffLimit: 0
+  template:
+    metadata: {{labels: {{app: native-job}}}}
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {BUSYBOX}
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "sleep 2"]
+"#
+    ))
+    .unwrap();
+    job_complete(&c, ns, "work");
+    let pod = job_pod(&c, ns, "work");
+    let inits = pod["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(inits.len(), 1);
+    assert_eq!(inits[0]["name"], "sidecar");
+    assert_eq!(inits[0]["restartPolicy"], "Always");
+    let hashes: Value = serde_json::from_str(
+        pod["metadata"]["annotations"]["kruise.io/sidecarset-hash"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(hashes[name]["sidecarList"], serde_json::json!(["sidecar"]));
+    let sidecar = status_of(&pod, "initContainerStatuses", "sidecar");
+    let main = status_of(&pod, "containerStatuses", "main");
+    assert!(started_at(sidecar) <= started_at(main), "{pod}");
+    assert_eq!(pod["status"]["phase"], "Succeeded");
+}
+
+#[test]
+fn a_job_sidecar_is_stopped_from_the_stamped_restart_policy() {
+    let c = cluster();
+    let ns = c.namespace("sc-job").unwrap();
+    let ns = ns.name.as_str();
+    let name = "sc-job-helper";
+    let _cleanup = c.deleting("sidecarset", name);
+    c.apply_stdin(&format!(
+        r#"
+apiVersion: apps.kruise.io/v1beta1
+kind: SidecarSet
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: helper-job}}}}
+  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
+  containers:
+  - name: helper
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    env:
+    - {{name: KRUISE_TERMINATE_SIDECAR_WHEN_JOB_EXIT, value: "true"}}
+"#
+    ))
+    .unwrap();
+    c.apply_stdin(&format!(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: work, namespace: {ns}}}
+spec:
+  backoffLimit: 0
+  template:
+    metadata: {{labels: {{app: helper-job}}}}
+    spec:
+      restartPolicy: OnFailure
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {BUSYBOX}
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "sleep 2"]
+"#
+    ))
+    .unwrap();
+    job_complete(&c, ns, "work");
+    let pod = job_pod(&c, ns, "work");
+    assert_eq!(
+        pod["metadata"]["annotations"]["keelson.io/restart-policy"],
+        "OnFailure"
+    );
+    assert_eq!(
+        pod["metadata"]["annotations"]["keelson.io/main-containers"],
+        r#"["main"]"#
+    );
+    assert_eq!(pod["spec"]["containers"][0]["name"], "helper");
+    assert_eq!(pod["status"]["phase"], "Succeeded");
+    let helper = status_of(&pod, "containerStatuses", "helper");
+    assert_eq!(helper["state"]["terminated"]["exitCode"], 0, "{helper}");
+}
+
+#[test]
+fn the_validating_webhook_refuses_as_openkruise() {
+    let c = cluster();
+    let name = "sc-refused";
+    let _cleanup = c.deleting("sidecarset", name);
+    let manifest = format!(
+        r#"
+apiVersion: apps.kruise.io/v1beta1
+kind: SidecarSet
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: x}}}}
+  initContainers:
+  - {{name: s, image: {BUSYBOX}, restartPolicy: Always}}
+"#
+    );
+    let (ok, out, err) = c
+        .kubectl_result(&["apply", "-f", "-"], Some(&manifest))
+        .unwrap();
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("The initContainer in-place upgrade is not currently supported."),
+        "{err}"
+    );
+    assert!(err.contains("vsidecarset.kb.io"), "{err}");
+}
