@@ -197,6 +197,10 @@ fn start_reconcilers(
         tasks.push(tokio::spawn(crate::crr::controller::run(client.clone())));
     }
     tasks.push(tokio::spawn(crate::podreadiness::run(client.clone())));
+    tasks.push(tokio::spawn(crate::sidecarset::controller::run(
+        client.clone(),
+        args.webhook_namespace.clone(),
+    )));
     tasks.push(tokio::spawn(crate::cloneset::controller::run(
         client.clone(),
         gates.enabled("InPlaceUpdateEnvFromMetadata"),

@@ -371,3 +371,188 @@ spec:
     );
     assert!(err.contains("vsidecarset.kb.io"), "{err}");
 }
+
+/// Per pod: (log containerID, log restartCount, app restartCount, app
+/// startedAt, log image in spec, Ready).
+type Row = (String, i64, i64, String, String, bool);
+
+fn rows(c: &Cluster, ns: &str) -> std::collections::BTreeMap<String, Row> {
+    let list = c.get_json(&["-n", ns, "pods", "-l", "app=roll"]).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let log = status_of(p, "containerStatuses", "log");
+            let app = status_of(p, "containerStatuses", "app");
+            let image = p["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "log")
+                .map(|c| c["image"].as_str().unwrap_or("").to_string())
+                .unwrap_or_default();
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                (
+                    log["containerID"].as_str().unwrap_or("").to_string(),
+                    log["restartCount"].as_i64().unwrap_or(0),
+                    app["restartCount"].as_i64().unwrap_or(0),
+                    started_at(app),
+                    image,
+                    kube::condition(p, "Ready"),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn sidecarset_status(c: &Cluster, name: &str) -> Value {
+    c.get_json(&["sidecarset", name]).unwrap()["status"].clone()
+}
+
+#[test]
+fn a_sidecar_image_update_rolls_in_place_within_partition_and_max_unavailable() {
+    let c = cluster();
+    let ns = c.namespace("sc-roll").unwrap();
+    let ns = ns.name.as_str();
+    let name = "sc-roll-log";
+    let _cleanup = c.deleting("sidecarset", name);
+    let new_image = BUSYBOX.replace(":test", ":sc-roll");
+    c.tag_image(BUSYBOX, &new_image).unwrap();
+    let set = |image: &str, partition: u32| {
+        format!(
+            r#"
+apiVersion: apps.kruise.io/v1beta1
+kind: SidecarSet
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: roll}}}}
+  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
+  updateStrategy: {{maxUnavailable: 2, partition: {partition}}}
+  containers:
+  - name: log
+    image: {image}
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+"#
+        )
+    };
+    c.apply_stdin(&set(BUSYBOX, 3)).unwrap();
+    c.apply_stdin(&format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: roll, namespace: {ns}}}
+spec:
+  replicas: 10
+  selector: {{matchLabels: {{app: roll}}}}
+  template:
+    metadata: {{labels: {{app: roll}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: {BUSYBOX}
+        imagePullPolicy: IfNotPresent
+        command: ["sleep", "3600"]
+"#
+    ))
+    .unwrap();
+    let counters = |s: &Value| {
+        (
+            s["matchedPods"].as_i64().unwrap_or(-1),
+            s["updatedPods"].as_i64().unwrap_or(-1),
+            s["readyPods"].as_i64().unwrap_or(-1),
+            s["updatedReadyPods"].as_i64().unwrap_or(-1),
+        )
+    };
+    c.wait_for(
+        "10 injected pods ready and counted",
+        Duration::from_secs(180),
+        |c| {
+            let s = sidecarset_status(c, name);
+            Ok((counters(&s) == (10, 10, 10, 10)).then_some(()))
+        },
+    )
+    .unwrap();
+    let before = rows(&c, ns);
+    assert_eq!(before.len(), 10);
+
+    c.apply_stdin(&set(&new_image, 3)).unwrap();
+    let (mut samples, mut worst_unavailable, mut most_updated) = (0, 0, 0);
+    let started = std::time::Instant::now();
+    loop {
+        let now = rows(&c, ns);
+        let updated = now.values().filter(|r| r.4 == new_image).count();
+        let unavailable = now
+            .iter()
+            .filter(|(pod, r)| {
+                !r.5 || (r.4 == new_image && before.get(*pod).is_some_and(|b| b.0 == r.0))
+            })
+            .count();
+        samples += 1;
+        worst_unavailable = worst_unavailable.max(unavailable);
+        most_updated = most_updated.max(updated);
+        assert!(unavailable <= 2, "maxUnavailable 2 broken: {now:?}");
+        assert!(updated <= 7, "partition 3 broken: {updated} updated");
+        let s = sidecarset_status(&c, name);
+        if counters(&s) == (10, 7, 10, 7) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "rollout stuck: {s} {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eprintln!(
+        "partitioned rollout: {samples} samples, at most {worst_unavailable} unavailable, {most_updated} updated"
+    );
+    // The partition holds.
+    std::thread::sleep(Duration::from_secs(5));
+    let held = rows(&c, ns);
+    assert_eq!(held.values().filter(|r| r.4 == new_image).count(), 7);
+    for (pod, r) in &held {
+        let b = &before[pod];
+        assert_eq!(
+            (r.2, &r.3),
+            (b.2, &b.3),
+            "{pod}: the app container was restarted"
+        );
+        if r.4 == new_image {
+            assert_ne!(r.0, b.0, "{pod}: the sidecar was not replaced");
+            assert_eq!(r.1, b.1 + 1, "{pod}: the sidecar restarted in place once");
+        } else {
+            assert_eq!(r.0, b.0, "{pod}: a partitioned pod was touched");
+        }
+    }
+
+    c.apply_stdin(&set(&new_image, 0)).unwrap();
+    c.wait_for("all 10 updated", Duration::from_secs(120), |c| {
+        let s = sidecarset_status(c, name);
+        Ok((counters(&s) == (10, 10, 10, 10)).then_some(()))
+    })
+    .unwrap();
+    let after = rows(&c, ns);
+    for (pod, r) in &after {
+        assert_eq!(r.4, new_image);
+        assert_eq!(
+            (r.2, &r.3),
+            (before[pod].2, &before[pod].3),
+            "{pod}: app restarted"
+        );
+    }
+    let s = sidecarset_status(&c, name);
+    assert!(
+        s["latestRevision"]
+            .as_str()
+            .is_some_and(|r| r.starts_with(name)),
+        "{s}"
+    );
+    assert_eq!(
+        s["observedGeneration"],
+        c.get_json(&["sidecarset", name]).unwrap()["metadata"]["generation"]
+    );
+}

@@ -3,8 +3,11 @@
 //! [`hash`]), what injecting it into a new pod does ([`inject`]), and the
 //! validation rules ([`validate`]).
 
+pub mod controller;
 pub mod defaults;
 pub mod hash;
 pub mod inject;
 pub mod matching;
+pub mod status;
+pub mod update;
 pub mod validate;
