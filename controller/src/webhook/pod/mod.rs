@@ -65,8 +65,30 @@ fn readiness_gate(pod: &mut Pod, all_pods: bool) -> bool {
     true
 }
 
+/// Warnings for what a SidecarSet asks that Keelson does not do yet (the
+/// pod is injected without it, and the answer says so).
+fn unsupported(set: &keelson_api::apps::v1beta1::sidecarset::SidecarSet) -> Vec<String> {
+    let name = set.metadata.name.as_deref().unwrap_or("");
+    let mut out = vec![];
+    for c in set.spec.containers.iter().chain(&set.spec.init_containers) {
+        if c.resources_policy.is_some() {
+            out.push(format!(
+                "SidecarSet {name}: resourcesPolicy of container {} is not applied by Keelson yet; it keeps the resources it declares",
+                c.container.name
+            ));
+        }
+    }
+    if set.spec.injection_strategy.revision.is_some() {
+        out.push(format!(
+            "SidecarSet {name}: injectionStrategy.revision is not honoured by Keelson yet; the latest version was injected"
+        ));
+    }
+    out
+}
+
 /// The mutated pod, and the warnings for the answer.
 pub fn mutate(pod: &mut Pod, ctx: &Context, now: &str) -> Result<Vec<String>, inject::InjectError> {
+    let mut warnings = vec![];
     readiness_gate(pod, ctx.gates.enabled("KruisePodReadinessGate"));
     // WorkloadSpread subset injection goes here (WorkloadSpread issue).
     if matching::is_active(pod) {
@@ -84,8 +106,8 @@ pub fn mutate(pod: &mut Pod, ctx: &Context, now: &str) -> Result<Vec<String>, in
             now,
             ctx.gates.enabled("EnableSortSidecarContainerByName"),
         )?;
+        warnings.extend(matched.iter().flat_map(|s| unsupported(s)));
     }
-    let mut warnings = vec![];
     let spec = pod.spec.clone().unwrap_or_default();
     let annotations = pod
         .metadata
