@@ -94,6 +94,9 @@ pub async fn install(
         Some(p) => p.clone(),
         None => Arc::new(RunningIsReady),
     };
+    if let Some(p) = &pod_readiness {
+        terminator.use_specs(p.clone());
+    }
     let restarts = RestartEngine::start(
         RestartConfig {
             runtime: runtime.to_path_buf(),

@@ -73,6 +73,9 @@ pub struct SpecContainer {
     /// Whether a readiness or startup probe decides when it is ready
     /// (without one, kubelet counts it ready once it runs).
     pub probed: bool,
+    /// Its `lifecycle.preStop.exec.command`, which the Job sidecar
+    /// terminator runs before stopping it (CRI does not carry hooks).
+    pub pre_stop_exec: Option<Vec<String>>,
 }
 
 /// No readiness source: running means ready.
@@ -665,11 +668,13 @@ mod tests {
                 name: "low".into(),
                 priority: Some("1".into()),
                 probed: false,
+                pre_stop_exec: None,
             },
             SpecContainer {
                 name: "high".into(),
                 priority: Some("10".into()),
                 probed: false,
+                pre_stop_exec: None,
             },
         ];
         let p = priorities_with(&v2, Some(&spec)).unwrap();
@@ -692,11 +697,13 @@ mod tests {
                 name: "first".into(),
                 priority: None,
                 probed: false,
+                pre_stop_exec: None,
             },
             SpecContainer {
                 name: "second".into(),
                 priority: None,
                 probed: false,
+                pre_stop_exec: None,
             },
         ];
         let p = priorities_with(&ordered, Some(&spec)).unwrap();

@@ -16,7 +16,9 @@
 //! CRI does not carry the restart policy: it comes from the pod annotation
 //! `keelson.io/restart-policy` (stamped by the controller's webhook), else
 //! from the agent's `--default-restart-policy`. Nor does it carry preStop
-//! hooks, so standalone the agent cannot run them (cluster mode will).
+//! hooks: standalone the agent cannot run them; in cluster mode it reads a
+//! sidecar's `preStop.exec` from the pod watch and runs it (CRI ExecSync)
+//! before the stop, as kubelet would.
 //! Which sidecars were stopped on purpose is kept in sled, flushed before
 //! the StopContainer is sent, so normalisation survives an agent crash.
 
@@ -148,6 +150,8 @@ pub struct SidecarTerminator {
     /// CRI client to the runtime, connected on first use (tonic
     /// reconnects it as needed).
     client: tokio::sync::Mutex<Option<tonic::transport::Channel>>,
+    /// Cluster mode: where the pods' specs (and so preStop hooks) come from.
+    specs: std::sync::OnceLock<Arc<dyn crate::priority::Readiness>>,
 }
 
 impl SidecarTerminator {
@@ -163,7 +167,25 @@ impl SidecarTerminator {
             default_policy,
             runtime,
             client: tokio::sync::Mutex::new(None),
+            specs: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Cluster mode: read sidecars' `preStop` exec hooks from `specs` and
+    /// run them (CRI ExecSync, within the grace period) before the stop.
+    pub fn use_specs(&self, specs: Arc<dyn crate::priority::Readiness>) {
+        let _ = self.specs.set(specs);
+    }
+
+    /// The sidecar's preStop exec command, when the pod's spec is known.
+    fn pre_stop(&self, sandbox_id: &str, name: &str) -> Option<Vec<String>> {
+        let uid = self.book.pod(sandbox_id)?.sandbox.uid;
+        self.specs
+            .get()?
+            .spec_containers(&uid)?
+            .into_iter()
+            .find(|c| c.name == name)?
+            .pre_stop_exec
     }
 
     /// The hook that rewrites exit codes in status replies.
@@ -239,16 +261,37 @@ impl SidecarTerminator {
             tracing::error!(%pod, container = %name, error = %e, "cannot record sidecar stop; not stopping it");
             return;
         }
-        tracing::info!(%pod, container = %name, grace_seconds = grace, unix_us = crate::unix_micros(), "main containers done; stopping job sidecar (preStop cannot run standalone)");
+        let hook = self.pre_stop(&rec.sandbox_id, &name);
+        tracing::info!(%pod, container = %name, grace_seconds = grace, pre_stop = hook.is_some(), unix_us = crate::unix_micros(), "main containers done; stopping job sidecar");
+        let started = std::time::Instant::now();
         let result = async {
             let channel = self.channel().await?;
-            cri::runtime_service_client::RuntimeServiceClient::new(channel)
-                .stop_container(cri::StopContainerRequest {
-                    container_id: id.clone(),
-                    timeout: grace,
-                })
-                .await
-                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+            let mut cri = cri::runtime_service_client::RuntimeServiceClient::new(channel);
+            if let Some(cmd) = hook {
+                // As kubelet: the hook first, within the grace period; the
+                // stop gets what is left (at least the minimum).
+                match cri
+                    .exec_sync(cri::ExecSyncRequest {
+                        container_id: id.clone(),
+                        cmd,
+                        timeout: grace,
+                    })
+                    .await
+                {
+                    Ok(r) => {
+                        let code = r.into_inner().exit_code;
+                        tracing::info!(%pod, container = %name, exit_code = code, "sidecar preStop hook ran");
+                    }
+                    Err(s) => tracing::warn!(%pod, container = %name, error = %s.message(), "sidecar preStop hook failed"),
+                }
+            }
+            let left = (grace - started.elapsed().as_secs() as i64).max(MIN_GRACE_SECONDS);
+            cri.stop_container(cri::StopContainerRequest {
+                container_id: id.clone(),
+                timeout: left,
+            })
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
         }
         .await;
         if let Err(e) = result {

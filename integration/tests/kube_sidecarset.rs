@@ -6,7 +6,9 @@
 //! launch priorities; the v1.7 example's native sidecar is started by
 //! kubelet before the app and stopped after it, so the Job completes; a
 //! Job sidecar marked `KRUISE_TERMINATE_SIDECAR_WHEN_JOB_EXIT` is stopped
-//! by the agent from the restart policy the webhook stamped; and the
+//! by the agent from the restart policy the webhook stamped, after its
+//! preStop hook; a sidecar image change rolls in place within partition
+//! and maxUnavailable; and the
 //! validating webhook refuses what OpenKruise refuses.
 
 use std::sync::Arc;
@@ -306,6 +308,9 @@ spec:
     command: ["sleep", "3600"]
     env:
     - {{name: KRUISE_TERMINATE_SIDECAR_WHEN_JOB_EXIT, value: "true"}}
+    lifecycle:
+      preStop:
+        exec: {{command: ["sh", "-c", "echo prestop-ran > /dev/termination-log"]}}
 "#
     ))
     .unwrap();
@@ -343,6 +348,13 @@ spec:
     assert_eq!(pod["status"]["phase"], "Succeeded");
     let helper = status_of(&pod, "containerStatuses", "helper");
     assert_eq!(helper["state"]["terminated"]["exitCode"], 0, "{helper}");
+    // The agent ran the sidecar's preStop hook before stopping it.
+    assert!(
+        helper["state"]["terminated"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("prestop-ran")),
+        "{helper}"
+    );
 }
 
 #[test]

@@ -40,6 +40,12 @@ fn spec_containers(pod: &Pod) -> Vec<SpecContainer> {
                 .find(|e| e.name == crate::kruise::ENV_CONTAINER_PRIORITY)
                 .and_then(|e| e.value.clone()),
             probed: c.readiness_probe.is_some() || c.startup_probe.is_some(),
+            pre_stop_exec: c
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.as_ref())
+                .and_then(|h| h.exec.as_ref())
+                .and_then(|e| e.command.clone()),
         })
         .collect()
 }
@@ -237,12 +243,14 @@ status:
                 SpecContainer {
                     name: "low".into(),
                     priority: Some("1".into()),
-                    probed: false
+                    probed: false,
+                    pre_stop_exec: None,
                 },
                 SpecContainer {
                     name: "high".into(),
                     priority: Some("10".into()),
-                    probed: true
+                    probed: true,
+                    pre_stop_exec: None,
                 },
             ],
             "regular containers only, in spec order"

@@ -34,13 +34,22 @@ fn pod(name: &str, app: &str) -> anyhow::Result<Pod> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(100);
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(100);
     let cluster = std::thread::spawn(|| Cluster::start_with(&Options::default()))
         .join()
         .map_err(|_| anyhow::anyhow!("cluster start panicked"))??;
     eprintln!("{}", cluster.startup_summary());
     cluster.kubectl(&["create", "namespace", "bench-excluded"])?;
-    cluster.kubectl(&["label", "namespace", "bench-excluded", "control-plane=bench"])?;
+    cluster.kubectl(&[
+        "label",
+        "namespace",
+        "bench-excluded",
+        "control-plane=bench",
+    ])?;
     cluster.kubectl(&["create", "namespace", "bench-plain"])?;
     cluster.apply_stdin(&format!(
         r#"
@@ -71,7 +80,8 @@ spec:
     // Warm-up: connections, the webhook's TLS session, caches.
     for (i, (_, api, app)) in kinds.iter().enumerate() {
         for j in 0..5 {
-            api.create(&PostParams::default(), &pod(&format!("warm-{i}-{j}"), app)?).await?;
+            api.create(&PostParams::default(), &pod(&format!("warm-{i}-{j}"), app)?)
+                .await?;
         }
     }
     let mut samples: Vec<Vec<Duration>> = vec![vec![]; kinds.len()];
