@@ -269,3 +269,45 @@ pub async fn run(client: Client, namespace: String) {
         })
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(image: &str) -> SidecarSet {
+        serde_json::from_value(json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "SidecarSet",
+            "metadata": {"name": "s"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}},
+                     "containers": [{"name": "c", "image": image}],
+                     "updateStrategy": {"type": "NotUpdate"}}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn revisions_hold_the_injected_parts_and_name_by_their_hash() {
+        let a = set("i:1");
+        let data = revision_data(&a);
+        assert_eq!(data["spec"]["$patch"], "replace");
+        assert_eq!(data["spec"]["containers"][0]["image"], "i:1");
+        assert!(data["spec"].get("updateStrategy").is_none());
+        let name = revision_name(&a, &data);
+        assert!(name.starts_with("s-"), "{name}");
+        assert_eq!(name, revision_name(&a, &revision_data(&a)));
+        let b = set("i:2");
+        assert_ne!(name, revision_name(&b, &revision_data(&b)));
+        // A strategy change is not a new revision.
+        let mut c = set("i:1");
+        c.spec.update_strategy.type_ = "RollingUpdate".into();
+        assert_eq!(name, revision_name(&c, &revision_data(&c)));
+    }
+
+    #[test]
+    fn pods_wake_the_sidecarsets_they_list() {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"annotations": {
+            a1::ANNOTATION_SIDECARSET_INJECTED_LIST: "a,b"}}}))
+        .unwrap();
+        let names: Vec<String> = sets_of(pod).into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(sets_of(Pod::default()).is_empty());
+    }
+}
