@@ -275,11 +275,13 @@ mod tests {
     use super::*;
 
     fn set(image: &str) -> SidecarSet {
-        serde_json::from_value(json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "SidecarSet",
+        serde_json::from_value(
+            json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "SidecarSet",
             "metadata": {"name": "s"},
             "spec": {"selector": {"matchLabels": {"a": "b"}},
                      "containers": [{"name": "c", "image": image}],
-                     "updateStrategy": {"type": "NotUpdate"}}}))
+                     "updateStrategy": {"type": "NotUpdate"}}}),
+        )
         .unwrap()
     }
 

@@ -7,7 +7,9 @@
 //! matched pods stay back; at most `maxUnavailable` of them are
 //! unavailable at once, counting updated pods not ready or still updating,
 //! while candidates that are not ready anyway take no budget. Not-ready
-//! candidates go first, then by name. Only the images of the sidecar
+//! candidates go first, then `priorityStrategy`, then by name, and
+//! `scatterStrategy` spreads its terms through that order
+//! ([`crate::workload::order`], shared with CloneSet). Only the images of the sidecar
 //! containers in `spec.containers` change (kubelet restarts just those);
 //! native sidecars and hot-upgrade pairs are not updated in place.
 
@@ -197,7 +199,19 @@ pub fn plan(set: &SidecarSet, managed: &[&Pod], revision: &str, now: &str) -> Ro
         }
         candidates.push((*pod, ready));
     }
-    candidates.sort_by_key(|(p, ready)| (*ready, key(p)));
+    // Not-ready first, then the priority strategy, then by name; then the
+    // scatter strategy spreads its terms.
+    let ps = u.priority_strategy.as_ref();
+    candidates
+        .sort_by_key(|(p, ready)| (*ready, crate::workload::order::priority_key(ps, p), key(p)));
+    let readiness: BTreeMap<(String, String), bool> =
+        candidates.iter().map(|(p, r)| (key(p), *r)).collect();
+    let mut ordered: Vec<&Pod> = candidates.iter().map(|(p, _)| *p).collect();
+    crate::workload::order::scatter(&u.scatter_strategy, &mut ordered, |_| false);
+    let candidates: Vec<(&Pod, bool)> = ordered
+        .into_iter()
+        .map(|p| (p, readiness.get(&key(p)).copied().unwrap_or(true)))
+        .collect();
     let partition = u
         .partition
         .as_ref()
@@ -213,7 +227,8 @@ pub fn plan(set: &SidecarSet, managed: &[&Pod], revision: &str, now: &str) -> Ro
         .max(1);
     let mut budget = max_unavailable - unavailable;
     for (pod, ready) in candidates.iter().take(take) {
-        if *ready {
+        let (pod, ready) = (*pod, *ready);
+        if ready {
             if budget <= 0 {
                 break;
             }
@@ -328,6 +343,25 @@ mod tests {
             ),
             (3, 1, 1, 0)
         );
+    }
+
+    #[test]
+    fn the_priority_strategy_orders_candidates() {
+        let old = set("log:1", json!({}));
+        let new = set(
+            "log:2",
+            json!({"priorityStrategy": {"weightPriority": [
+                {"weight": 50, "matchSelector": {"matchLabels": {"tier": "canary"}}}]}}),
+        );
+        let mut pods: Vec<Pod> = (0..3).map(|i| pod(&format!("p{i}"), &old, true)).collect();
+        pods[2]
+            .metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("tier".into(), "canary".into());
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let r = plan(&new, &refs, "r", "t");
+        assert_eq!(r.update[0].1, "p2", "the weighted pod goes first");
     }
 
     #[test]

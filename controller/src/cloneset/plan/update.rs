@@ -3,116 +3,27 @@
 //! the inPlaceUpdate hook, or marked for recreation).
 
 use super::*;
-
-/// Weight of `p` under `priorityStrategy.weightPriority` (higher first).
-fn weight(cs: &CloneSet, p: &Pod) -> i64 {
-    let Some(ps) = &cs.spec.update_strategy.priority_strategy else {
-        return 0;
-    };
-    let labels = p.metadata.labels.clone().unwrap_or_default();
-    ps.weight_priority
-        .iter()
-        .filter(|t| crate::selector::matches(&t.match_selector, &labels))
-        .map(|t| i64::from(t.weight))
-        .sum()
-}
-
-/// Rank of `p` under `priorityStrategy.orderPriority` (lower first): the
-/// index of the first term whose label the pod has, then the label value's
-/// trailing integer, larger first. Pods with none of the labels come last,
-/// as OpenKruise documents (its code puts them first).
-fn order_rank(cs: &CloneSet, p: &Pod) -> (usize, i64) {
-    let Some(ps) = &cs.spec.update_strategy.priority_strategy else {
-        return (0, 0);
-    };
-    let labels = p.metadata.labels.clone().unwrap_or_default();
-    for (i, t) in ps.order_priority.iter().enumerate() {
-        if let Some(v) = labels.get(&t.ordered_key) {
-            let digits: String = v
-                .chars()
-                .rev()
-                .take_while(char::is_ascii_digit)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            return (i, -digits.parse::<i64>().unwrap_or(0));
-        }
-    }
-    (usize::MAX, 0)
-}
+use crate::workload::order::priority_key;
 
 /// Update order (`Less` = `a` first), as OpenKruise layers it:
 /// PreparingUpdate pods first, then the priority strategy (weights, or
 /// label order), then pods not yet running or ready.
 fn update_order(cs: &CloneSet, a: &Pod, b: &Pod) -> Ordering {
+    let ps = cs.spec.update_strategy.priority_strategy.as_ref();
     let prep = |p: &Pod| pods::lifecycle_state(p) != LIFECYCLE_STATE_PREPARING_UPDATE;
     prep(a)
         .cmp(&prep(b))
-        .then_with(|| weight(cs, b).cmp(&weight(cs, a)))
-        .then_with(|| order_rank(cs, a).cmp(&order_rank(cs, b)))
+        .then_with(|| priority_key(ps, a).cmp(&priority_key(ps, b)))
         .then_with(|| phase_rank(a).cmp(&phase_rank(b)))
         .then_with(|| pods::is_ready(a).cmp(&pods::is_ready(b)))
         .then_with(|| name(a).cmp(&name(b)))
 }
 
-/// `scatterStrategy`: for each `key=value` term (the most common first),
-/// the candidates carrying it are spread evenly through the update order
-/// instead of going together — the last of them last, as OpenKruise does.
-/// A term matching at most one candidate, or all but one, changes nothing.
-/// PreparingUpdate pods stay in front.
+/// `scatterStrategy`, PreparingUpdate pods kept in front.
 fn scatter(cs: &CloneSet, candidates: &mut Vec<&Pod>) {
-    let terms = &cs.spec.update_strategy.scatter_strategy;
-    if terms.is_empty() || candidates.len() <= 1 {
-        return;
-    }
-    let has = |p: &Pod, k: &str, v: &str| {
-        p.metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(k))
-            .is_some_and(|x| x == v)
-    };
-    let mut ordered: Vec<&keelson_api::apps::v1alpha1::cloneset::UpdateScatterTerm> =
-        terms.iter().collect();
-    let count = |t: &&keelson_api::apps::v1alpha1::cloneset::UpdateScatterTerm| {
-        candidates
-            .iter()
-            .filter(|p| has(p, &t.key, &t.value))
-            .count()
-    };
-    ordered.sort_by_key(|t| std::cmp::Reverse(count(t)));
-    for t in ordered {
-        let front = candidates
-            .iter()
-            .take_while(|p| pods::lifecycle_state(p) == LIFECYCLE_STATE_PREPARING_UPDATE)
-            .count();
-        let rest: Vec<&Pod> = candidates.split_off(front);
-        let (matched, unmatched): (Vec<&Pod>, Vec<&Pod>) =
-            rest.iter().copied().partition(|p| has(p, &t.key, &t.value));
-        if matched.len() <= 1 || unmatched.len() <= 1 {
-            candidates.extend(rest);
-            continue;
-        }
-        // Slot i (0-based of k) takes a matched pod when its share of
-        // matched pods so far falls behind m/k (Bresenham), which puts
-        // the last matched pod in the last slot.
-        let (m, k) = (matched.len(), rest.len());
-        let (mut mi, mut ui) = (0, 0);
-        for i in 0..k {
-            let due = (i + 1) * m / k;
-            if mi < due && mi < m {
-                candidates.push(matched[mi]);
-                mi += 1;
-            } else if ui < unmatched.len() {
-                candidates.push(unmatched[ui]);
-                ui += 1;
-            } else {
-                candidates.push(matched[mi]);
-                mi += 1;
-            }
-        }
-    }
+    crate::workload::order::scatter(&cs.spec.update_strategy.scatter_strategy, candidates, |p| {
+        pods::lifecycle_state(p) == LIFECYCLE_STATE_PREPARING_UPDATE
+    });
 }
 
 pub(super) fn update(input: &Input, diffs: &Diffs, plan: &mut Plan) {
