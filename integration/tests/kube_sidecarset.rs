@@ -568,3 +568,86 @@ spec:
         c.get_json(&["sidecarset", name]).unwrap()["metadata"]["generation"]
     );
 }
+
+#[test]
+fn new_pods_get_the_pinned_custom_version() {
+    let c = cluster();
+    let ns = c.namespace("sc-pin").unwrap();
+    let ns = ns.name.as_str();
+    let name = "sc-pin-log";
+    let _cleanup = c.deleting("sidecarset", name);
+    let v2_image = BUSYBOX.replace(":test", ":sc-pin-v2");
+    c.tag_image(BUSYBOX, &v2_image).unwrap();
+    let set = |image: &str, version: &str, pin: &str| {
+        format!(
+            r#"
+apiVersion: apps.kruise.io/v1beta1
+kind: SidecarSet
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: pinned}}}}
+  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
+  customVersion: {version}
+  updateStrategy: {{type: NotUpdate}}
+{pin}
+  containers:
+  - {{name: log, image: {image}, imagePullPolicy: IfNotPresent, command: ["sleep", "3600"]}}
+"#
+        )
+    };
+    c.apply_stdin(&set(BUSYBOX, "v1", "")).unwrap();
+    let v1 = c
+        .wait_for("revision of v1", LIMIT, |c| {
+            let s = c.get_json(&["sidecarset", name])?;
+            let rev = s["status"]["latestRevision"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            Ok((!rev.is_empty()).then_some((
+                rev,
+                s["metadata"]["annotations"]["kruise.io/sidecarset-hash"].clone(),
+            )))
+        })
+        .unwrap();
+    let revision = c
+        .get_json(&["-n", "keelson-system", "controllerrevision", &v1.0])
+        .unwrap();
+    assert_eq!(
+        revision["metadata"]["labels"]["apps.kruise.io/sidecarset-custom-version"],
+        "v1"
+    );
+    assert_eq!(
+        revision["metadata"]["labels"]["kruise.io/sidecarset-name"],
+        name
+    );
+    c.apply_stdin(&set(
+        &v2_image,
+        "v2",
+        "  injectionStrategy: {revision: {customVersion: v1, policy: Always}}",
+    ))
+    .unwrap();
+    c.apply_stdin(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: pinned, namespace: {ns}, labels: {{app: pinned}}}}
+spec:
+  containers:
+  - {{name: app, image: {BUSYBOX}, imagePullPolicy: IfNotPresent, command: ["sleep", "3600"]}}
+"#
+    ))
+    .unwrap();
+    let pod = c.get_json(&["-n", ns, "pod", "pinned"]).unwrap();
+    assert_eq!(
+        pod["spec"]["containers"][0]["image"], BUSYBOX,
+        "the v1 image: {pod}"
+    );
+    let hashes: Value = serde_json::from_str(
+        pod["metadata"]["annotations"]["kruise.io/sidecarset-hash"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(hashes[name]["hash"], v1.1, "v1's hash");
+    assert_eq!(hashes[name]["controllerRevision"], v1.0.as_str());
+}

@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod hash;
 pub mod inject;
 pub mod matching;
+pub mod revision;
 pub mod status;
 pub mod update;
 pub mod validate;

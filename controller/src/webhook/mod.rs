@@ -111,7 +111,7 @@ pub async fn answer(path: &str, body: &[u8], ctx: &Context) -> (u16, Vec<u8>) {
         imagepulljob::MUTATE_PATH => imagepulljob::mutate_review(&req, false),
         imagepulljob::LIST_PATH => imagepulljob::review(&req, &ctx.gates, true),
         imagepulljob::LIST_MUTATE_PATH => imagepulljob::mutate_review(&req, true),
-        pod::PATH => pod::review(&req, ctx),
+        pod::PATH => pod::review(&req, ctx).await,
         sidecarset::MUTATE_PATH => sidecarset::mutate_review(&req),
         sidecarset::VALIDATE_PATH => sidecarset::validate_review(&req, ctx).await,
         _ => unreachable!("checked above"),

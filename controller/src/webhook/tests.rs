@@ -433,7 +433,7 @@ async fn the_pod_webhook_injects_stamps_and_gates() {
             "env": [{"name": "KRUISE_TERMINATE_SIDECAR_WHEN_JOB_EXIT", "value": "true"},
                     {"name": "V", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['v']"}}}]}]}});
     let req = pod_review(pod);
-    let resp = pod::review(&req, &ctx);
+    let resp = pod::review(&req, &ctx).await;
     assert!(resp.allowed, "{resp:?}");
     let out = pod_out(&req, &resp);
     let names: Vec<_> = out["spec"]["containers"]
@@ -466,7 +466,7 @@ async fn the_pod_webhook_injects_stamps_and_gates() {
     let plain = pod_review(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "p", "labels": {"app": "other"}},
         "spec": {"containers": [{"name": "a", "image": "a"}]}}));
-    let resp = pod::review(&plain, &ctx);
+    let resp = pod::review(&plain, &ctx).await;
     assert!(resp.allowed && resp.patch.is_none(), "{resp:?}");
 }
 
@@ -479,7 +479,7 @@ async fn a_bad_priority_admits_with_a_warning() {
         "spec": {"containers": [
             {"name": "a", "image": "a", "env": [{"name": "KRUISE_CONTAINER_PRIORITY", "value": "first"}]},
             {"name": "b", "image": "b", "env": [{"name": "KRUISE_CONTAINER_PRIORITY", "value": "1"}]}]}}));
-    let resp = pod::review(&req, &ctx);
+    let resp = pod::review(&req, &ctx).await;
     assert!(resp.allowed);
     assert!(
         resp.warnings.as_ref().unwrap()[0].contains("\"first\""),

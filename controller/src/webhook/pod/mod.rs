@@ -28,7 +28,12 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
 use super::Context;
 use super::deny;
-use crate::sidecarset::{inject, matching};
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use keelson_api::apps::v1beta1::sidecarset::SidecarSet;
+use kube::api::{Api, ListParams};
+
+use crate::sidecarset::controller::LABEL_SIDECARSET_NAME;
+use crate::sidecarset::{inject, matching, revision};
 
 /// OpenKruise's path.
 pub const PATH: &str = "/mutate-pod";
@@ -67,7 +72,7 @@ fn readiness_gate(pod: &mut Pod, all_pods: bool) -> bool {
 
 /// Warnings for what a SidecarSet asks that Keelson does not do yet (the
 /// pod is injected without it, and the answer says so).
-fn unsupported(set: &keelson_api::apps::v1beta1::sidecarset::SidecarSet) -> Vec<String> {
+fn unsupported(set: &SidecarSet) -> Vec<String> {
     let name = set.metadata.name.as_deref().unwrap_or("");
     let mut out = vec![];
     for c in set.spec.containers.iter().chain(&set.spec.init_containers) {
@@ -78,36 +83,80 @@ fn unsupported(set: &keelson_api::apps::v1beta1::sidecarset::SidecarSet) -> Vec<
             ));
         }
     }
-    if set.spec.injection_strategy.revision.is_some() {
-        out.push(format!(
-            "SidecarSet {name}: injectionStrategy.revision is not honoured by Keelson yet; the latest version was injected"
-        ));
-    }
     out
 }
 
-/// The mutated pod, and the warnings for the answer.
-pub fn mutate(pod: &mut Pod, ctx: &Context, now: &str) -> Result<Vec<String>, inject::InjectError> {
+/// The SidecarSets (latest versions) that select `pod`, in name order;
+/// none for a pod that is not active.
+pub fn matched(pod: &Pod, ctx: &Context) -> Vec<SidecarSet> {
+    if !matching::is_active(pod) {
+        return vec![];
+    }
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let ns_labels = ctx.caches.namespace_labels(&namespace);
+    let sets = ctx.caches.sidecarsets();
+    matching::for_pod(sets.iter().map(|s| s.as_ref()), pod, ns_labels.as_ref())
+        .into_iter()
+        .cloned()
+        .collect()
+}
+
+/// Each matched SidecarSet in the version this pod gets
+/// ([`revision::choose`]); the ControllerRevisions are read only for
+/// SidecarSets that pin one.
+pub async fn versions(
+    sets: Vec<SidecarSet>,
+    pod: &Pod,
+    ctx: &Context,
+) -> Result<Vec<SidecarSet>, kube::Error> {
+    let mut out = Vec::with_capacity(sets.len());
+    for set in sets {
+        if set.spec.injection_strategy.revision.is_none() {
+            out.push(set);
+            continue;
+        }
+        let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+        let revisions = api
+            .list(&ListParams::default().labels(&format!(
+                "{LABEL_SIDECARSET_NAME}={}",
+                set.metadata.name.as_deref().unwrap_or("")
+            )))
+            .await?
+            .items;
+        let pinned =
+            revision::pinned(&set, &revisions).and_then(|r| revision::from_revision(&set, r));
+        if pinned.is_none() {
+            tracing::info!(sidecarset = ?set.metadata.name, "pinned revision not found; injecting the latest");
+        }
+        let chosen = revision::choose(&set, pinned.as_ref(), pod, fastrand::f64()).clone();
+        out.push(chosen);
+    }
+    Ok(out)
+}
+
+/// The mutated pod, and the warnings for the answer; `sets` are the
+/// SidecarSets to inject, each in the version chosen for this pod.
+pub fn mutate(
+    pod: &mut Pod,
+    ctx: &Context,
+    sets: &[SidecarSet],
+    now: &str,
+) -> Result<Vec<String>, inject::InjectError> {
     let mut warnings = vec![];
     readiness_gate(pod, ctx.gates.enabled("KruisePodReadinessGate"));
     // WorkloadSpread subset injection goes here (WorkloadSpread issue).
-    if matching::is_active(pod) {
-        let namespace = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let ns_labels = ctx.caches.namespace_labels(&namespace);
-        let sets = ctx.caches.sidecarsets();
-        let matched = matching::for_pod(sets.iter().map(|s| s.as_ref()), pod, ns_labels.as_ref());
-        inject::inject(
-            pod,
-            &matched,
-            now,
-            ctx.gates.enabled("EnableSortSidecarContainerByName"),
-        )?;
-        warnings.extend(matched.iter().flat_map(|s| unsupported(s)));
-    }
+    let refs: Vec<&SidecarSet> = sets.iter().collect();
+    inject::inject(
+        pod,
+        &refs,
+        now,
+        ctx.gates.enabled("EnableSortSidecarContainerByName"),
+    )?;
+    warnings.extend(sets.iter().flat_map(unsupported));
     let spec = pod.spec.clone().unwrap_or_default();
     let annotations = pod
         .metadata
@@ -180,7 +229,7 @@ pub fn mutate(pod: &mut Pod, ctx: &Context, now: &str) -> Result<Vec<String>, in
 }
 
 /// The answer to a pod AdmissionReview.
-pub fn review(req: &AdmissionRequest<DynamicObject>, ctx: &Context) -> AdmissionResponse {
+pub async fn review(req: &AdmissionRequest<DynamicObject>, ctx: &Context) -> AdmissionResponse {
     let resp = AdmissionResponse::from(req);
     if req.operation != Operation::Create
         || req.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
@@ -200,7 +249,18 @@ pub fn review(req: &AdmissionRequest<DynamicObject>, ctx: &Context) -> Admission
         pod.metadata.namespace = req.namespace.clone();
     }
     let now = chrono_now();
-    let warnings = match mutate(&mut pod, ctx, &now) {
+    let sets = match versions(matched(&pod, ctx), &pod, ctx).await {
+        Ok(s) => s,
+        Err(e) => {
+            return deny(
+                resp,
+                500,
+                "InternalError",
+                format!("reading SidecarSet revisions: {e}"),
+            );
+        }
+    };
+    let warnings = match mutate(&mut pod, ctx, &sets, &now) {
         Ok(w) => w,
         Err(e) => return deny(resp, 500, "InternalError", e.to_string()),
     };
