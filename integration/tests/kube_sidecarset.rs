@@ -651,3 +651,109 @@ spec:
     assert_eq!(hashes[name]["hash"], v1.1, "v1's hash");
     assert_eq!(hashes[name]["controllerRevision"], v1.0.as_str());
 }
+
+#[test]
+fn a_hot_upgrade_hands_over_to_the_idle_container_and_flips_the_old_one() {
+    let c = cluster();
+    let ns = c.namespace("sc-hot").unwrap();
+    let ns = ns.name.as_str();
+    let name = "sc-hot-mesh";
+    let _cleanup = c.deleting("sidecarset", name);
+    let (v1, v2, empty) = (
+        BUSYBOX.replace(":test", ":hot-v1"),
+        BUSYBOX.replace(":test", ":hot-v2"),
+        BUSYBOX.replace(":test", ":hot-empty"),
+    );
+    for t in [&v1, &v2, &empty] {
+        c.tag_image(BUSYBOX, t).unwrap();
+    }
+    let set = |image: &str| {
+        format!(
+            r#"
+apiVersion: apps.kruise.io/v1beta1
+kind: SidecarSet
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: hot}}}}
+  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
+  containers:
+  - name: mesh
+    image: {image}
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    upgradeStrategy: {{upgradeType: HotUpgrade, hotUpgradeEmptyImage: {empty}}}
+"#
+        )
+    };
+    c.apply_stdin(&set(&v1)).unwrap();
+    c.apply_stdin(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hot, namespace: {ns}, labels: {{app: hot}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: app, image: {BUSYBOX}, imagePullPolicy: IfNotPresent, command: ["sleep", "3600"]}}
+"#
+    ))
+    .unwrap();
+    let pod = c.wait_pod_ready(ns, "hot", LIMIT).unwrap();
+    let image_of = |p: &Value, n: &str| {
+        p["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .map(|c| c["image"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (image_of(&pod, "mesh-1"), image_of(&pod, "mesh-2")),
+        (v1.clone(), empty.clone())
+    );
+    let a = &pod["metadata"]["annotations"];
+    assert_eq!(
+        a["kruise.io/sidecarset-working-hotupgrade-container"],
+        r#"{"mesh":"mesh-1"}"#
+    );
+    let app_before = status_of(&pod, "containerStatuses", "app").clone();
+    c.wait_for("status 1/1/1/1", LIMIT, |c| {
+        let s = sidecarset_status(c, name);
+        Ok((s["matchedPods"] == 1 && s["updatedReadyPods"] == 1).then_some(()))
+    })
+    .unwrap();
+
+    c.apply_stdin(&set(&v2)).unwrap();
+    let done = c
+        .wait_for("handed over to mesh-2 and mesh-1 flipped", LIMIT, |c| {
+            let p = c.get_json(&["-n", ns, "pod", "hot"])?;
+            let s = sidecarset_status(c, name);
+            let flipped = image_of(&p, "mesh-2") == v2 && image_of(&p, "mesh-1") == empty;
+            Ok(
+                (flipped && s["updatedReadyPods"] == 1 && kube::condition(&p, "Ready"))
+                    .then_some(p),
+            )
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\npod: {}\nstatus: {}",
+                c.get_json(&["-n", ns, "pod", "hot"]).unwrap_or_default(),
+                sidecarset_status(&c, name)
+            )
+        });
+    let a = &done["metadata"]["annotations"];
+    assert_eq!(
+        a["kruise.io/sidecarset-working-hotupgrade-container"],
+        r#"{"mesh":"mesh-2"}"#
+    );
+    assert_eq!(a["version.sidecarset.kruise.io/mesh-1"], "0");
+    assert_eq!(a["versionalt.sidecarset.kruise.io/mesh-2"], "0");
+    let app = status_of(&done, "containerStatuses", "app");
+    assert_eq!(app["restartCount"], app_before["restartCount"]);
+    assert_eq!(
+        started_at(app),
+        started_at(&app_before),
+        "the app was not restarted"
+    );
+}

@@ -184,6 +184,35 @@ async fn reconcile(set: Arc<SidecarSet>, ctx: Arc<Context>) -> Result<Action, Re
             Err(e) => return Err(e.into()),
         }
     }
+    // Hot upgrade: reset the old container of a finished hand-over.
+    let updating: Vec<(&String, &String)> = round.update.iter().map(|(n, p, _)| (n, p)).collect();
+    for pod in &managed {
+        let (ns, pod_name) = (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        if updating.contains(&(&ns, &pod_name)) || !super::hotupgrade::needs_flip(&set, pod) {
+            continue;
+        }
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = super::hotupgrade::flip_patch(&set, pod, &now());
+        match api
+            .patch(
+                &pod_name,
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(sidecarset = %name, namespace = %ns, pod = %pod_name, "reset sidecar container image empty successfully")
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => {
+                tracing::warn!(sidecarset = %name, pod = %pod_name, error = %e, "reset sidecar container image empty failed")
+            }
+        }
+    }
     for (ns, pod) in &round.not_upgradable {
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
         let msg =
@@ -216,12 +245,19 @@ async fn reconcile(set: Arc<SidecarSet>, ctx: Arc<Context>) -> Result<Action, Re
     st.collision_count = set.status.as_ref().and_then(|s| s.collision_count);
     if set.status.as_ref() != Some(&st) {
         let api: Api<SidecarSet> = Api::all(ctx.client.clone());
-        api.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": st})),
-        )
-        .await?;
+        // Every counter explicitly: a merge patch leaves out what the
+        // serialised status omits (zeros), which would keep stale values.
+        let body = json!({"status": {
+            "observedGeneration": st.observed_generation,
+            "matchedPods": st.matched_pods,
+            "updatedPods": st.updated_pods,
+            "readyPods": st.ready_pods,
+            "updatedReadyPods": st.updated_ready_pods,
+            "latestRevision": st.latest_revision,
+            "collisionCount": st.collision_count,
+        }});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(body))
+            .await?;
     }
     let busy =
         !round.update.is_empty() || round.waiting > 0 || st.updated_ready_pods < st.matched_pods;

@@ -6,6 +6,7 @@
 pub mod controller;
 pub mod defaults;
 pub mod hash;
+pub mod hotupgrade;
 pub mod inject;
 pub mod matching;
 pub mod revision;

@@ -150,7 +150,10 @@ pub fn is_consistent(set: &SidecarSet, pod: &Pod) -> bool {
             s.container_id.as_deref() != Some(last.container_id.as_str())
         };
         let running = s.state.as_ref().is_some_and(|st| st.running.is_some());
-        new_instance && running && spec_image(c).as_deref() == Some(s.image.as_str())
+        // Kubelet makes a new instance only from the spec as it is now, so
+        // a new running instance runs the new image. Its reported `image`
+        // cannot tell: for a retag kubelet may name any tag of the image ID.
+        new_instance && running && spec_image(c).is_some()
     })
 }
 
@@ -173,7 +176,9 @@ pub fn counters(set: &SidecarSet, managed: &[&Pod]) -> SidecarSetStatus {
     };
     for pod in managed {
         let updated = is_updated(set, pod);
-        let ready = is_consistent(set, pod) && is_running_ready(pod);
+        let ready = is_consistent(set, pod)
+            && is_running_ready(pod)
+            && super::hotupgrade::idle_on_empty(set, pod);
         s.updated_pods += i32::from(updated);
         s.ready_pods += i32::from(ready);
         s.updated_ready_pods += i32::from(updated && ready);

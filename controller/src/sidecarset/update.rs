@@ -11,7 +11,8 @@
 //! `scatterStrategy` spreads its terms through that order
 //! ([`crate::workload::order`], shared with CloneSet). Only the images of the sidecar
 //! containers in `spec.containers` change (kubelet restarts just those);
-//! native sidecars and hot-upgrade pairs are not updated in place.
+//! native sidecars are not updated in place; hot-upgrade pairs go through
+//! [`super::hotupgrade`].
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,7 @@ use keelson_api::apps::v1alpha1::sidecarset as a1;
 use keelson_api::apps::v1beta1::sidecarset::SidecarSet;
 use serde_json::{Value, json};
 
+use super::hotupgrade;
 use super::inject::{UpgradeSpec, parse_hashes, patch_pod_metadata};
 use super::status::{self, InPlaceState, LastStatus};
 use crate::selector;
@@ -49,8 +51,13 @@ pub fn pod_patch(set: &SidecarSet, pod: &Pod, revision: &str, now: &str) -> Valu
     let name = set.metadata.name.clone().unwrap_or_default();
     let mut containers = vec![];
     let mut last = BTreeMap::new();
+    let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
     for sc in &set.spec.containers {
         if sc.upgrade_strategy.upgrade_type == a1::SIDECAR_CONTAINER_HOT_UPGRADE {
+            if let Some(target) = hotupgrade::upgrade(sc, pod, set, &mut annotations) {
+                containers.push(json!({"name": target, "image": sc.container.image}));
+                last.insert(target.clone(), hotupgrade::last_status(pod, &target));
+            }
             continue;
         }
         let c = &sc.container;
@@ -77,7 +84,6 @@ pub fn pod_patch(set: &SidecarSet, pod: &Pod, revision: &str, now: &str) -> Valu
             );
         }
     }
-    let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
     // Overwrite and MergePatchJson patches apply on updates too.
     let mut reapplied = set.clone();
     reapplied
