@@ -200,6 +200,9 @@ fn start_reconcilers(
     tasks.push(tokio::spawn(crate::sidecarset::controller::run(
         client.clone(),
         args.webhook_namespace.clone(),
+        args.identity
+            .clone()
+            .unwrap_or_else(|| "keelson-controller".into()),
     )));
     tasks.push(tokio::spawn(crate::cloneset::controller::run(
         client.clone(),

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use keelson_api::apps::v1alpha1::cloneset::CloneSet;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -72,25 +72,7 @@ fn owner_of(cs: &CloneSet) -> OwnerReference {
 }
 
 async fn publish(ctx: &Context, cs: &CloneSet, warning: bool, reason: &str, note: String) {
-    let reference: ObjectReference = cs.object_ref(&());
-    let ev = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    // Events are best effort and must not slow the reconcile down.
-    let recorder = ctx.recorder.clone();
-    tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&ev, &reference).await {
-            tracing::debug!(error = %e, "event not recorded");
-        }
-    });
+    crate::events::publish(&ctx.recorder, cs.object_ref(&()), warning, reason, note);
 }
 
 /// The update revision's name after storing what it needs (and whether

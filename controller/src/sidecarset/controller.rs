@@ -20,9 +20,10 @@ use keelson_api::apps::v1alpha1::sidecarset as a1;
 use keelson_api::apps::v1beta1::sidecarset::SidecarSet;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::{status, update};
@@ -42,6 +43,7 @@ pub struct Context {
     pub client: Client,
     /// Where the ControllerRevisions live.
     pub namespace: String,
+    pub recorder: Recorder,
 }
 
 /// The revision data: the parts of the spec a pod is injected from.
@@ -213,6 +215,18 @@ async fn reconcile(set: Arc<SidecarSet>, ctx: Arc<Context>) -> Result<Action, Re
             }
         }
     }
+    if !round.not_upgradable.is_empty() {
+        crate::events::publish(
+            &ctx.recorder,
+            set.object_ref(&()),
+            false,
+            "NotUpgradablePods",
+            format!(
+                "SidecarSet in-place update detected {} not upgradable pod(s) in this round, will skip them.",
+                round.not_upgradable.len()
+            ),
+        );
+    }
     for (ns, pod) in &round.not_upgradable {
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
         let msg =
@@ -289,11 +303,22 @@ fn sets_of(pod: Pod) -> Vec<ObjectRef<SidecarSet>> {
 }
 
 /// Runs until the task is dropped.
-pub async fn run(client: Client, namespace: String) {
+pub async fn run(client: Client, namespace: String, identity: String) {
     crate::metrics::register_controller("sidecarset");
     let sets: Api<SidecarSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    let ctx = Arc::new(Context { client, namespace });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "sidecarset-controller".into(),
+            instance: Some(identity),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        namespace,
+        recorder,
+    });
     Controller::new(sets, watcher::Config::default())
         .watches(pods, watcher::Config::default(), sets_of)
         .run(reconcile, on_error, ctx)
