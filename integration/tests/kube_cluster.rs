@@ -163,17 +163,16 @@ spec:
             .kubectl_result(&args, Some(&manifest.to_string()))
             .unwrap();
         assert!(ok, "{}: {err}{out}", path.display());
-        let name = manifest["metadata"]["name"].as_str().unwrap();
-        let resource = format!(
-            "{}.{}",
-            kind.to_lowercase(),
-            manifest["apiVersion"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-        );
+        let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
+        let name = name.as_str();
+        let group = manifest["apiVersion"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let resource = format!("{}.{group}", kind.to_lowercase());
         let stored = if namespaced {
             c.get_json(&["-n", &ns.name, &resource, name]).unwrap()
         } else {
@@ -181,6 +180,17 @@ spec:
         };
         let mut missing = vec![];
         // The version stored may differ; compare the spec the user wrote.
+        // SidecarSet v1alpha1 → v1beta1 turns `namespace` into a namespace
+        // selector on `kubernetes.io/metadata.name` (OpenKruise's
+        // conversion; the read-back is v1beta1).
+        if kind == "SidecarSet"
+            && let Some(ns) = manifest["spec"]
+                .as_object_mut()
+                .and_then(|s| s.remove("namespace"))
+        {
+            manifest["spec"]["namespaceSelector"] =
+                serde_json::json!({"matchLabels": {"kubernetes.io/metadata.name": ns}});
+        }
         subset(
             &manifest["spec"],
             &stored["spec"],
