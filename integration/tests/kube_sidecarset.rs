@@ -382,6 +382,22 @@ spec:
         "{err}"
     );
     assert!(err.contains("vsidecarset.kb.io"), "{err}");
+    // A pin to a revision that does not exist.
+    let pinned = format!(
+        r#"
+apiVersion: apps.kruise.io/v1beta1
+kind: SidecarSet
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: x}}}}
+  injectionStrategy: {{revision: {{customVersion: never-made}}}}
+  containers:
+  - {{name: s, image: {BUSYBOX}}}
+"#
+    );
+    let (ok, out, err) = c.kubectl_result(&["apply", "-f", "-"], Some(&pinned)).unwrap();
+    assert!(!ok, "{out}");
+    assert!(err.contains("Cannot find specific ControllerRevision"), "{err}");
 }
 
 /// Per pod: (log containerID, log restartCount, app restartCount, app

@@ -239,6 +239,9 @@ pub struct Context<'a> {
     pub whitelist: Option<&'a Whitelist>,
     /// The `SidecarSetPatchPodMetadataDefaultsAllowed` gate.
     pub patch_defaults_allowed: bool,
+    /// When `injectionStrategy.revision` pins a revision that cannot be
+    /// found: why (the lookup's error text, `<nil>` when there was none).
+    pub pin_missing: Option<String>,
 }
 
 /// Every rule `set` (defaulted, v1beta1) breaks.
@@ -269,6 +272,10 @@ pub fn validate(set: &SidecarSet, ctx: &Context) -> Vec<String> {
                 "revision",
                 "",
                 "revisionName and customVersion cannot be empty simultaneously",
+            ));
+        } else if let Some(why) = &ctx.pin_missing {
+            errs.push(format!(
+                "revision: Invalid value: null: Cannot find specific ControllerRevision, err: {why}"
             ));
         }
         if !matches!(
@@ -537,6 +544,7 @@ mod tests {
             others,
             whitelist: None,
             patch_defaults_allowed: false,
+            pin_missing: None,
         }
     }
 
@@ -594,6 +602,24 @@ mod tests {
         assert!(
             errs[0].starts_with("metadata.name: Invalid value: \"bad_name\""),
             "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_pin_to_a_missing_revision_is_refused() {
+        let mut spec = plain();
+        spec["injectionStrategy"] = json!({"revision": {"customVersion": "v9"}});
+        let s = set("s", spec);
+        let errs = validate(
+            &s,
+            &Context {
+                pin_missing: Some("<nil>".into()),
+                ..ctx(&[])
+            },
+        );
+        assert_eq!(
+            errs,
+            ["revision: Invalid value: null: Cannot find specific ControllerRevision, err: <nil>"]
         );
     }
 

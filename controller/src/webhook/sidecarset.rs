@@ -80,6 +80,42 @@ async fn whitelist(ctx: &Context) -> Result<Option<validate::Whitelist>, String>
     })
 }
 
+/// Whether the revision `injectionStrategy.revision` pins is missing, as
+/// upstream looks it up (by name in the controller's namespace, or the
+/// SidecarSet's revisions labelled with the custom version): the error
+/// text, `<nil>` when the lookup found nothing without an error.
+async fn pin_missing(set: &SidecarSet, ctx: &Context) -> Result<Option<String>, String> {
+    use k8s_openapi::api::apps::v1::ControllerRevision;
+    use kube::api::ListParams;
+    let Some(pin) = &set.spec.injection_strategy.revision else {
+        return Ok(None);
+    };
+    let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    if let Some(name) = &pin.revision_name {
+        return match api.get_opt(name).await {
+            Ok(Some(_)) => Ok(None),
+            Ok(None) => Ok(Some(format!(
+                "controllerrevisions.apps \"{name}\" not found"
+            ))),
+            Err(e) => Err(format!("reading ControllerRevision {name}: {e}")),
+        };
+    }
+    let Some(version) = &pin.custom_version else {
+        return Ok(None);
+    };
+    let labels = format!(
+        "{}={},{}={version}",
+        crate::sidecarset::controller::LABEL_SIDECARSET_NAME,
+        set.metadata.name.as_deref().unwrap_or(""),
+        keelson_api::apps::v1alpha1::sidecarset::LABEL_SIDECARSET_CUSTOM_VERSION,
+    );
+    match api.list(&ListParams::default().labels(&labels)).await {
+        Ok(l) if l.items.is_empty() => Ok(Some("<nil>".into())),
+        Ok(_) => Ok(None),
+        Err(e) => Err(format!("listing ControllerRevisions: {e}")),
+    }
+}
+
 /// Validates.
 pub async fn validate_review(
     req: &AdmissionRequest<DynamicObject>,
@@ -110,6 +146,10 @@ pub async fn validate_review(
             Err(m) => return deny(resp, 500, "InternalError", m),
         }
     };
+    let pin_missing = match pin_missing(&set, ctx).await {
+        Ok(m) => m,
+        Err(e) => return deny(resp, 500, "InternalError", e),
+    };
     let others: Vec<SidecarSet> = ctx
         .caches
         .sidecarsets()
@@ -125,6 +165,7 @@ pub async fn validate_review(
             patch_defaults_allowed: ctx
                 .gates
                 .enabled("SidecarSetPatchPodMetadataDefaultsAllowed"),
+            pin_missing,
         },
     );
     if errs.is_empty() {
