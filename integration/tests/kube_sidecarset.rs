@@ -395,9 +395,14 @@ spec:
   - {{name: s, image: {BUSYBOX}}}
 "#
     );
-    let (ok, out, err) = c.kubectl_result(&["apply", "-f", "-"], Some(&pinned)).unwrap();
+    let (ok, out, err) = c
+        .kubectl_result(&["apply", "-f", "-"], Some(&pinned))
+        .unwrap();
     assert!(!ok, "{out}");
-    assert!(err.contains("Cannot find specific ControllerRevision"), "{err}");
+    assert!(
+        err.contains("Cannot find specific ControllerRevision"),
+        "{err}"
+    );
 }
 
 /// Per pod: (log containerID, log restartCount, app restartCount, app
