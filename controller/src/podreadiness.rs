@@ -13,8 +13,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
-/// The readiness gate and condition type.
-pub const KRUISE_POD_READY: &str = "KruisePodReady";
+/// The readiness gate and condition type (OpenKruise's).
+pub use keelson_api::apps::shared::KRUISE_POD_READY_CONDITION_TYPE as KRUISE_POD_READY;
 
 /// Whether `pod` carries the gate but no condition for it yet (and is not
 /// being deleted).

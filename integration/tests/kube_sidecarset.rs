@@ -62,6 +62,33 @@ fn job_complete(c: &Cluster, ns: &str, name: &str) -> Value {
     }
 }
 
+/// Runs Job `work` (one `main` container sleeping 2 s, pods labelled
+/// `app`) to completion; its pod.
+fn run_job(c: &Cluster, ns: &str, app: &str, restart_policy: &str) -> Value {
+    c.apply_stdin(&format!(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: work, namespace: {ns}}}
+spec:
+  backoffLimit: 0
+  template:
+    metadata: {{labels: {{app: {app}}}}}
+    spec:
+      restartPolicy: {restart_policy}
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {BUSYBOX}
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "sleep 2"]
+"#
+    ))
+    .unwrap();
+    job_complete(c, ns, "work");
+    job_pod(c, ns, "work")
+}
+
 fn job_pod(c: &Cluster, ns: &str, job: &str) -> Value {
     let list = c
         .get_json(&["-n", ns, "pods", "-l", &format!("job-name={job}")])
@@ -247,28 +274,7 @@ spec:
 "#
     ))
     .unwrap();
-    c.apply_stdin(&format!(
-        r#"
-apiVersion: batch/v1
-kind: Job
-metadata: {{name: work, namespace: {ns}}}
-spec:
-  backoffLimit: 0
-  template:
-    metadata: {{labels: {{app: native-job}}}}
-    spec:
-      restartPolicy: Never
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: {BUSYBOX}
-        imagePullPolicy: IfNotPresent
-        command: ["sh", "-c", "sleep 2"]
-"#
-    ))
-    .unwrap();
-    job_complete(&c, ns, "work");
-    let pod = job_pod(&c, ns, "work");
+    let pod = run_job(&c, ns, "native-job", "Never");
     let inits = pod["spec"]["initContainers"].as_array().unwrap();
     assert_eq!(inits.len(), 1);
     assert_eq!(inits[0]["name"], "sidecar");
@@ -314,28 +320,7 @@ spec:
 "#
     ))
     .unwrap();
-    c.apply_stdin(&format!(
-        r#"
-apiVersion: batch/v1
-kind: Job
-metadata: {{name: work, namespace: {ns}}}
-spec:
-  backoffLimit: 0
-  template:
-    metadata: {{labels: {{app: helper-job}}}}
-    spec:
-      restartPolicy: OnFailure
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: {BUSYBOX}
-        imagePullPolicy: IfNotPresent
-        command: ["sh", "-c", "sleep 2"]
-"#
-    ))
-    .unwrap();
-    job_complete(&c, ns, "work");
-    let pod = job_pod(&c, ns, "work");
+    let pod = run_job(&c, ns, "helper-job", "OnFailure");
     assert_eq!(
         pod["metadata"]["annotations"]["keelson.io/restart-policy"],
         "OnFailure"

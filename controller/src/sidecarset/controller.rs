@@ -126,13 +126,6 @@ async fn ensure_revision(set: &SidecarSet, ctx: &Context) -> Result<String, Reco
     Ok(name)
 }
 
-fn now() -> String {
-    serde_json::to_value(Time(Timestamp::now()))
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
-
 async fn reconcile(set: Arc<SidecarSet>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     if set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -171,7 +164,8 @@ async fn reconcile(set: Arc<SidecarSet>, ctx: Arc<Context>) -> Result<Action, Re
             status::manages(&set, p, ns_labels.get(ns))
         })
         .collect();
-    let round = update::plan(&set, &managed, &revision, &now());
+    let now = super::inject::timestamp_now();
+    let round = update::plan(&set, &managed, &revision, &now);
     let name = set.name_any();
     for (ns, pod, patch) in &round.update {
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
@@ -197,7 +191,7 @@ async fn reconcile(set: Arc<SidecarSet>, ctx: Arc<Context>) -> Result<Action, Re
             continue;
         }
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = super::hotupgrade::flip_patch(&set, pod, &now());
+        let patch = super::hotupgrade::flip_patch(&set, pod, &now);
         match api
             .patch(
                 &pod_name,

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use keelson_api::apps::v1alpha1::sidecarset as a1;
 
 use super::hash;
-use crate::workload::defaults::{container_with, volumes};
+use crate::workload::defaults::{container_with, default, volumes};
 
 fn object<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
     let slot = m.entry(key).or_insert_with(|| json!({}));
@@ -23,14 +23,6 @@ fn object<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<St
         *slot = json!({});
     }
     slot.as_object_mut()
-}
-
-fn default(m: &mut Map<String, Value>, key: &str, value: Value) {
-    if m.get(key)
-        .is_none_or(|v| v.is_null() || v.as_str() == Some(""))
-    {
-        m.insert(key.into(), value);
-    }
 }
 
 fn sidecar(c: &mut Value, policy: &str) {

@@ -21,7 +21,7 @@ use super::inject::{
     ANNOTATION_WORKING_HOT_UPGRADE_CONTAINER, hot_upgrade_names, version_alt_annotation,
     version_annotation,
 };
-use super::status::{self, InPlaceState, LastStatus};
+use super::status::{self, InPlaceState, last_status};
 
 fn is_hot(sc: &SidecarContainer) -> bool {
     sc.upgrade_strategy.upgrade_type == a1::SIDECAR_CONTAINER_HOT_UPGRADE
@@ -39,15 +39,6 @@ fn container_status<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStatus>
         .iter()
         .flat_map(|s| s.container_statuses.iter().flatten())
         .find(|s| s.name == name)
-}
-
-/// The instance of `name` now, as the in-place state records it.
-pub fn last_status(pod: &Pod, name: &str) -> LastStatus {
-    let s = container_status(pod, name);
-    LastStatus {
-        image_id: s.map(|s| s.image_id.clone()).unwrap_or_default(),
-        container_id: s.and_then(|s| s.container_id.clone()).unwrap_or_default(),
-    }
 }
 
 /// The pod's working-container map.

@@ -30,6 +30,16 @@ pub const ENV_SIDECARSET_VERSION: &str = "SIDECARSET_VERSION";
 /// Env the hot-upgrade containers read their partner's version from.
 pub const ENV_SIDECARSET_VERSION_ALT: &str = "SIDECARSET_VERSION_ALT";
 
+/// Now as `metav1.Time` writes it (RFC 3339, seconds, UTC): the
+/// `updateTimestamp` of the hash and in-place state entries.
+pub fn timestamp_now() -> String {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now()))
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 /// `version.sidecarset.kruise.io/<container>`.
 pub fn version_annotation(container: &str) -> String {
     format!("version.sidecarset.kruise.io/{container}")

@@ -1,8 +1,8 @@
 //! Which SidecarSets concern a pod: not paused for injection, the pod's
 //! namespace selected by `namespaceSelector` (when set), and the pod's
 //! labels by a non-empty `selector` (an empty or absent one matches
-//! nothing, as upstream). Only active pods (not terminal, not deleting)
-//! get sidecars.
+//! nothing, as upstream). Only active pods (not terminal, not deleting,
+//! [`is_active`] of the workload machinery) get sidecars.
 
 use std::collections::BTreeMap;
 
@@ -18,11 +18,7 @@ pub fn is_empty(s: &LabelSelector) -> bool {
         && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
 }
 
-/// Whether the pod is active: not Succeeded/Failed and not being deleted.
-pub fn is_active(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
-}
+pub use crate::workload::pods::is_active;
 
 /// Whether `set` selects the pod with `labels` in a namespace with
 /// `namespace_labels` (`None`: the namespace is unknown, which matches

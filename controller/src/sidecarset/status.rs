@@ -49,6 +49,19 @@ pub struct LastStatus {
     pub container_id: String,
 }
 
+/// The instance of container `name` now, as the in-place state records it.
+pub fn last_status(pod: &Pod, name: &str) -> LastStatus {
+    let s = pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .find(|s| s.name == name);
+    LastStatus {
+        image_id: s.map(|s| s.image_id.clone()).unwrap_or_default(),
+        container_id: s.and_then(|s| s.container_id.clone()).unwrap_or_default(),
+    }
+}
+
 fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a String> {
     pod.metadata.annotations.as_ref().and_then(|a| a.get(key))
 }
@@ -157,15 +170,7 @@ pub fn is_consistent(set: &SidecarSet, pod: &Pod) -> bool {
     })
 }
 
-/// Running and Ready.
-pub fn is_running_ready(pod: &Pod) -> bool {
-    let status = pod.status.as_ref();
-    status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .into_iter()
-            .flat_map(|s| s.conditions.iter().flatten())
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-}
+pub use crate::workload::pods::is_running_ready;
 
 /// The status counters over the managed pods (`observedGeneration`,
 /// `latestRevision` and `collisionCount` are the caller's).

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::hotupgrade;
 use super::inject::{UpgradeSpec, parse_hashes, patch_pod_metadata};
-use super::status::{self, InPlaceState, LastStatus};
+use super::status::{self, InPlaceState};
 use crate::selector;
 use crate::workload::percent;
 
@@ -56,7 +56,7 @@ pub fn pod_patch(set: &SidecarSet, pod: &Pod, revision: &str, now: &str) -> Valu
         if sc.upgrade_strategy.upgrade_type == a1::SIDECAR_CONTAINER_HOT_UPGRADE {
             if let Some(target) = hotupgrade::upgrade(sc, pod, set, &mut annotations) {
                 containers.push(json!({"name": target, "image": sc.container.image}));
-                last.insert(target.clone(), hotupgrade::last_status(pod, &target));
+                last.insert(target.clone(), status::last_status(pod, &target));
             }
             continue;
         }
@@ -68,20 +68,7 @@ pub fn pod_patch(set: &SidecarSet, pod: &Pod, revision: &str, now: &str) -> Valu
             .find(|x| x.name == c.name);
         if current.is_some_and(|x| x.image != c.image) {
             containers.push(json!({"name": c.name, "image": c.image}));
-            let status = pod
-                .status
-                .iter()
-                .flat_map(|s| s.container_statuses.iter().flatten())
-                .find(|s| s.name == c.name);
-            last.insert(
-                c.name.clone(),
-                LastStatus {
-                    image_id: status.map(|s| s.image_id.clone()).unwrap_or_default(),
-                    container_id: status
-                        .and_then(|s| s.container_id.clone())
-                        .unwrap_or_default(),
-                },
-            );
+            last.insert(c.name.clone(), status::last_status(pod, &c.name));
         }
     }
     // Overwrite and MergePatchJson patches apply on updates too.

@@ -13,7 +13,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde_json::{Value, json};
 
-use super::deny;
+use super::{deny, object};
 use crate::gates::FeatureGates;
 use crate::workload::defaults::default_pod_template;
 use crate::workload::percent::scaled;
@@ -22,10 +22,6 @@ use crate::workload::percent::scaled;
 pub const MUTATE_PATH: &str = "/mutate-apps-kruise-io-v1alpha1-cloneset";
 /// OpenKruise's validating path.
 pub const VALIDATE_PATH: &str = "/validate-apps-kruise-io-v1alpha1-cloneset";
-
-fn object(o: Option<&DynamicObject>) -> Option<Value> {
-    o.and_then(|o| serde_json::to_value(o).ok())
-}
 
 fn put_default(v: &mut Value, path: &[&str], value: Value) {
     let mut cur = v;
@@ -307,11 +303,7 @@ pub fn validate_review(req: &AdmissionRequest<DynamicObject>) -> AdmissionRespon
     if errs.is_empty() {
         return resp;
     }
-    let msg = if errs.len() == 1 {
-        errs[0].clone()
-    } else {
-        format!("[{}]", errs.join(", "))
-    };
+    let msg = super::aggregate(&errs);
     deny(resp, 422, "Invalid", msg)
 }
 

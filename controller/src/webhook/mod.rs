@@ -73,6 +73,21 @@ pub(crate) fn deny(
     resp
 }
 
+/// A request's object (or old object) as JSON.
+pub(crate) fn object(o: Option<&DynamicObject>) -> Option<serde_json::Value> {
+    o.and_then(|o| serde_json::to_value(o).ok())
+}
+
+/// Field errors as Kubernetes aggregates them: one as is, several as
+/// `[a, b]`.
+pub(crate) fn aggregate(errs: &[String]) -> String {
+    if errs.len() == 1 {
+        errs[0].clone()
+    } else {
+        format!("[{}]", errs.join(", "))
+    }
+}
+
 /// The answer to one AdmissionReview `body` posted to `path`: (HTTP status,
 /// JSON body).
 pub async fn answer(path: &str, body: &[u8], ctx: &Context) -> (u16, Vec<u8>) {

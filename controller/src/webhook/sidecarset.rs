@@ -13,17 +13,13 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde_json::Value;
 
-use super::{Context, deny};
+use super::{Context, deny, object};
 use crate::sidecarset::{defaults, validate};
 
 /// OpenKruise's mutating path.
 pub const MUTATE_PATH: &str = "/mutate-apps-kruise-io-sidecarset";
 /// OpenKruise's validating path.
 pub const VALIDATE_PATH: &str = "/validate-apps-kruise-io-sidecarset";
-
-fn object(o: Option<&DynamicObject>) -> Option<Value> {
-    o.and_then(|o| serde_json::to_value(o).ok())
-}
 
 /// Defaults and hashes.
 pub fn mutate_review(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
@@ -171,11 +167,7 @@ pub async fn validate_review(
     if errs.is_empty() {
         return resp;
     }
-    let msg = if errs.len() == 1 {
-        errs[0].clone()
-    } else {
-        format!("[{}]", errs.join(", "))
-    };
+    let msg = super::aggregate(&errs);
     // Upstream answers field errors through admission.Errored(500).
     deny(resp, 500, "InternalError", msg)
 }

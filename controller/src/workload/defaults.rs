@@ -9,7 +9,9 @@ fn obj(v: &mut Value) -> Option<&mut Map<String, Value>> {
     v.as_object_mut()
 }
 
-fn default(m: &mut Map<String, Value>, key: &str, value: Value) {
+/// Sets `key` to `value` unless it holds something (absent, null and ""
+/// count as nothing).
+pub(crate) fn default(m: &mut Map<String, Value>, key: &str, value: Value) {
     if m.get(key)
         .is_none_or(|v| v.is_null() || v.as_str() == Some(""))
     {

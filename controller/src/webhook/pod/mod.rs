@@ -248,7 +248,7 @@ pub async fn review(req: &AdmissionRequest<DynamicObject>, ctx: &Context) -> Adm
     if pod.metadata.namespace.as_deref().is_none_or(str::is_empty) {
         pod.metadata.namespace = req.namespace.clone();
     }
-    let now = chrono_now();
+    let now = inject::timestamp_now();
     let sets = match versions(matched(&pod, ctx), &pod, ctx).await {
         Ok(s) => s,
         Err(e) => {
@@ -295,13 +295,4 @@ pub async fn review(req: &AdmissionRequest<DynamicObject>, ctx: &Context) -> Adm
         resp.warnings = Some(warnings);
     }
     resp
-}
-
-/// Now, as `metav1.Time` writes it (RFC 3339, seconds, UTC).
-fn chrono_now() -> String {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now()))
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
 }
