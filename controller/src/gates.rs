@@ -19,6 +19,7 @@ pub const GATES: &[(&str, bool)] = &[
     ("EnhancedLivenessProbe", false),
     ("ForceDeleteTimeoutExpectationGate", false),
     ("ImagePullJobGate", false),
+    ("InPlacePodVerticalScaling", false),
     ("InPlaceUpdateEnvFromMetadata", true),
     ("InPlaceWorkloadVerticalScaling", false),
     ("KruiseDaemon", true),
@@ -33,7 +34,7 @@ pub const GATES: &[(&str, bool)] = &[
     ("PreparingUpdateAsUpdate", false),
     ("RecreatePodWhenChangeVCTInCloneSetGate", false),
     ("ResourceDistributionGate", false),
-    ("ResourcesDeletionProtection", true),
+    ("ResourcesDeletionProtection", false),
     ("SidecarSetPatchPodMetadataDefaultsAllowed", false),
     ("SidecarTerminator", false),
     ("StatefulSetAutoDeletePVC", true),
@@ -203,6 +204,10 @@ mod tests {
         let g = FeatureGates::parse("").unwrap();
         assert!(g.enabled("KruiseDaemon") && g.enabled("PodWebhook"));
         assert!(!g.enabled("ImagePullJobGate") && !g.enabled("StatefulSetStartOrdinal"));
+        assert!(
+            !g.enabled("ResourcesDeletionProtection") && !g.enabled("ResourceDistributionGate"),
+            "off by default in OpenKruise v1.9"
+        );
 
         let g =
             FeatureGates::parse("StatefulSetStartOrdinal=true, SidecarTerminator=TRUE").unwrap();

@@ -14,6 +14,8 @@ pub mod leader;
 pub mod metrics;
 pub mod nodeimage;
 pub mod podreadiness;
+pub mod podunavailablebudget;
+pub mod resourcedistribution;
 pub mod run;
 pub mod selector;
 pub mod sidecarset;

@@ -2,7 +2,9 @@
 //! Prometheus' text format next to the health gauges on `/metrics`:
 //! `keelson_controller_reconciles_total{controller,result}` (result `ok` or
 //! `error`; a controller's series exist from its start) and
-//! `keelson_controller_admissions_total{webhook,allowed}`.
+//! `keelson_controller_admissions_total{webhook,allowed}`,
+//! `keelson_controller_pub_refusals_total{namespace,budget}` and
+//! `keelson_controller_deletion_protection_refusals_total{kind}`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -65,6 +67,29 @@ pub fn reconciled(controller: &str, ok: bool) {
 pub fn admitted(webhook: &str, allowed: bool) {
     let allowed = if allowed { "true" } else { "false" };
     add(ADMISSIONS, &[("webhook", webhook), ("allowed", allowed)], 1);
+}
+
+const PUB_REFUSED: (&str, &str) = (
+    "keelson_controller_pub_refusals_total",
+    "Pod disruptions a PodUnavailableBudget refused, by namespace and budget.",
+);
+const DELETION_PROTECTED: (&str, &str) = (
+    "keelson_controller_deletion_protection_refusals_total",
+    "Deletions refused by policy.kruise.io/delete-protection, by kind.",
+);
+
+/// A PodUnavailableBudget refused a disruption.
+pub fn pub_refused(namespace: &str, budget: &str) {
+    add(
+        PUB_REFUSED,
+        &[("namespace", namespace), ("budget", budget)],
+        1,
+    );
+}
+
+/// Deletion protection refused deleting an object of `kind`.
+pub fn deletion_refused(kind: &str) {
+    add(DELETION_PROTECTED, &[("kind", kind)], 1);
 }
 
 /// Every counter, in the text exposition format.

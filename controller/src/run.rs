@@ -197,6 +197,21 @@ fn start_reconcilers(
         tasks.push(tokio::spawn(crate::crr::controller::run(client.clone())));
     }
     tasks.push(tokio::spawn(crate::podreadiness::run(client.clone())));
+    if gates.enabled(crate::resourcedistribution::validate::GATE) {
+        tasks.push(tokio::spawn(crate::resourcedistribution::controller::run(
+            client.clone(),
+        )));
+    }
+    if gates.enabled("PodUnavailableBudgetDeleteGate")
+        || gates.enabled("PodUnavailableBudgetUpdateGate")
+    {
+        tasks.push(tokio::spawn(crate::podunavailablebudget::controller::run(
+            client.clone(),
+            args.identity
+                .clone()
+                .unwrap_or_else(|| "keelson-controller".into()),
+        )));
+    }
     tasks.push(tokio::spawn(crate::sidecarset::controller::run(
         client.clone(),
         args.webhook_namespace.clone(),
@@ -209,6 +224,7 @@ fn start_reconcilers(
         gates.enabled("InPlaceUpdateEnvFromMetadata"),
         args.cloneset_scaling_exclude_preparing_delete,
         gates.enabled("PreDownloadImageForInPlaceUpdate") && gates.enabled("KruiseDaemon"),
+        gates.enabled("PodUnavailableBudgetUpdateGate"),
         args.identity
             .clone()
             .unwrap_or_else(|| "keelson-controller".into()),
@@ -286,11 +302,25 @@ async fn run_webhook(
     ));
     tracing::info!(addr = ?listener.local_addr().ok(), external_certs = external, "webhook server serving");
     health.webhook_serving.store(true, Ordering::Relaxed);
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "keelson-webhook".into(),
+            instance: args.identity.clone(),
+        },
+    );
+    let guard = crate::podunavailablebudget::guard::Guard::new(
+        client.clone(),
+        caches.budgets.clone(),
+        recorder,
+        gates.enabled("InPlacePodVerticalScaling"),
+    );
     let ctx = crate::webhook::Context {
         client,
         gates,
         caches,
         namespace: args.webhook_namespace.clone(),
+        guard,
     };
     crate::webhook::serve(listener, tls, ctx).await;
     if let Some(t) = injector {

@@ -41,6 +41,8 @@ pub enum ReconcileError {
     Api(#[from] kube::Error),
     #[error(transparent)]
     Revision(#[from] revision::RevisionError),
+    #[error("consulting the PodUnavailableBudget: {0}")]
+    Budget(String),
 }
 
 /// What every reconcile shares.
@@ -51,6 +53,9 @@ pub struct Context {
     pub exclude_preparing_delete: bool,
     /// `PreDownloadImageForInPlaceUpdate` (with `KruiseDaemon`).
     pub predownload: bool,
+    /// The PodUnavailableBudget check before an in-place update
+    /// (`PodUnavailableBudgetUpdateGate`).
+    pub guard: Option<crate::podunavailablebudget::guard::Guard>,
 }
 
 fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
@@ -226,6 +231,7 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
         })
         .collect();
     let mut failure: Option<ReconcileError>;
+    let paced = std::sync::atomic::AtomicBool::new(false);
     let scaling = decision
         .steps
         .iter()
@@ -241,10 +247,11 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
         use futures_util::stream::{self, StreamExt as _};
         let results: Vec<Result<(), ReconcileError>> = stream::iter(others)
             .map(|step| {
-                let (ctx, cs, pods_api, templates) = (&ctx, &cs, &pods_api, &templates);
+                let (ctx, cs, pods_api, templates, paced) =
+                    (&ctx, &cs, &pods_api, &templates, &paced);
                 async move {
                     let mut none = BTreeSet::new();
-                    apply_step(ctx, cs, pods_api, templates, &mut none, step).await
+                    apply_step(ctx, cs, pods_api, templates, &mut none, step, paced).await
                 }
             })
             .buffer_unordered(16)
@@ -254,7 +261,9 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
     }
     if failure.is_none() {
         for step in creates {
-            if let Err(e) = apply_step(&ctx, &cs, &pods_api, &templates, &mut taken, step).await {
+            if let Err(e) =
+                apply_step(&ctx, &cs, &pods_api, &templates, &mut taken, step, &paced).await
+            {
                 failure = Some(e);
                 break;
             }
@@ -343,6 +352,13 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
+    // A budget that held an update back frees up when a pod is available
+    // again, which may raise no event here: look again soon.
+    let requeue = if paced.load(std::sync::atomic::Ordering::Relaxed) {
+        Some(requeue.map_or(2, |r| r.min(2)))
+    } else {
+        requeue
+    };
     Ok(match requeue {
         Some(s) => Action::requeue(Duration::from_secs(s.max(1) as u64)),
         None if !decision.steps.is_empty() => Action::requeue(Duration::from_secs(30)),
@@ -361,6 +377,7 @@ pub async fn run(
     env_from_metadata: bool,
     exclude_preparing_delete: bool,
     predownload: bool,
+    pub_update_gate: bool,
     identity: String,
 ) {
     crate::metrics::register_controller("cloneset");
@@ -374,12 +391,25 @@ pub async fn run(
             instance: Some(identity),
         },
     );
+    let (guard, budget_watch) = if pub_update_gate {
+        let (store, task) = crate::podunavailablebudget::guard::watch_budgets(&client);
+        let guard = crate::podunavailablebudget::guard::Guard::new(
+            client.clone(),
+            store,
+            recorder.clone(),
+            false,
+        );
+        (Some(guard), Some(task))
+    } else {
+        (None, None)
+    };
     let ctx = Arc::new(Context {
         client,
         recorder,
         env_from_metadata,
         exclude_preparing_delete,
         predownload,
+        guard,
     });
     Controller::new(sets, watcher::Config::default())
         .owns(pods, watcher::Config::default())
@@ -392,4 +422,5 @@ pub async fn run(
             }
         })
         .await;
+    drop(budget_watch);
 }

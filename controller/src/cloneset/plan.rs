@@ -10,9 +10,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use keelson_api::apps::shared::{
-    IN_PLACE_UPDATE_READY, LIFECYCLE_STATE_NORMAL, LIFECYCLE_STATE_PREPARING_DELETE,
-    LIFECYCLE_STATE_PREPARING_NORMAL, LIFECYCLE_STATE_PREPARING_UPDATE, LIFECYCLE_STATE_UPDATED,
-    LIFECYCLE_STATE_UPDATING,
+    LIFECYCLE_STATE_NORMAL, LIFECYCLE_STATE_PREPARING_DELETE, LIFECYCLE_STATE_PREPARING_NORMAL,
+    LIFECYCLE_STATE_PREPARING_UPDATE, LIFECYCLE_STATE_UPDATED, LIFECYCLE_STATE_UPDATING,
 };
 use keelson_api::apps::v1alpha1::cloneset::{
     CloneSet, IN_PLACE_IF_POSSIBLE_CLONE_SET_UPDATE_STRATEGY_TYPE,
@@ -21,8 +20,8 @@ use keelson_api::apps::v1alpha1::cloneset::{
 use serde_json::{Value, json};
 
 use super::numbers::{self, Diffs};
-use crate::workload::inplace::{self, Diff, Progress};
-use crate::workload::lifecycle::{all_hooked, hooked, state_patch};
+use crate::workload::inplace::{self, Diff};
+use crate::workload::lifecycle::{hooked, state_patch};
 use crate::workload::pods;
 use crate::workload::revision::{POD_REVISION_LABEL, short_hash};
 

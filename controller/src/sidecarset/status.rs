@@ -138,7 +138,12 @@ pub fn is_updated(set: &SidecarSet, pod: &Pod) -> bool {
 /// recorded container has been replaced by a running instance of the
 /// spec's image.
 pub fn is_consistent(set: &SidecarSet, pod: &Pod) -> bool {
-    let name = set.metadata.name.as_deref().unwrap_or("");
+    is_consistent_for(set.metadata.name.as_deref().unwrap_or(""), pod)
+}
+
+/// [`is_consistent`] for the SidecarSet called `name` (from the pod's own
+/// annotations, without the set).
+pub fn is_consistent_for(name: &str, pod: &Pod) -> bool {
     let states = inplace_states(pod);
     let Some(state) = states.get(name) else {
         return true;

@@ -1,13 +1,15 @@
 //! What the pod and SidecarSet webhooks read on every request, kept in
-//! memory by watches: the SidecarSets (v1beta1) and the Namespaces (their
-//! labels, for `namespaceSelector`). A pod admission then costs no API
-//! call. The webhook server reports ready only once both are listed.
+//! memory by watches: the SidecarSets (v1beta1), the Namespaces (their
+//! labels, for `namespaceSelector`) and the PodUnavailableBudgets. A pod
+//! admission then costs no API call. The webhook server reports ready only
+//! once all are listed.
 
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use keelson_api::apps::v1beta1::sidecarset::SidecarSet;
+use keelson_api::policy::v1alpha1::podunavailablebudget::PodUnavailableBudget;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -17,6 +19,7 @@ use kube::{Api, Client};
 pub struct Caches {
     pub sidecarsets: Store<SidecarSet>,
     pub namespaces: Store<Namespace>,
+    pub budgets: Store<PodUnavailableBudget>,
 }
 
 fn watch<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
@@ -51,6 +54,7 @@ impl Caches {
         Self {
             sidecarsets: reflector::store::<SidecarSet>().0,
             namespaces: reflector::store::<Namespace>().0,
+            budgets: reflector::store::<PodUnavailableBudget>().0,
         }
     }
 
@@ -71,6 +75,7 @@ impl Caches {
         Self {
             sidecarsets,
             namespaces: ns,
+            budgets: reflector::store::<PodUnavailableBudget>().0,
         }
     }
 
@@ -78,19 +83,22 @@ impl Caches {
     pub fn start(client: &Client) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
         let (sidecarsets, a) = watch(Api::<SidecarSet>::all(client.clone()));
         let (namespaces, b) = watch(Api::<Namespace>::all(client.clone()));
+        let (budgets, c) = watch(Api::<PodUnavailableBudget>::all(client.clone()));
         (
             Self {
                 sidecarsets,
                 namespaces,
+                budgets,
             },
-            vec![a, b],
+            vec![a, b, c],
         )
     }
 
-    /// Waits until both have been listed once.
+    /// Waits until all have been listed once.
     pub async fn ready(&self) {
         let _ = self.sidecarsets.wait_until_ready().await;
         let _ = self.namespaces.wait_until_ready().await;
+        let _ = self.budgets.wait_until_ready().await;
     }
 
     /// The SidecarSets, as shared snapshots.

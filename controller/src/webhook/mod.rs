@@ -9,8 +9,11 @@ pub mod certs;
 pub mod cloneset;
 pub mod convert;
 pub mod crr;
+pub mod deletion;
 pub mod imagepulljob;
 pub mod pod;
+pub mod podunavailablebudget;
+pub mod resourcedistribution;
 pub mod scope;
 pub mod sidecarset;
 
@@ -43,6 +46,18 @@ pub const PATHS: &[&str] = &[
     imagepulljob::LIST_PATH,
     imagepulljob::LIST_MUTATE_PATH,
     pod::PATH,
+    pod::validate::PATH,
+    podunavailablebudget::PATH,
+    deletion::NAMESPACE_PATH,
+    deletion::CRD_PATH,
+    deletion::DEPLOYMENT_PATH,
+    deletion::REPLICASET_PATH,
+    deletion::STATEFULSET_PATH,
+    deletion::SERVICE_PATH,
+    deletion::INGRESS_PATH,
+    deletion::KRUISE_STATEFULSET_PATH,
+    deletion::UNITEDDEPLOYMENT_PATH,
+    resourcedistribution::PATH,
     sidecarset::MUTATE_PATH,
     sidecarset::VALIDATE_PATH,
     convert::PATH,
@@ -57,6 +72,8 @@ pub struct Context {
     pub gates: Arc<FeatureGates>,
     pub caches: cache::Caches,
     pub namespace: String,
+    /// The PodUnavailableBudget check of pod disruptions.
+    pub guard: crate::podunavailablebudget::guard::Guard,
 }
 
 /// A refusal with an HTTP-style `code` and `reason`, as OpenKruise's
@@ -121,12 +138,19 @@ pub async fn answer(path: &str, body: &[u8], ctx: &Context) -> (u16, Vec<u8>) {
         ),
         crr::PATH => crr::review(&req, &ctx.client).await,
         cloneset::MUTATE_PATH => cloneset::mutate_review(&req, &ctx.gates),
+        cloneset::VALIDATE_PATH if req.operation == kube::core::admission::Operation::Delete => {
+            deletion::review(&req, ctx).await
+        }
         cloneset::VALIDATE_PATH => cloneset::validate_review(&req),
         imagepulljob::PATH => imagepulljob::review(&req, &ctx.gates, false),
         imagepulljob::MUTATE_PATH => imagepulljob::mutate_review(&req, false),
         imagepulljob::LIST_PATH => imagepulljob::review(&req, &ctx.gates, true),
         imagepulljob::LIST_MUTATE_PATH => imagepulljob::mutate_review(&req, true),
         pod::PATH => pod::review(&req, ctx).await,
+        pod::validate::PATH => pod::validate::review(&req, ctx).await,
+        podunavailablebudget::PATH => podunavailablebudget::review(&req, ctx),
+        p if deletion::PATHS.contains(&p) => deletion::review(&req, ctx).await,
+        resourcedistribution::PATH => resourcedistribution::review(&req, ctx).await,
         sidecarset::MUTATE_PATH => sidecarset::mutate_review(&req),
         sidecarset::VALIDATE_PATH => sidecarset::validate_review(&req, ctx).await,
         _ => unreachable!("checked above"),

@@ -119,10 +119,24 @@ fn bad_creates_and_immutable_updates_are_refused_with_the_reason() {
 
 /// A handler context with the gates set by `gates` (OpenKruise's syntax).
 pub(super) fn context(client: kube::Client, gates: &str) -> Context {
+    let caches = cache::Caches::empty();
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "test".into(),
+            instance: None,
+        },
+    );
     Context {
+        guard: crate::podunavailablebudget::guard::Guard::new(
+            client.clone(),
+            caches.budgets.clone(),
+            recorder,
+            false,
+        ),
         client,
         gates: Arc::new(FeatureGates::parse(gates).unwrap()),
-        caches: cache::Caches::empty(),
+        caches,
         namespace: "keelson-system".into(),
     }
 }

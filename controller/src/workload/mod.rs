@@ -2,8 +2,9 @@
 //! DaemonSet next) share, each concept in its own module and none knowing
 //! a particular workload: template revisions ([`revision`]), the
 //! int-or-percent arithmetic ([`percent`]), pod availability and
-//! lifecycle states ([`pods`]), in-place update ([`inplace`]), and the
-//! priority/scatter update order ([`order`]).
+//! lifecycle states ([`pods`]), in-place update ([`inplace`]) and the
+//! refresh of updates under way ([`refresh`]), and the priority/scatter
+//! update order ([`order`]).
 
 pub mod defaults;
 pub mod inplace;
@@ -11,4 +12,5 @@ pub mod lifecycle;
 pub mod order;
 pub mod percent;
 pub mod pods;
+pub mod refresh;
 pub mod revision;

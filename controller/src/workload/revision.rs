@@ -189,7 +189,23 @@ fn write_go_json(v: &Value, out: &mut String) {
             out.push(']');
         }
         Value::String(s) => write_go_string(s, out),
+        Value::Number(n) if n.is_f64() => out.push_str(&go_float(n.as_f64().unwrap_or(0.0))),
         other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A non-integer number as `encoding/json` writes a `float64`: plain
+/// decimals, exponent form (`1e+21`, `1e-7`) below 1e-6 and from 1e21 on.
+fn go_float(f: f64) -> String {
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        let sci = format!("{f:e}");
+        match sci.split_once('e') {
+            Some((m, e)) if !e.starts_with('-') => format!("{m}e+{e}"),
+            _ => sci,
+        }
+    } else {
+        format!("{f}")
     }
 }
 

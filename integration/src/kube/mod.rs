@@ -37,9 +37,10 @@ use pki::{Credential, Pki, write_kubeconfig};
 pub const NODE: &str = "keelson-node";
 
 /// The controller's feature gates in the test cluster unless a test says
-/// otherwise: the shipped ones plus CloneSet's image pre-download (which
-/// OpenKruise ships off).
-pub const DEFAULT_GATES: &str = "ImagePullJobGate=true,PreDownloadImageForInPlaceUpdate=true";
+/// otherwise: the shipped ones plus what OpenKruise ships off and the tests
+/// exercise: CloneSet's image pre-download, ResourceDistribution, the
+/// PodUnavailableBudget's guard on in-place updates, deletion protection.
+pub const DEFAULT_GATES: &str = "ImagePullJobGate=true,PreDownloadImageForInPlaceUpdate=true,ResourceDistributionGate=true,PodUnavailableBudgetUpdateGate=true,ResourcesDeletionProtection=true";
 
 /// How to start a cluster.
 #[derive(Debug, Clone)]

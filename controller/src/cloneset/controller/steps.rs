@@ -12,6 +12,7 @@ pub(super) async fn apply_step(
     templates: &BTreeMap<String, Value>,
     taken: &mut BTreeSet<String>,
     step: Step,
+    paced: &std::sync::atomic::AtomicBool,
 ) -> Result<(), ReconcileError> {
     let cs_name = cs.name_any();
     let ns = cs.namespace().unwrap_or_default();
@@ -139,6 +140,26 @@ pub(super) async fn apply_step(
             }
         }
         Step::InPlace { pod, start } => {
+            // The PodUnavailableBudget first, as OpenKruise does: a pod it
+            // holds back is not touched (not even marked not-ready).
+            if let Some(guard) = &ctx.guard {
+                let Some(current) = pods_api.get_opt(&pod).await? else {
+                    return Ok(());
+                };
+                let verdict = guard
+                    .check(
+                        &current,
+                        crate::podunavailablebudget::budget::Operation::Update,
+                        false,
+                    )
+                    .await
+                    .map_err(|e| ReconcileError::Budget(e.to_string()))?;
+                if let crate::podunavailablebudget::guard::Verdict::Refused(why) = verdict {
+                    tracing::debug!(cloneset = %cs_name, namespace = %ns, pod = %pod, reason = %why, "in-place update held back by its PodUnavailableBudget");
+                    paced.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
             pods_api
                 .patch_status(
                     &pod,

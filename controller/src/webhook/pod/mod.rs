@@ -7,7 +7,7 @@
 //! 3. SidecarSet injection ([`crate::sidecarset::inject`]);
 //! 4. container launch priority, stamped for the agent ([`priority`]),
 //!    after injection so sidecars are ordered too;
-//! 5. PodUnavailableBudget `kruise.io/related-pub` — its issue;
+//! 5. PodUnavailableBudget `kruise.io/related-pub` ([`budget`]);
 //! 6. PersistentPodState — its issue;
 //!
 //! and Keelson's node stamps: the pod's `restartPolicy` for the agent's
@@ -20,7 +20,9 @@
 //! Failures refuse the pod with 500, as upstream, except bad launch
 //! priorities (admitted with a warning, default priority).
 
+pub mod budget;
 pub mod priority;
+pub mod validate;
 
 use k8s_openapi::api::core::v1::{Pod, PodReadinessGate};
 use kube::core::DynamicObject;
@@ -170,8 +172,8 @@ pub fn mutate(
             serde_json::to_string(&p).unwrap_or_default(),
         );
     }
-    // PodUnavailableBudget and PersistentPodState steps go here (their
-    // issues).
+    // PodUnavailableBudget: in `review` (it may read the API). The
+    // PersistentPodState step goes here (its issue).
     let terminator = spec
         .containers
         .iter()
@@ -264,6 +266,27 @@ pub async fn review(req: &AdmissionRequest<DynamicObject>, ctx: &Context) -> Adm
         Ok(w) => w,
         Err(e) => return deny(resp, 500, "InternalError", e.to_string()),
     };
+    if ctx.gates.enabled("PodUnavailableBudgetDeleteGate")
+        || ctx.gates.enabled("PodUnavailableBudgetUpdateGate")
+    {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        match budget::related(&pod, &ns, ctx).await {
+            Ok(Some(name)) => {
+                pod.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(
+                        crate::podunavailablebudget::guard::ANNOTATION_RELATED_PUB.into(),
+                        name,
+                    );
+            }
+            Ok(None) => {}
+            // The budget's controller annotates the pod later.
+            Err(e) => {
+                tracing::warn!(namespace = %ns, error = %e, "finding the pod's PodUnavailableBudget failed")
+            }
+        }
+    }
     // The namespace was only filled in for matching.
     pod.metadata.namespace = original.metadata.namespace.clone();
     let (Ok(before), Ok(after)) = (serde_json::to_value(&original), serde_json::to_value(&pod))

@@ -57,8 +57,9 @@ pub struct ResourceDistributionSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceDistributionTargets {
-    /// Every namespace, except forbidden system ones such as `kube-system`
-    /// and `kube-public`.
+    /// Every namespace (none is forbidden: OpenKruise dropped the
+    /// kube-system/kube-public exclusion in v1.1); the label selector is
+    /// then ignored.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub all_namespaces: bool,
     /// Namespaces never copied into; wins over everything else.
