@@ -19,6 +19,7 @@ pub mod resourcedistribution;
 pub mod run;
 pub mod selector;
 pub mod sidecarset;
+pub mod statefulset;
 #[cfg(test)]
 mod testing;
 pub mod webhook;

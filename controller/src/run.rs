@@ -219,6 +219,18 @@ fn start_reconcilers(
             .clone()
             .unwrap_or_else(|| "keelson-controller".into()),
     )));
+    tasks.push(tokio::spawn(crate::statefulset::controller::run(
+        client.clone(),
+        crate::statefulset::controller::Gates {
+            start_ordinal: gates.enabled("StatefulSetStartOrdinal"),
+            pod_index_label: gates.enabled("PodIndexLabel"),
+            env_from_metadata: gates.enabled("InPlaceUpdateEnvFromMetadata"),
+            pub_update: gates.enabled("PodUnavailableBudgetUpdateGate"),
+        },
+        args.identity
+            .clone()
+            .unwrap_or_else(|| "keelson-controller".into()),
+    )));
     tasks.push(tokio::spawn(crate::cloneset::controller::run(
         client.clone(),
         gates.enabled("InPlaceUpdateEnvFromMetadata"),

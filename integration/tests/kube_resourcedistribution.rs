@@ -8,7 +8,10 @@
 //! label loses its copy; a foreign object of the same name is left alone
 //! and reported as a conflict; a manual edit is reverted and a deleted
 //! copy recreated; deleting the distribution garbage-collects the copies.
-//! The validating webhook refuses what OpenKruise refuses.
+//! The validating webhook refuses what OpenKruise refuses. A distributed
+//! `kubernetes.io/dockerconfigjson` Secret lets pods in the target
+//! namespaces pull (through keelson-agent on kubelet's CRI path) from the
+//! local auth registry, while a pod elsewhere gets `401 Unauthorized`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -390,5 +393,172 @@ fn the_validating_webhook_refuses_as_openkruise() {
             "{includedNamespaces: {list: [{name: rd-nowhere}]}}",
         ),
         "spec.resource: Invalid value: \"null\": resource apiVersion, kind, and name are immutable",
+    );
+}
+
+/// The pod's events' messages (kubelet's pull failures among them).
+fn pod_events(c: &Cluster, ns: &str, pod: &str) -> String {
+    let events = c
+        .get_json(&[
+            "-n",
+            ns,
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod}"),
+        ])
+        .unwrap_or_default();
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["reason"].as_str().unwrap_or_default(),
+                e["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Applies pod `name` in `ns` pulling `image` (always) with the optional
+/// pull secret; retried while the namespace's default ServiceAccount is
+/// still being made.
+fn pull_pod(c: &Cluster, ns: &str, name: &str, image: &str, secret: Option<&str>) {
+    let mut spec = serde_json::json!({
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "main", "image": image, "imagePullPolicy": "Always",
+            "command": ["sleep", "3600"]}],
+    });
+    if let Some(s) = secret {
+        spec["imagePullSecrets"] = serde_json::json!([{"name": s}]);
+    }
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns}, "spec": spec});
+    c.wait_for(&format!("pod {ns}/{name} created"), LIMIT, |c| {
+        c.apply_stdin(&pod.to_string()).map(Some)
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_distributed_pull_secret_lets_pods_pull_from_the_auth_registry() {
+    use base64::Engine;
+    use keelson_integration::images::BUSYBOX;
+    use keelson_integration::registry::{Credentials, Registry};
+
+    let c = cluster();
+    // kubelet's image service is keelson-agent, which relays to containerd.
+    let agent_socket = c.agent_guard().as_ref().map(|a| a.socket());
+    assert!(agent_socket.is_some(), "the agent is on the CRI path");
+    assert_eq!(c.cri_socket(), agent_socket);
+    let _rd = c.deleting("resourcedistribution", "rd-pull");
+    let registry = Registry::start(Some(Credentials {
+        username: "distributed".into(),
+        password: "pull-s3cret".into(),
+    }))
+    .unwrap();
+    // A repository no other test pushes: the node has never cached it.
+    let image = registry
+        .push(
+            &c.runtime().unwrap().images().layout("busybox"),
+            BUSYBOX,
+            "rd-pull/app:v1",
+        )
+        .unwrap();
+    let a = c.namespace("rd-pull-a").unwrap();
+    let b = c.namespace("rd-pull-b").unwrap();
+    let none = c.namespace("rd-pull-none").unwrap();
+
+    // Without credentials the registry refuses kubelet's pull.
+    pull_pod(&c, &none.name, "no-creds", &image, None);
+    let (reason, events) = c
+        .wait_for("the pod without the copy fails to pull", LIMIT, |c| {
+            let pod = c.get_json(&["-n", &none.name, "pod", "no-creds"])?;
+            let waiting = &pod["status"]["containerStatuses"][0]["state"]["waiting"];
+            let reason = waiting["reason"].as_str().unwrap_or_default().to_string();
+            let text = format!(
+                "{}\n{}",
+                waiting["message"].as_str().unwrap_or_default(),
+                pod_events(c, &none.name, "no-creds")
+            );
+            let failed = ["ErrImagePull", "ImagePullBackOff"].contains(&reason.as_str());
+            Ok((failed && text.contains("401 Unauthorized")).then_some((reason, text)))
+        })
+        .unwrap();
+    eprintln!("without the copy: {reason}; events:\n{events}");
+
+    // The credentials, distributed as a dockerconfigjson Secret.
+    let auth = base64::engine::general_purpose::STANDARD.encode("distributed:pull-s3cret");
+    let config = serde_json::json!({"auths": {registry.host(): {
+        "username": "distributed", "password": "pull-s3cret", "auth": auth}}});
+    let rd = serde_json::json!({
+        "apiVersion": "apps.kruise.io/v1alpha1",
+        "kind": "ResourceDistribution",
+        "metadata": {"name": "rd-pull"},
+        "spec": {
+            "resource": {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "registry-creds"},
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson":
+                    base64::engine::general_purpose::STANDARD.encode(config.to_string())},
+            },
+            "targets": {"includedNamespaces": {"list": [{"name": a.name}, {"name": b.name}]}},
+        },
+    });
+    c.apply_stdin(&rd.to_string()).unwrap();
+    for ns in [&a.name, &b.name] {
+        let copy = c
+            .wait_for(&format!("secret copy in {ns}"), LIMIT, |c| {
+                Ok(c.get_json(&["-n", ns, "secret", "registry-creds"]).ok())
+            })
+            .unwrap();
+        assert_eq!(copy["type"], "kubernetes.io/dockerconfigjson", "{copy}");
+        assert_eq!(copy["metadata"]["annotations"][FROM], "rd-pull", "{copy}");
+    }
+    c.wait_for("rd-pull status (2, 2, 0)", LIMIT, |c| {
+        let rd = c.get_json(&["resourcedistribution", "rd-pull"])?;
+        let s = &rd["status"];
+        Ok((s["desired"] == 2 && s["succeeded"] == 2 && s["failed"] == 0).then_some(()))
+    })
+    .unwrap();
+    assert!(
+        c.get_json(&["-n", &none.name, "secret", "registry-creds"])
+            .is_err(),
+        "no copy outside the targets"
+    );
+
+    // Each target namespace's pod pulls with its copy and runs.
+    let started = Instant::now();
+    for ns in [&a.name, &b.name] {
+        pull_pod(&c, ns, "with-copy", &image, Some("registry-creds"));
+    }
+    for ns in [&a.name, &b.name] {
+        let pod = c
+            .wait_pod_running(ns, "with-copy", Duration::from_secs(120))
+            .unwrap();
+        let status = &pod["status"]["containerStatuses"][0];
+        assert_eq!(status["image"], image.as_str(), "{status}");
+        let events = pod_events(&c, ns, "with-copy");
+        assert!(
+            events.contains("Pulled: Successfully pulled image"),
+            "{events}"
+        );
+    }
+    eprintln!("both pods pulled and ran after {:?}", started.elapsed());
+    // The pulls really reached the registry, authenticated as the user.
+    let log = registry.log_text();
+    assert!(log.contains("rd-pull/app/manifests/v1"), "{log}");
+    assert!(log.contains("auth.user.name=distributed"), "{log}");
+    // Still refused where there is no copy.
+    let pod = c.get_json(&["-n", &none.name, "pod", "no-creds"]).unwrap();
+    assert!(
+        pod["status"]["containerStatuses"][0]["state"]
+            .get("running")
+            .is_none(),
+        "{pod}"
     );
 }

@@ -26,7 +26,7 @@ use super::newpod::{PodOf, instance_id, new_pod};
 use super::plan::{self, Input, Step, revision_label};
 use super::predownload;
 use super::status::{self, Outcome};
-use crate::workload::revision::{self, Parent, RevisionChange};
+use crate::workload::revision::{self, Parent};
 use crate::workload::{inplace, pods};
 use keelson_api::apps::v1alpha1::imagepulljob::ImagePullJob;
 
@@ -81,8 +81,7 @@ async fn publish(ctx: &Context, cs: &CloneSet, warning: bool, reason: &str, note
 }
 
 /// The update revision's name after storing what it needs (and whether
-/// anything was stored); bumps the collision count on a name clash with
-/// different data.
+/// anything was stored).
 async fn sync_revisions(
     revisions: &Api<ControllerRevision>,
     cs: &CloneSet,
@@ -98,41 +97,19 @@ async fn sync_revisions(
     let template =
         serde_json::to_value(&cs.spec.template).map_err(revision::RevisionError::Template)?;
     let extra = BTreeMap::from([(revision::VCT_HASH_ANNOTATION.to_string(), String::new())]);
-    loop {
-        let (name, change) = revision::select_update_revision(
-            &parent,
-            &template,
-            existing,
-            Some(*collision_count),
-            &extra,
-        )?;
-        match change {
-            RevisionChange::Unchanged => return Ok((name, false)),
-            RevisionChange::Renumber { name, revision } => {
-                let patch = json!({"revision": revision});
-                revisions
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-                return Ok((name, true));
-            }
-            RevisionChange::Create(new) => {
-                match revisions.create(&PostParams::default(), &new).await {
-                    Ok(_) => return Ok((name, true)),
-                    Err(kube::Error::Api(s)) if s.code == 409 => {
-                        let stored = revisions.get(&name).await?;
-                        if revision::equal_revision(&stored, &new)
-                            && owned_by(&stored.metadata, &parent.owner.uid)
-                        {
-                            return Ok((name, true));
-                        }
-                        *collision_count += 1;
-                        tracing::info!(cloneset = %parent.name, collision_count = *collision_count, "revision name collision");
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-    }
+    revision::store::sync(
+        revisions,
+        &parent,
+        &template,
+        existing,
+        collision_count,
+        &extra,
+    )
+    .await
+    .map_err(|e| match e {
+        revision::store::StoreError::Api(e) => ReconcileError::Api(e),
+        revision::store::StoreError::Revision(e) => ReconcileError::Revision(e),
+    })
 }
 
 async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {

@@ -23,7 +23,8 @@ pub const MUTATE_PATH: &str = "/mutate-apps-kruise-io-v1alpha1-cloneset";
 /// OpenKruise's validating path.
 pub const VALIDATE_PATH: &str = "/validate-apps-kruise-io-v1alpha1-cloneset";
 
-fn put_default(v: &mut Value, path: &[&str], value: Value) {
+/// Sets `path` in `v` to `value` unless it holds something already.
+pub(super) fn put_default(v: &mut Value, path: &[&str], value: Value) {
     let mut cur = v;
     for (i, key) in path.iter().enumerate() {
         let Some(m) = cur.as_object_mut() else { return };

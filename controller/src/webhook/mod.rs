@@ -16,6 +16,7 @@ pub mod podunavailablebudget;
 pub mod resourcedistribution;
 pub mod scope;
 pub mod sidecarset;
+pub mod statefulset;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub const PATHS: &[&str] = &[
     resourcedistribution::PATH,
     sidecarset::MUTATE_PATH,
     sidecarset::VALIDATE_PATH,
+    statefulset::MUTATE_PATH,
     convert::PATH,
 ];
 
@@ -149,6 +151,10 @@ pub async fn answer(path: &str, body: &[u8], ctx: &Context) -> (u16, Vec<u8>) {
         pod::PATH => pod::review(&req, ctx).await,
         pod::validate::PATH => pod::validate::review(&req, ctx).await,
         podunavailablebudget::PATH => podunavailablebudget::review(&req, ctx),
+        statefulset::MUTATE_PATH => statefulset::mutate_review(&req, &ctx.gates),
+        statefulset::VALIDATE_PATH if req.operation != kube::core::admission::Operation::Delete => {
+            statefulset::validate_review(&req)
+        }
         p if deletion::PATHS.contains(&p) => deletion::review(&req, ctx).await,
         resourcedistribution::PATH => resourcedistribution::review(&req, ctx).await,
         sidecarset::MUTATE_PATH => sidecarset::mutate_review(&req),

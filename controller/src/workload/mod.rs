@@ -6,6 +6,7 @@
 //! refresh of updates under way ([`refresh`]), and the priority/scatter
 //! update order ([`order`]).
 
+pub mod apply;
 pub mod defaults;
 pub mod inplace;
 pub mod lifecycle;

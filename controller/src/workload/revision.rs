@@ -390,5 +390,7 @@ pub fn history_to_delete(
         .collect()
 }
 
+pub mod store;
+
 #[cfg(test)]
 mod tests;

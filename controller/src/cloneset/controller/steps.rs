@@ -4,6 +4,7 @@
 //! pre-download jobs.
 
 use super::*;
+use crate::workload::apply::{ApplyError, Started};
 
 pub(super) async fn apply_step(
     ctx: &Context,
@@ -140,35 +141,11 @@ pub(super) async fn apply_step(
             }
         }
         Step::InPlace { pod, start } => {
-            // The PodUnavailableBudget first, as OpenKruise does: a pod it
-            // holds back is not touched (not even marked not-ready).
-            if let Some(guard) = &ctx.guard {
-                let Some(current) = pods_api.get_opt(&pod).await? else {
-                    return Ok(());
-                };
-                let verdict = guard
-                    .check(
-                        &current,
-                        crate::podunavailablebudget::budget::Operation::Update,
-                        false,
-                    )
-                    .await
-                    .map_err(|e| ReconcileError::Budget(e.to_string()))?;
-                if let crate::podunavailablebudget::guard::Verdict::Refused(why) = verdict {
-                    tracing::debug!(cloneset = %cs_name, namespace = %ns, pod = %pod, reason = %why, "in-place update held back by its PodUnavailableBudget");
-                    paced.store(true, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(());
-                }
-            }
-            pods_api
-                .patch_status(
-                    &pod,
-                    &PatchParams::default(),
-                    &Patch::Strategic(&start.status_patch),
-                )
-                .await?;
-            match patch_in_place(pods_api, &pod, &start).await {
-                Ok(()) => {
+            let at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+            match crate::workload::apply::in_place(pods_api, ctx.guard.as_ref(), &pod, &start, &at)
+                .await
+            {
+                Ok(Started::Yes) => {
                     let rev = &start.state.revision;
                     publish(
                         ctx,
@@ -179,6 +156,11 @@ pub(super) async fn apply_step(
                     )
                     .await;
                 }
+                Ok(Started::Paced(why)) => {
+                    tracing::debug!(cloneset = %cs_name, namespace = %ns, pod = %pod, reason = %why, "in-place update held back by its PodUnavailableBudget");
+                    paced.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(Started::Gone) => {}
                 Err(e) => {
                     publish(
                         ctx,
@@ -188,14 +170,10 @@ pub(super) async fn apply_step(
                         format!("failed to update pod {pod} in-place: {e}"),
                     )
                     .await;
-                    // Undo the not-ready mark; the next reconcile retries.
-                    let ready = inplace::ready_patch(
-                        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
-                    );
-                    let _ = pods_api
-                        .patch_status(&pod, &PatchParams::default(), &Patch::Strategic(&ready))
-                        .await;
-                    return Err(e.into());
+                    return Err(match e {
+                        ApplyError::Api(e) => e.into(),
+                        ApplyError::Budget(e) => ReconcileError::Budget(e.to_string()),
+                    });
                 }
             }
         }
@@ -206,39 +184,6 @@ pub(super) async fn apply_step(
         } => publish(ctx, cs, warning, reason, message).await,
     }
     Ok(())
-}
-
-/// The in-place pod patch, preconditioned on the pod's resourceVersion.
-/// Kubelet and the agent write the pod too (status, runtime meta), so a
-/// conflict is retried on a fresh read — as long as the pod is still what
-/// the update was planned on: not on the target revision yet, and running
-/// the container instances the record names.
-async fn patch_in_place(
-    pods_api: &Api<Pod>,
-    pod: &str,
-    start: &inplace::Start,
-) -> Result<(), kube::Error> {
-    let mut body = start.pod_patch.clone();
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match pods_api
-            .patch(pod, &PatchParams::default(), &Patch::Strategic(&body))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if tries < 5 && crate::api_call::status_code(&e) == Some(409) => {
-                let fresh = pods_api.get(pod).await?;
-                let unchanged = !pods::on_revision(&fresh, &start.state.revision)
-                    && inplace::same_instances(&fresh, &start.state);
-                if !unchanged {
-                    return Err(e);
-                }
-                body["metadata"]["resourceVersion"] = json!(fresh.metadata.resource_version);
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Carries out a pre-download decision.

@@ -1,0 +1,185 @@
+//! An Advanced StatefulSet's pod for one ordinal, from a revision's
+//! template: name `<set>-<n>`, hostname and subdomain (the governing
+//! Service), the StatefulSet labels (`statefulset.kubernetes.io/pod-name`,
+//! `apps.kubernetes.io/pod-index` under `PodIndexLabel`), the revision
+//! label, the lifecycle state, and one claim per `volumeClaimTemplates`
+//! entry (`<template>-<set>-<n>`) mounted in place of the template's volume
+//! of that name.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use keelson_api::apps::shared::{
+    LIFECYCLE_STATE_KEY, LIFECYCLE_STATE_NORMAL, LIFECYCLE_STATE_PREPARING_NORMAL,
+    LIFECYCLE_TIMESTAMP_KEY,
+};
+use keelson_api::apps::v1beta1::statefulset::StatefulSet;
+use serde_json::Value;
+
+use super::ordinals::pod_name;
+use crate::workload::revision::{POD_REVISION_LABEL, RevisionError};
+
+/// Label: the pod's name (Kubernetes' StatefulSet label).
+pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+/// Label: the pod's ordinal (`PodIndexLabel`).
+pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
+
+/// The claim name of template `vct` for ordinal `n` of `set`.
+pub fn claim_name(vct: &str, set: &str, n: i32) -> String {
+    format!("{vct}-{set}-{n}")
+}
+
+/// The claims ordinal `n` needs, as they are created: the set's
+/// selector's labels over the template's, in the set's namespace.
+pub fn claims(sts: &StatefulSet, n: i32) -> Vec<PersistentVolumeClaim> {
+    let set = sts.metadata.name.as_deref().unwrap_or("");
+    sts.spec
+        .volume_claim_templates
+        .iter()
+        .map(|t| {
+            let mut c = t.clone();
+            let vct = t.metadata.name.clone().unwrap_or_default();
+            let mut labels = t.metadata.labels.clone().unwrap_or_default();
+            labels.extend(sts.spec.selector.match_labels.clone().unwrap_or_default());
+            c.metadata = ObjectMeta {
+                name: Some(claim_name(&vct, set, n)),
+                namespace: sts.metadata.namespace.clone(),
+                labels: Some(labels),
+                annotations: t.metadata.annotations.clone(),
+                ..Default::default()
+            };
+            c.status = None;
+            c
+        })
+        .collect()
+}
+
+/// The pod of ordinal `n` made from `template` of `revision`.
+pub fn new_pod(
+    sts: &StatefulSet,
+    owner: &OwnerReference,
+    template: &Value,
+    revision: &str,
+    n: i32,
+    pod_index_label: bool,
+    now: &str,
+) -> Result<Pod, RevisionError> {
+    let set = sts.metadata.name.as_deref().unwrap_or("");
+    let name = pod_name(set, n);
+    let t: PodTemplateSpec =
+        serde_json::from_value(template.clone()).map_err(RevisionError::Template)?;
+    let mut meta = t.metadata.unwrap_or_default();
+    let mut spec = t.spec.unwrap_or_default();
+    let labels = meta.labels.get_or_insert_with(BTreeMap::new);
+    labels.insert(POD_REVISION_LABEL.into(), revision.into());
+    labels.insert(POD_NAME_LABEL.into(), name.clone());
+    if pod_index_label {
+        labels.insert(POD_INDEX_LABEL.into(), n.to_string());
+    }
+    let pre_normal = sts
+        .spec
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_normal.as_ref())
+        .is_some();
+    labels.insert(
+        LIFECYCLE_STATE_KEY.into(),
+        if pre_normal {
+            LIFECYCLE_STATE_PREPARING_NORMAL
+        } else {
+            LIFECYCLE_STATE_NORMAL
+        }
+        .into(),
+    );
+    meta.annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(LIFECYCLE_TIMESTAMP_KEY.into(), now.into());
+    meta.name = Some(name.clone());
+    meta.generate_name = None;
+    meta.namespace = sts.metadata.namespace.clone();
+    meta.owner_references = Some(vec![owner.clone()]);
+    spec.hostname = Some(name);
+    if let Some(service) = sts.spec.service_name.as_ref().filter(|s| !s.is_empty()) {
+        spec.subdomain = Some(service.clone());
+    }
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    for t in &sts.spec.volume_claim_templates {
+        let vct = t.metadata.name.clone().unwrap_or_default();
+        volumes.retain(|v| v.name != vct);
+        volumes.push(Volume {
+            name: vct.clone(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim_name(&vct, set, n),
+                read_only: None,
+            }),
+            ..Default::default()
+        });
+    }
+    if volumes.is_empty() {
+        spec.volumes = None;
+    }
+    Ok(Pod {
+        metadata: meta,
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pods_carry_identity_revision_and_claims() {
+        let sts: StatefulSet = serde_json::from_value(json!({
+            "apiVersion": "apps.kruise.io/v1beta1", "kind": "StatefulSet",
+            "metadata": {"name": "sample", "namespace": "ns"},
+            "spec": {"serviceName": "svc", "selector": {"matchLabels": {"app": "s"}},
+                "template": {"metadata": {"labels": {"app": "s"}}, "spec": {"containers": [{"name": "main", "image": "nginx"}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data", "labels": {"tier": "db"}},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}
+        }))
+        .unwrap();
+        let owner = OwnerReference {
+            api_version: "apps.kruise.io/v1beta1".into(),
+            kind: "StatefulSet".into(),
+            name: "sample".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        let t = serde_json::to_value(&sts.spec.template).unwrap();
+        let p = new_pod(
+            &sts,
+            &owner,
+            &t,
+            "sample-abc",
+            3,
+            true,
+            "2026-01-01T00:00:00Z",
+        )
+        .unwrap();
+        assert_eq!(p.metadata.name.as_deref(), Some("sample-3"));
+        let l = p.metadata.labels.as_ref().unwrap();
+        assert_eq!(l[POD_REVISION_LABEL], "sample-abc");
+        assert_eq!(l[POD_NAME_LABEL], "sample-3");
+        assert_eq!(l[POD_INDEX_LABEL], "3");
+        assert_eq!(l[LIFECYCLE_STATE_KEY], "Normal");
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.hostname.as_deref(), Some("sample-3"));
+        assert_eq!(spec.subdomain.as_deref(), Some("svc"));
+        let v = &spec.volumes.unwrap()[0];
+        assert_eq!(
+            v.persistent_volume_claim.as_ref().unwrap().claim_name,
+            "data-sample-3"
+        );
+        let c = &claims(&sts, 3)[0];
+        assert_eq!(c.metadata.name.as_deref(), Some("data-sample-3"));
+        let cl = c.metadata.labels.as_ref().unwrap();
+        assert_eq!((cl["tier"].as_str(), cl["app"].as_str()), ("db", "s"));
+    }
+}

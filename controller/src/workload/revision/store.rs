@@ -1,0 +1,72 @@
+//! Storing the update revision: the one I/O step of [`super`]. The
+//! revision a template selects is created (or an older one renumbered, a
+//! rollback); a name clash with different data bumps the collision count
+//! and tries the next name, as the Kubernetes history library does.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use super::{Parent, RevisionChange, RevisionError, equal_revision, select_update_revision};
+
+/// Why the update revision could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error(transparent)]
+    Revision(#[from] RevisionError),
+}
+
+/// The update revision's name after storing what it needs, and whether
+/// anything was stored.
+pub async fn sync(
+    revisions: &Api<ControllerRevision>,
+    parent: &Parent,
+    template: &Value,
+    existing: &[ControllerRevision],
+    collision_count: &mut i32,
+    extra_annotations: &BTreeMap<String, String>,
+) -> Result<(String, bool), StoreError> {
+    loop {
+        let (name, change) = select_update_revision(
+            parent,
+            template,
+            existing,
+            Some(*collision_count),
+            extra_annotations,
+        )?;
+        match change {
+            RevisionChange::Unchanged => return Ok((name, false)),
+            RevisionChange::Renumber { name, revision } => {
+                let patch = json!({"revision": revision});
+                revisions
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                return Ok((name, true));
+            }
+            RevisionChange::Create(new) => {
+                match revisions.create(&PostParams::default(), &new).await {
+                    Ok(_) => return Ok((name, true)),
+                    Err(e) if crate::api_call::status_code(&e) == Some(409) => {
+                        let stored = revisions.get(&name).await?;
+                        let ours = stored
+                            .metadata
+                            .owner_references
+                            .iter()
+                            .flatten()
+                            .any(|o| o.uid == parent.owner.uid && o.controller == Some(true));
+                        if equal_revision(&stored, &new) && ours {
+                            return Ok((name, true));
+                        }
+                        *collision_count += 1;
+                        tracing::info!(workload = %parent.name, collision_count = *collision_count, "revision name collision");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+}
