@@ -323,3 +323,111 @@ fn claims_per_ordinal_and_scaled_away_with_their_pod() {
     })
     .unwrap();
 }
+
+/// A PATH directory with the plugin under both names users call it by.
+fn plugin_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = keelson_integration::controller::plugin_binary().unwrap();
+    for name in ["kubectl-keelson", "kubectl-kruise"] {
+        std::os::unix::fs::symlink(&bin, dir.path().join(name)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn kubectl_plugin_sets_images_follows_pauses_and_undoes_an_advanced_statefulset() {
+    let c = cluster();
+    let guard = c.namespace("asts-plugin").unwrap();
+    let ns = guard.name.as_str();
+    let plugins = plugin_dir();
+    let run = |args: &[&str]| -> (bool, String, String) {
+        let (ok, out, err) = c.kubectl_with_plugins(plugins.path(), args).unwrap();
+        eprintln!("kubectl {}: ok={ok}\n{out}{err}", args.join(" "));
+        (ok, out, err)
+    };
+    c.apply_stdin(&sts(
+        ns,
+        "cli",
+        2,
+        "  podManagementPolicy: Parallel\n  updateStrategy:\n    rollingUpdate: {podUpdatePolicy: InPlaceIfPossible, maxUnavailable: 2}\n",
+    ))
+    .unwrap();
+    let (ok, out, _) = run(&[
+        "kruise",
+        "rollout",
+        "status",
+        "-n",
+        ns,
+        "statefulset/cli",
+        "--timeout",
+        "120s",
+    ]);
+    assert!(
+        ok && out.contains("statefulset rolling update complete 2 pods at revision"),
+        "{out}"
+    );
+    let retag = "localhost/keelson/busybox:asts-cli";
+    c.tag_image(BUSYBOX, retag).unwrap();
+    let (ok, out, _) = run(&[
+        "keelson",
+        "set",
+        "image",
+        "-n",
+        ns,
+        "asts/cli",
+        &format!("main={retag}"),
+    ]);
+    assert!(
+        ok && out.contains("statefulset.apps.kruise.io/cli image updated"),
+        "{out}"
+    );
+    let (ok, out, _) = run(&[
+        "keelson",
+        "rollout",
+        "status",
+        "-n",
+        ns,
+        "asts",
+        "cli",
+        "--timeout",
+        "120s",
+    ]);
+    assert!(
+        ok && out.contains("statefulset rolling update complete 2 pods"),
+        "{out}"
+    );
+    for p in pods(&c, ns, "cli") {
+        assert_eq!(p["spec"]["containers"][0]["image"], retag);
+    }
+    let (ok, out, _) = run(&["keelson", "rollout", "history", "-n", ns, "asts/cli"]);
+    assert!(
+        ok && out.starts_with("REVISION  CHANGE-CAUSE\n1 ") && out.contains("\n2 "),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["keelson", "rollout", "pause", "-n", ns, "asts/cli"]);
+    assert!(ok && out.contains("paused"), "{out}");
+    let s = c.get_json(&["-n", ns, "asts", "cli"]).unwrap();
+    assert_eq!(s["spec"]["updateStrategy"]["rollingUpdate"]["paused"], true);
+    let (ok, _, err) = run(&["keelson", "rollout", "pause", "-n", ns, "asts/cli"]);
+    assert!(!ok && err.contains("already paused"), "{err}");
+    run(&["keelson", "rollout", "resume", "-n", ns, "asts/cli"]);
+    let (ok, out, _) = run(&["keelson", "rollout", "undo", "-n", ns, "asts/cli"]);
+    assert!(ok && out.contains("rolled back"), "{out}");
+    let (ok, out, _) = run(&[
+        "keelson",
+        "rollout",
+        "status",
+        "-n",
+        ns,
+        "asts/cli",
+        "--timeout",
+        "120s",
+    ]);
+    assert!(ok, "{out}");
+    for p in pods(&c, ns, "cli") {
+        assert_eq!(
+            p["spec"]["containers"][0]["image"], BUSYBOX,
+            "undone in place"
+        );
+    }
+}

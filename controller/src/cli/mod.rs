@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use keelson_api::apps::v1alpha1::cloneset::CloneSet;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::DynamicObject;
 use kube::{Client, Config};
 use serde_json::{Value, json};
 
@@ -37,7 +37,7 @@ pub struct Global {
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "kubectl-keelson",
-    about = "Rollout, set and scale for OpenKruise workloads (CloneSet)."
+    about = "Rollout, set and scale for OpenKruise workloads (CloneSet, Advanced StatefulSet, Advanced DaemonSet)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -162,8 +162,11 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     }))
 }
 
-fn owned_revisions(cs: &CloneSet, all: Vec<ControllerRevision>) -> Vec<ControllerRevision> {
-    let uid = cs.metadata.uid.clone().unwrap_or_default();
+fn owned_revisions(obj: &Value, all: Vec<ControllerRevision>) -> Vec<ControllerRevision> {
+    let uid = obj["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     all.into_iter()
         .filter(|r| {
             r.metadata
@@ -176,18 +179,14 @@ fn owned_revisions(cs: &CloneSet, all: Vec<ControllerRevision>) -> Vec<Controlle
 }
 
 /// The template's regular containers.
-fn containers(cs: &CloneSet) -> Vec<k8s_openapi::api::core::v1::Container> {
-    cs.spec
-        .template
-        .spec
-        .as_ref()
-        .map(|s| s.containers.clone())
+fn containers(obj: &Value) -> Vec<k8s_openapi::api::core::v1::Container> {
+    serde_json::from_value(obj["spec"]["template"]["spec"]["containers"].clone())
         .unwrap_or_default()
 }
 
 /// Sets `image` on the containers `pairs` name (`*`: all); the JSON patch.
-pub fn image_patch(cs: &CloneSet, pairs: &[String]) -> anyhow::Result<Value> {
-    let containers = containers(cs);
+pub fn image_patch(obj: &Value, pairs: &[String]) -> anyhow::Result<Value> {
+    let containers = containers(obj);
     let mut ops = vec![];
     for pair in pairs {
         let (name, image) = pair
@@ -209,8 +208,8 @@ pub fn image_patch(cs: &CloneSet, pairs: &[String]) -> anyhow::Result<Value> {
 
 /// `KEY=value` / `KEY-` applied to the containers `only` names (all when
 /// `None`); the JSON patch.
-pub fn env_patch(cs: &CloneSet, args: &[String], only: Option<&str>) -> anyhow::Result<Value> {
-    let containers = containers(cs);
+pub fn env_patch(obj: &Value, args: &[String], only: Option<&str>) -> anyhow::Result<Value> {
+    let containers = containers(obj);
     let wanted: Option<Vec<&str>> = only.map(|o| o.split(',').collect());
     let mut ops = vec![];
     for (i, c) in containers.iter().enumerate() {
@@ -249,7 +248,8 @@ pub fn env_patch(cs: &CloneSet, args: &[String], only: Option<&str>) -> anyhow::
 }
 
 async fn status(
-    api: &Api<CloneSet>,
+    api: &Api<DynamicObject>,
+    kind: Kind,
     name: &str,
     watch: bool,
     timeout: Duration,
@@ -257,8 +257,8 @@ async fn status(
     let start = Instant::now();
     let mut last = String::new();
     loop {
-        let cs = api.get(name).await?;
-        match rollout::cloneset_state(&cs) {
+        let obj = serde_json::to_value(api.get(name).await?)?;
+        match rollout::state(kind, &obj).map_err(anyhow::Error::msg)? {
             RolloutState::Done(m) => {
                 println!("{m}");
                 return Ok(ExitCode::SUCCESS);
@@ -284,10 +284,16 @@ async fn status(
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (client, ns) = client(&cli.global).await?;
-    let api: Api<CloneSet> = Api::namespaced(client.clone(), &ns);
-    let revisions: Api<ControllerRevision> = Api::namespaced(client, &ns);
+    let revisions: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
     let resolve =
-        |t: &[String]| -> anyhow::Result<(Kind, String, Vec<String>)> { Ok(target::parse(t)?) };
+        |t: &[String]| -> anyhow::Result<(Kind, String, Vec<String>, Api<DynamicObject>)> {
+            let (kind, name, rest) = target::parse(t)?;
+            let api = Api::namespaced_with(client.clone(), &ns, &kind.api_resource());
+            Ok((kind, name, rest, api))
+        };
+    let get = |api: Api<DynamicObject>, name: String| async move {
+        Ok::<Value, anyhow::Error>(serde_json::to_value(api.get(&name).await?)?)
+    };
     let pp = PatchParams::default();
     match cli.command {
         Command::Rollout(Rollout::Status {
@@ -295,12 +301,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             watch,
             timeout,
         }) => {
-            let (_, name, _) = resolve(&target)?;
-            status(&api, &name, watch, parse_duration(&timeout)?).await
+            let (kind, name, _, api) = resolve(&target)?;
+            status(&api, kind, &name, watch, parse_duration(&timeout)?).await
         }
         Command::Rollout(Rollout::History { target, revision }) => {
-            let (_, name, _) = resolve(&target)?;
-            let cs = api.get(&name).await?;
+            let (_, name, _, api) = resolve(&target)?;
+            let cs = get(api, name).await?;
             let owned = owned_revisions(&cs, revisions.list(&ListParams::default()).await?.items);
             if revision > 0 {
                 let r = owned
@@ -318,8 +324,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
             to_revision,
         }) => {
-            let (kind, name, _) = resolve(&target)?;
-            let cs = api.get(&name).await?;
+            let (kind, name, _, api) = resolve(&target)?;
+            let cs = get(api.clone(), name.clone()).await?;
             let owned = owned_revisions(&cs, revisions.list(&ListParams::default()).await?.items);
             let r = rollout::undo_target(&owned, to_revision).map_err(anyhow::Error::msg)?;
             match rollout::undo_patch(&cs, r).map_err(anyhow::Error::msg)? {
@@ -342,9 +348,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Rollout::Resume { target } => (false, target),
                 _ => unreachable!("matched above"),
             };
-            let (kind, name, _) = resolve(&target)?;
-            let cs = api.get(&name).await?;
-            if cs.spec.update_strategy.paused == pause {
+            let (kind, name, _, api) = resolve(&target)?;
+            let cs = get(api.clone(), name.clone()).await?;
+            let paused = cs.pointer(kind.paused_pointer()).and_then(Value::as_bool) == Some(true);
+            if paused == pause {
                 bail!(
                     "{}/{name} is {}",
                     kind.qualified(),
@@ -355,7 +362,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
-            let patch = json!({"spec": {"updateStrategy": {"paused": pause}}});
+            let patch = match kind {
+                Kind::CloneSet => json!({"spec": {"updateStrategy": {"paused": pause}}}),
+                Kind::StatefulSet | Kind::DaemonSet => {
+                    json!({"spec": {"updateStrategy": {"rollingUpdate": {"paused": pause}}}})
+                }
+            };
             api.patch(&name, &pp, &Patch::Merge(&patch)).await?;
             println!(
                 "{}/{name} {}",
@@ -365,8 +377,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rollout(Rollout::Restart { target }) => {
-            let (kind, name, _) = resolve(&target)?;
-            let cs = api.get(&name).await?;
+            let (kind, name, _, api) = resolve(&target)?;
+            let cs = get(api.clone(), name.clone()).await?;
             let now = k8s_openapi::jiff::Timestamp::now().to_string();
             let patch: json_patch::Patch =
                 serde_json::from_value(env_patch(&cs, &[format!("RESTARTED_AT={now}")], None)?)?;
@@ -375,16 +387,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Set(SetCommand::Image { args }) => {
-            let (kind, name, rest) = resolve(&args)?;
-            let cs = api.get(&name).await?;
+            let (kind, name, rest, api) = resolve(&args)?;
+            let cs = get(api.clone(), name.clone()).await?;
             let patch: json_patch::Patch = serde_json::from_value(image_patch(&cs, &rest)?)?;
             api.patch(&name, &pp, &Patch::<()>::Json(patch)).await?;
             println!("{}/{name} image updated", kind.qualified());
             Ok(ExitCode::SUCCESS)
         }
         Command::Set(SetCommand::Env { args, containers }) => {
-            let (kind, name, rest) = resolve(&args)?;
-            let cs = api.get(&name).await?;
+            let (kind, name, rest, api) = resolve(&args)?;
+            let cs = get(api.clone(), name.clone()).await?;
             let patch: json_patch::Patch =
                 serde_json::from_value(env_patch(&cs, &rest, containers.as_deref())?)?;
             api.patch(&name, &pp, &Patch::<()>::Json(patch)).await?;
@@ -392,7 +404,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Scale { target, replicas } => {
-            let (kind, name, _) = resolve(&target)?;
+            let (kind, name, _, api) = resolve(&target)?;
             let patch = json!({"spec": {"replicas": replicas}});
             api.patch_scale(&name, &pp, &Patch::Merge(&patch)).await?;
             println!("{}/{name} scaled", kind.qualified());
@@ -405,11 +417,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
 
-    fn cs() -> CloneSet {
-        serde_saphyr::from_str(
+    fn cs() -> Value {
+        let cs: keelson_api::apps::v1alpha1::cloneset::CloneSet = serde_saphyr::from_str(
             "apiVersion: apps.kruise.io/v1alpha1\nkind: CloneSet\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: main, image: 'nginx:1', env: [{name: A, value: '1'}]}, {name: side, image: 'busybox'}]}\n",
         )
-        .unwrap()
+        .unwrap();
+        serde_json::to_value(cs).unwrap()
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! What `rollout status|history|undo` decide, without a client: whether a
-//! CloneSet's rollout is done (and what to print while it is not), the
+//! CloneSet's, Advanced StatefulSet's or Advanced DaemonSet's rollout is
+//! done (and what to print while it is not, in kubectl's words), the
 //! history table, which revision an undo goes back to and the patch that
 //! restores it.
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use keelson_api::apps::v1alpha1::cloneset::CloneSet;
+use keelson_api::apps::v1beta1::statefulset::StatefulSet;
 use serde_json::{Value, json};
+
+use super::target::Kind;
 
 use crate::cloneset::numbers;
 use crate::workload::revision;
@@ -54,6 +58,98 @@ pub fn cloneset_state(cs: &CloneSet) -> RolloutState {
     ))
 }
 
+/// The rollout state of `obj`, a workload of `kind` as JSON.
+pub fn state(kind: Kind, obj: &Value) -> Result<RolloutState, String> {
+    Ok(match kind {
+        Kind::CloneSet => cloneset_state(
+            &serde_json::from_value::<CloneSet>(obj.clone()).map_err(|e| e.to_string())?,
+        ),
+        Kind::StatefulSet => statefulset_state(
+            &serde_json::from_value::<StatefulSet>(obj.clone()).map_err(|e| e.to_string())?,
+        ),
+        Kind::DaemonSet => daemonset_state(obj),
+    })
+}
+
+/// An Advanced StatefulSet's rollout, as kubectl follows a StatefulSet's:
+/// observed, every replica ready, the partition's share updated, then the
+/// current revision caught up.
+pub fn statefulset_state(sts: &StatefulSet) -> RolloutState {
+    let Some(s) = sts.status.as_ref().filter(|s| {
+        s.observed_generation != 0 && s.observed_generation >= sts.metadata.generation.unwrap_or(0)
+    }) else {
+        return RolloutState::Waiting(
+            "Waiting for statefulset spec update to be observed...".into(),
+        );
+    };
+    let replicas = sts.spec.replicas.unwrap_or(1);
+    if s.ready_replicas < replicas {
+        return RolloutState::Waiting(format!(
+            "Waiting for {} pods to be ready...",
+            replicas - s.ready_replicas
+        ));
+    }
+    let partition = sts
+        .spec
+        .update_strategy
+        .rolling_update
+        .as_ref()
+        .and_then(|r| r.partition)
+        .unwrap_or(0);
+    if sts.spec.update_strategy.type_.as_deref() != Some("OnDelete") && partition > 0 {
+        let expected = (replicas - partition).max(0);
+        if s.updated_replicas < expected {
+            return RolloutState::Waiting(format!(
+                "Waiting for partitioned roll out to finish: {} out of {expected} new pods have been updated...",
+                s.updated_replicas
+            ));
+        }
+        return RolloutState::Done(format!(
+            "partitioned roll out complete: {} new pods have been updated...",
+            s.updated_replicas
+        ));
+    }
+    if s.update_revision != s.current_revision {
+        return RolloutState::Waiting(format!(
+            "waiting for statefulset rolling update to complete {} pods at revision {}...",
+            s.updated_replicas, s.update_revision
+        ));
+    }
+    RolloutState::Done(format!(
+        "statefulset rolling update complete {} pods at revision {}...",
+        s.current_replicas, s.current_revision
+    ))
+}
+
+/// An Advanced DaemonSet's rollout, as kubectl follows a DaemonSet's
+/// (nodes the partition holds back not expected).
+pub fn daemonset_state(obj: &Value) -> RolloutState {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    let s = &obj["status"];
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    if n(&obj["metadata"]["generation"]) > n(&s["observedGeneration"]) {
+        return RolloutState::Waiting(
+            "Waiting for daemon set spec update to be observed...".into(),
+        );
+    }
+    let desired = n(&s["desiredNumberScheduled"]);
+    let partition = n(&obj["spec"]["updateStrategy"]["rollingUpdate"]["partition"]);
+    let expected = (desired - partition).max(0);
+    if n(&s["updatedNumberScheduled"]) < expected {
+        return RolloutState::Waiting(format!(
+            "Waiting for daemon set {name:?} rollout to finish: {} out of {expected} new pods have been updated...",
+            n(&s["updatedNumberScheduled"])
+        ));
+    }
+    if n(&s["numberAvailable"]) < desired {
+        return RolloutState::Waiting(format!(
+            "Waiting for daemon set {name:?} rollout to finish: {} of {desired} updated pods are available...",
+            n(&s["numberAvailable"])
+        ));
+    }
+    RolloutState::Done(format!("daemon set {name:?} successfully rolled out"))
+}
+
 /// `rollout history`: REVISION and CHANGE-CAUSE per revision, oldest
 /// first.
 pub fn history_table(revisions: &[ControllerRevision]) -> String {
@@ -92,12 +188,12 @@ pub fn undo_target(
         .ok_or_else(|| format!("unable to find specified revision {to} in history"))
 }
 
-/// `None` when the CloneSet's template already is the revision's;
+/// `None` when the workload's template already is the revision's;
 /// otherwise the JSON patch replacing the template with the revision's
 /// (a whole replacement: a merge patch would keep keys added since).
-pub fn undo_patch(cs: &CloneSet, target: &ControllerRevision) -> Result<Option<Value>, String> {
+pub fn undo_patch(obj: &Value, target: &ControllerRevision) -> Result<Option<Value>, String> {
     let template = revision::template_of(target).map_err(|e| e.to_string())?;
-    let current = serde_json::to_value(&cs.spec.template).map_err(|e| e.to_string())?;
+    let current = obj["spec"]["template"].clone();
     let (a, b) = (
         revision::revision_data(&current).map_err(|e| e.to_string())?,
         revision::revision_data(&template).map_err(|e| e.to_string())?,
@@ -178,10 +274,59 @@ mod tests {
             undo_target(&revs[..1], 0).unwrap_err(),
             "no last revision to roll back to"
         );
-        let c = cs("", 1);
+        let c = serde_json::to_value(cs("", 1)).unwrap();
         assert_eq!(undo_patch(&c, &revs[1]).unwrap(), None, "already nginx:1");
         let p = undo_patch(&c, &revs[0]).unwrap().unwrap();
         assert_eq!(p[0]["value"]["spec"]["containers"][0]["image"], "nginx:2");
         assert!(p[0]["value"].get("$patch").is_none());
+    }
+
+    #[test]
+    fn statefulset_and_daemonset_states_in_kubectls_words() {
+        let sts = |status: Value, partition: i64| {
+            serde_json::from_value::<StatefulSet>(json!({"apiVersion": "apps.kruise.io/v1beta1",
+                "kind": "StatefulSet", "metadata": {"name": "s", "generation": 2},
+                "spec": {"replicas": 3, "selector": {}, "template": {},
+                    "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}}},
+                "status": status}))
+            .unwrap()
+        };
+        let st = |v| statefulset_state(&v);
+        assert_eq!(
+            st(sts(json!({"observedGeneration": 1}), 0)),
+            RolloutState::Waiting("Waiting for statefulset spec update to be observed...".into())
+        );
+        assert_eq!(
+            st(sts(json!({"observedGeneration": 2, "readyReplicas": 2}), 0)),
+            RolloutState::Waiting("Waiting for 1 pods to be ready...".into())
+        );
+        assert_eq!(
+            st(sts(json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 1}), 1)),
+            RolloutState::Waiting("Waiting for partitioned roll out to finish: 1 out of 2 new pods have been updated...".into())
+        );
+        assert_eq!(
+            st(sts(
+                json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 3, "currentReplicas": 3,
+                "currentRevision": "s-1", "updateRevision": "s-1"}),
+                0
+            )),
+            RolloutState::Done(
+                "statefulset rolling update complete 3 pods at revision s-1...".into()
+            )
+        );
+        let ds = |status: Value| {
+            json!({"metadata": {"name": "d", "generation": 1},
+            "spec": {"updateStrategy": {"rollingUpdate": {"partition": 0}}}, "status": status})
+        };
+        assert_eq!(
+            daemonset_state(&ds(json!({"observedGeneration": 1, "desiredNumberScheduled": 2, "updatedNumberScheduled": 1}))),
+            RolloutState::Waiting("Waiting for daemon set \"d\" rollout to finish: 1 out of 2 new pods have been updated...".into())
+        );
+        assert_eq!(
+            daemonset_state(&ds(
+                json!({"observedGeneration": 1, "desiredNumberScheduled": 2, "updatedNumberScheduled": 2, "numberAvailable": 2})
+            )),
+            RolloutState::Done("daemon set \"d\" successfully rolled out".into())
+        );
     }
 }

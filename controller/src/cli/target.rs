@@ -5,6 +5,10 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     CloneSet,
+    /// Advanced StatefulSet.
+    StatefulSet,
+    /// Advanced DaemonSet.
+    DaemonSet,
 }
 
 impl Kind {
@@ -15,6 +19,8 @@ impl Kind {
             .to_ascii_lowercase();
         match base.as_str() {
             "cloneset" | "clonesets" | "clone" => Some(Kind::CloneSet),
+            "statefulset" | "statefulsets" | "sts" | "asts" => Some(Kind::StatefulSet),
+            "daemonset" | "daemonsets" | "daemon" | "ads" => Some(Kind::DaemonSet),
             _ => None,
         }
     }
@@ -23,6 +29,30 @@ impl Kind {
     pub fn qualified(self) -> &'static str {
         match self {
             Kind::CloneSet => "cloneset.apps.kruise.io",
+            Kind::StatefulSet => "statefulset.apps.kruise.io",
+            Kind::DaemonSet => "daemonset.apps.kruise.io",
+        }
+    }
+
+    /// The API resource read and written (the storage version where it
+    /// is served).
+    pub fn api_resource(self) -> kube::core::ApiResource {
+        let (version, kind, plural) = match self {
+            Kind::CloneSet => ("v1alpha1", "CloneSet", "clonesets"),
+            Kind::StatefulSet => ("v1beta1", "StatefulSet", "statefulsets"),
+            Kind::DaemonSet => ("v1alpha1", "DaemonSet", "daemonsets"),
+        };
+        kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("apps.kruise.io", version, kind),
+            plural,
+        )
+    }
+
+    /// Where `paused` lives in the spec (JSON pointer).
+    pub fn paused_pointer(self) -> &'static str {
+        match self {
+            Kind::CloneSet => "/spec/updateStrategy/paused",
+            Kind::StatefulSet | Kind::DaemonSet => "/spec/updateStrategy/rollingUpdate/paused",
         }
     }
 }
@@ -32,7 +62,9 @@ impl Kind {
 pub enum TargetError {
     #[error("you must provide a resource and a name, e.g. cloneset/web")]
     Missing,
-    #[error("the server doesn't have a resource type \"{0}\" (kubectl keelson supports cloneset)")]
+    #[error(
+        "the server doesn't have a resource type \"{0}\" (kubectl keelson supports cloneset, statefulset, daemonset)"
+    )]
     UnknownKind(String),
 }
 
