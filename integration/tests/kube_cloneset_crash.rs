@@ -46,21 +46,6 @@ fn identities(c: &Cluster, ns: &str) -> BTreeMap<String, (String, i64)> {
         .collect()
 }
 
-/// SIGKILL of every keelson-controller process (kubelet starts them again).
-fn kill_controllers(c: &Cluster) {
-    let socket = c.cri_socket().expect("agent socket");
-    let ids = c
-        .crictl(&socket, &["ps", "-q", "--name", "^controller$"])
-        .unwrap();
-    for id in ids.lines().filter(|l| !l.trim().is_empty()) {
-        let info: Value =
-            serde_json::from_str(&c.crictl(&socket, &["inspect", id.trim()]).unwrap()).unwrap();
-        let pid = info["info"]["pid"].as_i64().expect("controller pid");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
-        eprintln!("SIGKILL controller container {} (pid {pid})", id.trim());
-    }
-}
-
 #[test]
 fn a_rollout_survives_sigkill_of_the_agent_and_the_controller() {
     let c = kube::shared().expect("test cluster");
@@ -145,7 +130,7 @@ spec:
             eprintln!("agent SIGKILLed after {restarted} pod(s) restarted; now pid {pid}");
             killed_agent = true;
         } else if killed_agent && !killed_controller && restarted >= 2 {
-            kill_controllers(&c);
+            c.kill_controllers().unwrap();
             killed_controller = true;
         }
         if killed_controller && converged(&c) && ready == n {

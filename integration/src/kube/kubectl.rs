@@ -1,5 +1,6 @@
 //! Talking to the test cluster as a user does: kubectl as admin (output,
-//! refusals, `apply -f -`, JSON), and crictl against a CRI socket.
+//! refusals, `apply -f -`, JSON), crictl against a CRI socket, and
+//! SIGKILL of the controller's containers.
 
 use std::io::Write;
 use std::path::Path;
@@ -29,6 +30,27 @@ impl Cluster {
                 .args(["--timeout", "20s"])
                 .args(args),
         )
+    }
+
+    /// SIGKILL of every keelson-controller container's process (kubelet
+    /// starts them again); how many were killed.
+    pub fn kill_controllers(&self) -> crate::Result<usize> {
+        let socket = self.cri_socket().context("no agent socket")?;
+        let ids = self.crictl(&socket, &["ps", "-q", "--name", "^controller$"])?;
+        let mut killed = 0;
+        for id in ids.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let info: Value = serde_json::from_str(&self.crictl(&socket, &["inspect", id])?)?;
+            let pid = info["info"]["pid"]
+                .as_i64()
+                .context("controller container without a pid")?;
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )?;
+            eprintln!("SIGKILL controller container {id} (pid {pid})");
+            killed += 1;
+        }
+        Ok(killed)
     }
 
     /// Tags image `src` as `dst` in the node's containerd (`k8s.io`
