@@ -5,7 +5,9 @@
 //! time from an image change to all N pods updated and Ready, the
 //! Advanced StatefulSet updating in place (InPlaceIfPossible), the
 //! StatefulSet recreating each pod (kube-controller-manager). Repeated
-//! `ROUNDS` times, interleaved.
+//! `ROUNDS` times, interleaved, for two containers: `sleep` as PID 1
+//! (ignores SIGTERM, so kubelet's 2 s minimum kill grace is paid on every
+//! in-place restart) and a shell that exits on SIGTERM (as most servers).
 //!
 //! `cargo run -p keelson-integration --bin bench-asts [N] [ROUNDS]` (after
 //! `cargo build --workspace --bins`; N defaults to 10, ROUNDS to 2).
@@ -19,17 +21,33 @@ use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(900);
 
-fn template(app: &str, image: &str) -> Value {
+/// The container's command: `sleep` as PID 1, or a shell exiting on TERM.
+fn command(exits_on_term: bool) -> Value {
+    if exits_on_term {
+        json!(["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"])
+    } else {
+        json!(["sleep", "3600"])
+    }
+}
+
+fn template(app: &str, image: &str, exits_on_term: bool) -> Value {
     json!({"metadata": {"labels": {"app": app}},
         "spec": {"terminationGracePeriodSeconds": 0,
             "readinessGates": [{"conditionType": "InPlaceUpdateReady"}],
             "containers": [{"name": "main", "image": image, "imagePullPolicy": "IfNotPresent",
-                "command": ["sleep", "3600"]}]}})
+                "command": command(exits_on_term)}]}})
 }
 
-fn manifest(api_version: &str, ns: &str, name: &str, n: usize, extra: Value) -> Value {
+fn manifest(
+    api_version: &str,
+    ns: &str,
+    name: &str,
+    n: usize,
+    extra: Value,
+    exits_on_term: bool,
+) -> Value {
     let mut spec = json!({"replicas": n, "serviceName": name,
-        "selector": {"matchLabels": {"app": name}}, "template": template(name, BUSYBOX)});
+        "selector": {"matchLabels": {"app": name}}, "template": template(name, BUSYBOX, exits_on_term)});
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
         s.extend(e.clone());
     }
@@ -74,6 +92,7 @@ fn round(
     kind: &str,
     n: usize,
     image: &str,
+    exits_on_term: bool,
 ) -> anyhow::Result<Duration> {
     let ns = "bench-asts";
     let _ = c.kubectl(&["delete", "namespace", ns, "--wait=true", "--timeout=300s"]);
@@ -83,7 +102,7 @@ fn round(
     } else {
         json!({"updateStrategy": {"rollingUpdate": {"podUpdatePolicy": "InPlaceIfPossible"}}})
     };
-    c.apply_stdin(&manifest(api_version, ns, "set", n, extra).to_string())?;
+    c.apply_stdin(&manifest(api_version, ns, "set", n, extra, exits_on_term).to_string())?;
     wait(c, ns, "set", n, BUSYBOX)?;
     let patch = json!([{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": image}]);
     let t = Instant::now();
@@ -110,28 +129,38 @@ fn main() -> anyhow::Result<()> {
     let image = BUSYBOX.replace(":test", ":bench-asts");
     c.tag_image(BUSYBOX, &image)?;
     let mut rows = vec![];
-    for r in 0..rounds {
-        let asts = round(
-            &c,
-            "apps.kruise.io/v1beta1",
-            "statefulsets.apps.kruise.io",
-            n,
-            &image,
-        )?;
-        let sts = round(&c, "apps/v1", "statefulsets.apps", n, &image)?;
-        println!(
-            "round {r}: Advanced StatefulSet in place {:.1} s, apps/v1 StatefulSet {:.1} s",
-            asts.as_secs_f64(),
-            sts.as_secs_f64()
-        );
-        rows.push((asts, sts));
+    for exits_on_term in [false, true] {
+        for r in 0..rounds {
+            let asts = round(
+                &c,
+                "apps.kruise.io/v1beta1",
+                "statefulsets.apps.kruise.io",
+                n,
+                &image,
+                exits_on_term,
+            )?;
+            let sts = round(&c, "apps/v1", "statefulsets.apps", n, &image, exits_on_term)?;
+            println!(
+                "round {r} (exits on TERM: {exits_on_term}): Advanced StatefulSet in place {:.1} s, apps/v1 StatefulSet {:.1} s",
+                asts.as_secs_f64(),
+                sts.as_secs_f64()
+            );
+            rows.push((exits_on_term, asts, sts));
+        }
     }
     println!("\n{n} pods, OrderedReady, one at a time, image change → all updated and Ready:");
-    println!("| round | Advanced StatefulSet (in place) | apps/v1 StatefulSet | ratio |");
-    println!("|---|---|---|---|");
-    for (i, (a, s)) in rows.iter().enumerate() {
+    println!(
+        "| container | round | Advanced StatefulSet (in place) | apps/v1 StatefulSet | ratio |"
+    );
+    println!("|---|---|---|---|---|");
+    for (i, (term, a, s)) in rows.iter().enumerate() {
+        let what = if *term {
+            "exits on SIGTERM"
+        } else {
+            "sleep as PID 1"
+        };
         println!(
-            "| {i} | {:.1} s | {:.1} s | {:.2} |",
+            "| {what} | {i} | {:.1} s | {:.1} s | {:.2} |",
             a.as_secs_f64(),
             s.as_secs_f64(),
             a.as_secs_f64() / s.as_secs_f64()
