@@ -199,7 +199,7 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
         env_from_metadata: ctx.env_from_metadata,
         exclude_preparing_delete: ctx.exclude_preparing_delete,
     });
-    let mut taken: BTreeSet<String> = all_pods
+    let taken: BTreeSet<String> = all_pods
         .iter()
         .filter_map(|p| {
             p.labels()
@@ -207,6 +207,42 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
                 .cloned()
         })
         .collect();
+    // Claims left by pods that are gone: their ids are reused first.
+    let reusable: Vec<String> = if cs.spec.volume_claim_templates.is_empty() {
+        vec![]
+    } else {
+        let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+            Api::namespaced(ctx.client.clone(), &ns);
+        let active: BTreeSet<String> = active
+            .iter()
+            .filter_map(|p| {
+                p.labels()
+                    .get(keelson_api::apps::v1alpha1::cloneset::CLONE_SET_INSTANCE_ID)
+                    .cloned()
+            })
+            .collect();
+        let mut ids: BTreeSet<String> = BTreeSet::new();
+        for c in claims
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+        {
+            if owned_by(&c.metadata, &uid)
+                && c.metadata.deletion_timestamp.is_none()
+                && let Some(id) = c
+                    .labels()
+                    .get(keelson_api::apps::v1alpha1::cloneset::CLONE_SET_INSTANCE_ID)
+                && !active.contains(id)
+            {
+                ids.insert(id.clone());
+            }
+        }
+        ids.into_iter().collect()
+    };
+    let mut ids = steps::InstanceIds {
+        taken: taken.clone(),
+        reusable,
+    };
     let mut failure: Option<ReconcileError>;
     let paced = std::sync::atomic::AtomicBool::new(false);
     let scaling = decision
@@ -227,7 +263,10 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
                 let (ctx, cs, pods_api, templates, paced) =
                     (&ctx, &cs, &pods_api, &templates, &paced);
                 async move {
-                    let mut none = BTreeSet::new();
+                    let mut none = steps::InstanceIds {
+                        taken: BTreeSet::new(),
+                        reusable: vec![],
+                    };
                     apply_step(ctx, cs, pods_api, templates, &mut none, step, paced).await
                 }
             })
@@ -239,7 +278,7 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
     if failure.is_none() {
         for step in creates {
             if let Err(e) =
-                apply_step(&ctx, &cs, &pods_api, &templates, &mut taken, step, &paced).await
+                apply_step(&ctx, &cs, &pods_api, &templates, &mut ids, step, &paced).await
             {
                 failure = Some(e);
                 break;

@@ -77,6 +77,25 @@ pub struct PodOf<'a> {
     pub revision: &'a str,
     /// The pod's `controller-revision-hash` value.
     pub revision_label: &'a str,
+    /// The CloneSet's `volumeClaimTemplates`.
+    pub claims: &'a [k8s_openapi::api::core::v1::PersistentVolumeClaim],
+}
+
+/// The claims of instance `id` (owner references are the caller's): the
+/// templates' labels, the selector's and the instance id.
+pub fn claims(
+    cs: &keelson_api::apps::v1alpha1::cloneset::CloneSet,
+    id: &str,
+) -> Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim> {
+    let mut labels = cs.spec.selector.match_labels.clone().unwrap_or_default();
+    labels.insert(CLONE_SET_INSTANCE_ID.into(), id.into());
+    crate::workload::claims::claims(
+        &cs.spec.volume_claim_templates,
+        cs.metadata.name.as_deref().unwrap_or(""),
+        cs.metadata.namespace.as_deref(),
+        id,
+        &labels,
+    )
 }
 
 /// The pod for instance `id` of `of`, from the revision's `template`.
@@ -87,6 +106,7 @@ pub fn new_pod(of: &PodOf, template: &Value, id: &str, now: &str) -> Result<Pod,
         owner,
         revision,
         revision_label,
+        claims: _,
     } = *of;
     let t: PodTemplateSpec =
         serde_json::from_value(template.clone()).map_err(RevisionError::Template)?;
@@ -109,6 +129,7 @@ pub fn new_pod(of: &PodOf, template: &Value, id: &str, now: &str) -> Result<Pod,
     meta.generate_name = None;
     meta.namespace = Some(namespace.into());
     meta.owner_references = Some(vec![owner.clone()]);
+    crate::workload::claims::mount(&mut spec, of.claims, cs_name, id);
     let gates = spec.readiness_gates.get_or_insert_with(Vec::new);
     if !gates
         .iter()
@@ -150,6 +171,7 @@ mod tests {
             owner: &owner,
             revision: "web-abc12",
             revision_label: "web-abc12",
+            claims: &[],
         };
         let p = new_pod(&of, &t, "x7k2q", "2026-01-01T00:00:00Z").unwrap();
         assert_eq!(p.metadata.name.as_deref(), Some("web-x7k2q"));

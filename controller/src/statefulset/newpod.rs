@@ -8,10 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use keelson_api::apps::shared::{
     LIFECYCLE_STATE_KEY, LIFECYCLE_STATE_NORMAL, LIFECYCLE_STATE_PREPARING_NORMAL,
     LIFECYCLE_TIMESTAMP_KEY,
@@ -29,32 +27,19 @@ pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
 /// The claim name of template `vct` for ordinal `n` of `set`.
 pub fn claim_name(vct: &str, set: &str, n: i32) -> String {
-    format!("{vct}-{set}-{n}")
+    crate::workload::claims::claim_name(vct, set, &n.to_string())
 }
 
 /// The claims ordinal `n` needs, as they are created: the set's
 /// selector's labels over the template's, in the set's namespace.
 pub fn claims(sts: &StatefulSet, n: i32) -> Vec<PersistentVolumeClaim> {
-    let set = sts.metadata.name.as_deref().unwrap_or("");
-    sts.spec
-        .volume_claim_templates
-        .iter()
-        .map(|t| {
-            let mut c = t.clone();
-            let vct = t.metadata.name.clone().unwrap_or_default();
-            let mut labels = t.metadata.labels.clone().unwrap_or_default();
-            labels.extend(sts.spec.selector.match_labels.clone().unwrap_or_default());
-            c.metadata = ObjectMeta {
-                name: Some(claim_name(&vct, set, n)),
-                namespace: sts.metadata.namespace.clone(),
-                labels: Some(labels),
-                annotations: t.metadata.annotations.clone(),
-                ..Default::default()
-            };
-            c.status = None;
-            c
-        })
-        .collect()
+    crate::workload::claims::claims(
+        &sts.spec.volume_claim_templates,
+        sts.metadata.name.as_deref().unwrap_or(""),
+        sts.metadata.namespace.as_deref(),
+        &n.to_string(),
+        &sts.spec.selector.match_labels.clone().unwrap_or_default(),
+    )
 }
 
 /// The pod of ordinal `n` made from `template` of `revision`.
@@ -105,22 +90,12 @@ pub fn new_pod(
     if let Some(service) = sts.spec.service_name.as_ref().filter(|s| !s.is_empty()) {
         spec.subdomain = Some(service.clone());
     }
-    let volumes = spec.volumes.get_or_insert_with(Vec::new);
-    for t in &sts.spec.volume_claim_templates {
-        let vct = t.metadata.name.clone().unwrap_or_default();
-        volumes.retain(|v| v.name != vct);
-        volumes.push(Volume {
-            name: vct.clone(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim_name(&vct, set, n),
-                read_only: None,
-            }),
-            ..Default::default()
-        });
-    }
-    if volumes.is_empty() {
-        spec.volumes = None;
-    }
+    crate::workload::claims::mount(
+        &mut spec,
+        &sts.spec.volume_claim_templates,
+        set,
+        &n.to_string(),
+    );
     Ok(Pod {
         metadata: meta,
         spec: Some(spec),

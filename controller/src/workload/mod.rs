@@ -7,6 +7,7 @@
 //! update order ([`order`]).
 
 pub mod apply;
+pub mod claims;
 pub mod defaults;
 pub mod inplace;
 pub mod lifecycle;

@@ -5,13 +5,76 @@
 
 use super::*;
 use crate::workload::apply::{ApplyError, Started};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+
+/// Instance ids in use, and ids whose claims have no pod (reused first).
+pub(super) struct InstanceIds {
+    pub taken: BTreeSet<String>,
+    pub reusable: Vec<String>,
+}
+
+/// The CloneSet's claims for instance `id`, created where missing, owned
+/// by the CloneSet like its pods.
+async fn ensure_claims(ctx: &Context, cs: &CloneSet, id: &str) -> Result<(), ReconcileError> {
+    if cs.spec.volume_claim_templates.is_empty() {
+        return Ok(());
+    }
+    let api: Api<PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), &cs.namespace().unwrap_or_default());
+    for mut c in crate::cloneset::newpod::claims(cs, id) {
+        c.metadata.owner_references = Some(vec![owner_of(cs)]);
+        match api.create(&PostParams::default(), &c).await {
+            Ok(_) => {}
+            Err(e) if crate::api_call::status_code(&e) == Some(409) => {}
+            Err(e) => {
+                publish(
+                    ctx,
+                    cs,
+                    true,
+                    "FailedCreate",
+                    format!("failed to create pvc {}: {e}", c.name_any()),
+                )
+                .await;
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the CloneSet's claims of instance `id`.
+async fn delete_claims(ctx: &Context, cs: &CloneSet, id: &str) -> Result<(), ReconcileError> {
+    if cs.spec.volume_claim_templates.is_empty() {
+        return Ok(());
+    }
+    let api: Api<PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), &cs.namespace().unwrap_or_default());
+    for c in crate::cloneset::newpod::claims(cs, id) {
+        match api.delete(&c.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if crate::api_call::status_code(&e) == Some(404) => {}
+            Err(e) => {
+                publish(
+                    ctx,
+                    cs,
+                    true,
+                    "FailedDelete",
+                    format!("failed to delete pvc {}: {e}", c.name_any()),
+                )
+                .await;
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}
 
 pub(super) async fn apply_step(
     ctx: &Context,
     cs: &CloneSet,
     pods_api: &Api<Pod>,
     templates: &BTreeMap<String, Value>,
-    taken: &mut BTreeSet<String>,
+    ids: &mut InstanceIds,
     step: Step,
     paced: &std::sync::atomic::AtomicBool,
 ) -> Result<(), ReconcileError> {
@@ -45,6 +108,10 @@ pub(super) async fn apply_step(
                     format!("succeed to delete pod {pod}"),
                 )
                 .await;
+                // Its claims go with it, as upstream.
+                if let Some(id) = pod.strip_prefix(&format!("{cs_name}-")) {
+                    delete_claims(ctx, cs, id).await?;
+                }
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => {
@@ -76,14 +143,21 @@ pub(super) async fn apply_step(
                 owner: &owner,
                 revision: &revision,
                 revision_label: &label,
+                claims: &cs.spec.volume_claim_templates,
             };
             let (mut left, mut batch) = (count, 1);
             while left > 0 {
                 let n = batch.min(left);
                 let mut made = Vec::new();
                 for _ in 0..n {
-                    let id = instance_id(taken);
-                    taken.insert(id.clone());
+                    // An id whose claims outlived their pod first, so a
+                    // recreated pod gets its volumes back.
+                    let id = ids
+                        .reusable
+                        .pop()
+                        .unwrap_or_else(|| instance_id(&ids.taken));
+                    ids.taken.insert(id.clone());
+                    ensure_claims(ctx, cs, &id).await?;
                     let pod = new_pod(&of, template, &id, &now.to_string())?;
                     made.push(pod);
                 }
