@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cloneset;
 pub mod crds;
 pub mod crr;
+pub mod daemonset;
 pub mod events;
 pub mod gates;
 pub mod imagelistpulljob;

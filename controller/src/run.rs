@@ -231,6 +231,16 @@ fn start_reconcilers(
             .clone()
             .unwrap_or_else(|| "keelson-controller".into()),
     )));
+    tasks.push(tokio::spawn(crate::daemonset::controller::run(
+        client.clone(),
+        crate::daemonset::controller::Gates {
+            env_from_metadata: gates.enabled("InPlaceUpdateEnvFromMetadata"),
+            pub_update: gates.enabled("PodUnavailableBudgetUpdateGate"),
+        },
+        args.identity
+            .clone()
+            .unwrap_or_else(|| "keelson-controller".into()),
+    )));
     tasks.push(tokio::spawn(crate::cloneset::controller::run(
         client.clone(),
         gates.enabled("InPlaceUpdateEnvFromMetadata"),

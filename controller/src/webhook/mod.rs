@@ -9,6 +9,7 @@ pub mod certs;
 pub mod cloneset;
 pub mod convert;
 pub mod crr;
+pub mod daemonset;
 pub mod deletion;
 pub mod imagepulljob;
 pub mod pod;
@@ -62,6 +63,8 @@ pub const PATHS: &[&str] = &[
     sidecarset::MUTATE_PATH,
     sidecarset::VALIDATE_PATH,
     statefulset::MUTATE_PATH,
+    daemonset::MUTATE_PATH,
+    daemonset::VALIDATE_PATH,
     convert::PATH,
 ];
 
@@ -155,6 +158,8 @@ pub async fn answer(path: &str, body: &[u8], ctx: &Context) -> (u16, Vec<u8>) {
         statefulset::VALIDATE_PATH if req.operation != kube::core::admission::Operation::Delete => {
             statefulset::validate_review(&req)
         }
+        daemonset::MUTATE_PATH => daemonset::mutate_review(&req),
+        daemonset::VALIDATE_PATH => daemonset::validate_review(&req),
         p if deletion::PATHS.contains(&p) => deletion::review(&req, ctx).await,
         resourcedistribution::PATH => resourcedistribution::review(&req, ctx).await,
         sidecarset::MUTATE_PATH => sidecarset::mutate_review(&req),

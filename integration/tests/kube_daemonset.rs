@@ -1,0 +1,439 @@
+//! Advanced DaemonSet on the real single-node cluster, manifests applied
+//! with kubectl: one pod on the real node, pinned to it by a node affinity
+//! term on `metadata.name`, labelled with the bare revision hash, with the
+//! daemon tolerations and (InPlaceIfPossible) the `InPlaceUpdateReady`
+//! gate; an image change updates it in place (same UID, new container);
+//! `partition` holds the node back until lowered; `OnDelete` waits for the
+//! pod to be deleted; the status counters as upstream. Placement across
+//! nodes uses extra Node objects with no kubelet (their pods stay
+//! Pending): only nodes matching the node selector with no untolerated
+//! taint get a pod, pinned to them. Surge and partition across many nodes
+//! are unit tests of the planner (`daemonset::plan::tests`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keelson_integration::images::BUSYBOX;
+use keelson_integration::kube::{self, Cluster, NODE};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn cluster() -> Arc<Cluster> {
+    kube::shared().expect("test cluster")
+}
+
+fn ads(ns: &str, name: &str, strategy: &str, spec_extra: &str) -> String {
+    format!(
+        r#"apiVersion: apps.kruise.io/v1alpha1
+kind: DaemonSet
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+{spec_extra}      containers:
+      - name: main
+        image: {BUSYBOX}
+        imagePullPolicy: IfNotPresent
+        command: ["sleep", "3600"]
+  updateStrategy:
+{strategy}"#
+    )
+}
+
+fn pods(c: &Cluster, ns: &str, app: &str) -> Vec<Value> {
+    c.get_json(&["-n", ns, "pods", "-l", &format!("app={app}")])
+        .unwrap()["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect()
+}
+
+fn status(c: &Cluster, ns: &str, name: &str) -> Value {
+    c.get_json(&["-n", ns, "ads", name]).unwrap()["status"].clone()
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// The single ready, updated pod once the DaemonSet reports it.
+fn settled(c: &Cluster, ns: &str, name: &str) -> Value {
+    c.wait_for(&format!("{name} settled"), LIMIT, |c| {
+        let ps = pods(c, ns, name);
+        let st = status(c, ns, name);
+        let done = ps.len() == 1
+            && kube::condition(&ps[0], "Ready")
+            && st["updatedNumberScheduled"] == 1
+            && st["numberAvailable"] == 1
+            && ps[0]["metadata"]["labels"]["controller-revision-hash"] == st["daemonSetHash"];
+        Ok(done.then(|| ps[0].clone()))
+    })
+    .unwrap()
+}
+
+fn set_image(c: &Cluster, ns: &str, name: &str, image: &str) {
+    c.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "ads",
+        name,
+        "--type=json",
+        "-p",
+        &format!(r#"[{{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"{image}"}}]"#),
+    ])
+    .unwrap();
+}
+
+#[test]
+fn one_pod_on_the_node_pinned_then_updated_in_place() {
+    let c = cluster();
+    let ns = c.namespace("ads-inplace").unwrap();
+    let ns = ns.name.as_str();
+    c.apply_stdin(&ads(
+        ns,
+        "agent",
+        "    type: RollingUpdate\n    rollingUpdate: {rollingUpdateType: InPlaceIfPossible, maxUnavailable: 1}\n",
+        "",
+    ))
+    .unwrap();
+    let p = settled(&c, ns, "agent");
+    let st = status(&c, ns, "agent");
+    let hash = s(&st["daemonSetHash"]);
+    assert!(!hash.is_empty() && !hash.contains('-'), "bare hash: {hash}");
+    assert_eq!(
+        p["metadata"]["labels"]["controller-revision-hash"],
+        hash.as_str()
+    );
+    assert_eq!(p["spec"]["nodeName"], NODE);
+    assert_eq!(
+        p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"],
+        serde_json::json!({"nodeSelectorTerms": [{"matchFields": [
+            {"key": "metadata.name", "operator": "In", "values": [NODE]}]}]})
+    );
+    assert!(
+        p["spec"]["readinessGates"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g["conditionType"] == "InPlaceUpdateReady"))
+    );
+    let tolerated: Vec<String> = p["spec"]["tolerations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| s(&t["key"]))
+        .collect();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+        "node.kubernetes.io/unschedulable",
+    ] {
+        assert!(tolerated.iter().any(|t| t == key), "{key} in {tolerated:?}");
+    }
+    assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "DaemonSet");
+    let ds = c.get_json(&["-n", ns, "ads", "agent"]).unwrap();
+    assert_eq!(
+        (
+            st["desiredNumberScheduled"].as_i64(),
+            st["currentNumberScheduled"].as_i64(),
+            st["numberReady"].as_i64(),
+            st["numberAvailable"].as_i64(),
+            st["updatedNumberScheduled"].as_i64(),
+            st["numberUnavailable"].as_i64(),
+            st["numberMisscheduled"].as_i64(),
+        ),
+        (
+            Some(1),
+            Some(1),
+            Some(1),
+            Some(1),
+            Some(1),
+            Some(0),
+            Some(0)
+        ),
+        "{st}"
+    );
+    assert_eq!(st["observedGeneration"], ds["metadata"]["generation"]);
+    let revision = c
+        .get_json(&["-n", ns, "controllerrevision", &format!("agent-{hash}")])
+        .unwrap();
+    assert_eq!(
+        revision["metadata"]["labels"]["controller-revision-hash"],
+        hash.as_str()
+    );
+
+    // In place: same pod, its container recreated with the new image.
+    let uid = s(&p["metadata"]["uid"]);
+    let container = s(&p["status"]["containerStatuses"][0]["containerID"]);
+    let retag = "localhost/keelson/busybox:ads-2";
+    c.tag_image(BUSYBOX, retag).unwrap();
+    set_image(&c, ns, "agent", retag);
+    let started = Instant::now();
+    let updated = c
+        .wait_for("in-place update", LIMIT, |c| {
+            let ps = pods(c, ns, "agent");
+            for p in &ps {
+                assert_eq!(s(&p["metadata"]["uid"]), uid, "the pod is kept");
+            }
+            let st = status(c, ns, "agent");
+            let done = ps.len() == 1
+                && st["daemonSetHash"] != hash.as_str()
+                && st["updatedNumberScheduled"] == 1
+                && st["numberAvailable"] == 1
+                && kube::condition(&ps[0], "Ready")
+                && kube::condition(&ps[0], "InPlaceUpdateReady")
+                && s(&ps[0]["status"]["containerStatuses"][0]["containerID"]) != container;
+            Ok(done.then(|| ps[0].clone()))
+        })
+        .unwrap();
+    assert_eq!(updated["spec"]["containers"][0]["image"], retag);
+    assert_eq!(
+        updated["metadata"]["labels"]["controller-revision-hash"],
+        status(&c, ns, "agent")["daemonSetHash"]
+    );
+    assert!(updated["metadata"]["annotations"]["apps.kruise.io/inplace-update-state"].is_string());
+    eprintln!("in-place update took {:?}", started.elapsed());
+}
+
+#[test]
+fn partition_holds_the_node_back_and_on_delete_waits() {
+    let c = cluster();
+    let ns = c.namespace("ads-partition").unwrap();
+    let ns = ns.name.as_str();
+    c.apply_stdin(&ads(
+        ns,
+        "held",
+        "    type: RollingUpdate\n    rollingUpdate: {partition: 1}\n",
+        "",
+    ))
+    .unwrap();
+    let p = settled(&c, ns, "held");
+    let uid = s(&p["metadata"]["uid"]);
+    let old_hash = s(&p["metadata"]["labels"]["controller-revision-hash"]);
+    let second = "localhost/keelson/busybox:ads-partition";
+    c.tag_image(BUSYBOX, second).unwrap();
+    set_image(&c, ns, "held", second);
+    // The new revision is reported, the node held back.
+    c.wait_for("new revision reported", LIMIT, |c| {
+        let st = status(c, ns, "held");
+        Ok(
+            (st["daemonSetHash"] != old_hash.as_str() && st["updatedNumberScheduled"] == 0)
+                .then_some(()),
+        )
+    })
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let ps = pods(&c, ns, "held");
+        assert_eq!(ps.len(), 1);
+        assert_eq!(
+            s(&ps[0]["metadata"]["uid"]),
+            uid,
+            "partition 1 keeps the only node"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Lowered: the pod is recreated on the new revision.
+    c.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "ads",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#,
+    ])
+    .unwrap();
+    let p = settled(&c, ns, "held");
+    assert_ne!(s(&p["metadata"]["uid"]), uid, "recreated (Standard)");
+    assert_eq!(p["spec"]["containers"][0]["image"], second);
+
+    // OnDelete: a template change waits until the pod is deleted.
+    c.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "ads",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null}}}"#,
+    ])
+    .unwrap();
+    let uid = s(&p["metadata"]["uid"]);
+    set_image(&c, ns, "held", BUSYBOX);
+    c.wait_for("OnDelete revision reported", LIMIT, |c| {
+        let st = status(c, ns, "held");
+        Ok((st["updatedNumberScheduled"] == 0).then_some(()))
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let ps = pods(&c, ns, "held");
+    assert_eq!(ps.len(), 1);
+    assert_eq!(
+        s(&ps[0]["metadata"]["uid"]),
+        uid,
+        "OnDelete does not replace"
+    );
+    c.kubectl(&[
+        "-n",
+        ns,
+        "delete",
+        "pod",
+        &s(&ps[0]["metadata"]["name"]),
+        "--wait=false",
+    ])
+    .unwrap();
+    let p = settled(&c, ns, "held");
+    assert_ne!(s(&p["metadata"]["uid"]), uid);
+    assert_eq!(p["spec"]["containers"][0]["image"], BUSYBOX);
+}
+
+fn fake_node(c: &Arc<Cluster>, name: &str, label: &str, taint: &str) -> kube::Deleting {
+    c.apply_stdin(&format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{keelson.io/ads-test: \"{label}\"}}\nspec:\n  taints: [{taint}]\n"
+    ))
+    .unwrap();
+    c.deleting("node", name)
+}
+
+#[test]
+fn nodes_matching_the_selector_without_untolerated_taints_get_a_pinned_pod() {
+    let c = cluster();
+    let ns = c.namespace("ads-placement").unwrap();
+    let ns = ns.name.as_str();
+    // Nodes with no kubelet: pods for them stay Pending; the node
+    // lifecycle controller's unreachable / not-ready taints are tolerated.
+    // Every fake node is tainted so that only this test's DaemonSet
+    // (tolerating `keelson.io/fake`) places pods there.
+    let fake = "{key: keelson.io/fake, effect: NoSchedule}";
+    let _a = fake_node(&c, "ads-fake-a", "yes", fake);
+    let _b = fake_node(&c, "ads-fake-b", "no", fake);
+    let blocked = format!("{fake}, {{key: keelson.io/blocked, effect: NoExecute}}");
+    let _c = fake_node(&c, "ads-fake-c", "yes", &blocked);
+    c.apply_stdin(&ads(
+        ns,
+        "placed",
+        "    type: RollingUpdate\n",
+        "      nodeSelector: {keelson.io/ads-test: \"yes\"}\n      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists}\n      - {key: node.kubernetes.io/not-ready, operator: Exists}\n      - {key: keelson.io/fake, operator: Exists}\n",
+    ))
+    .unwrap();
+    let target = |p: &Value| {
+        s(
+            &p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0],
+        )
+    };
+    c.wait_for("one pod for ads-fake-a", LIMIT, |c| {
+        let ps = pods(c, ns, "placed");
+        let st = status(c, ns, "placed");
+        let ok =
+            ps.len() == 1 && target(&ps[0]) == "ads-fake-a" && st["desiredNumberScheduled"] == 1;
+        Ok(ok.then_some(()))
+    })
+    .unwrap();
+    let st = status(&c, ns, "placed");
+    assert_eq!(
+        (
+            st["currentNumberScheduled"].as_i64(),
+            st["numberReady"].as_i64(),
+            st["numberUnavailable"].as_i64()
+        ),
+        (Some(1), Some(0), Some(1)),
+        "{st}"
+    );
+    // Relabelled, b qualifies too.
+    c.kubectl(&[
+        "label",
+        "node",
+        "ads-fake-b",
+        "keelson.io/ads-test=yes",
+        "--overwrite",
+    ])
+    .unwrap();
+    c.wait_for("a pod for ads-fake-b", LIMIT, |c| {
+        let mut nodes: Vec<String> = pods(c, ns, "placed").iter().map(target).collect();
+        nodes.sort();
+        Ok((nodes == ["ads-fake-a", "ads-fake-b"]).then_some(()))
+    })
+    .unwrap();
+    // Unlabelled again: its pod goes (it no longer fits).
+    c.kubectl(&[
+        "label",
+        "node",
+        "ads-fake-a",
+        "keelson.io/ads-test=no",
+        "--overwrite",
+    ])
+    .unwrap();
+    c.wait_for("ads-fake-a's pod removed", LIMIT, |c| {
+        let nodes: Vec<String> = pods(c, ns, "placed").iter().map(target).collect();
+        Ok((nodes == ["ads-fake-b"]).then_some(()))
+    })
+    .unwrap();
+}
+
+#[test]
+fn webhooks_default_the_spec_not_the_template_and_refuse_bad_strategies() {
+    let c = cluster();
+    let ns = c.namespace("ads-webhook").unwrap();
+    let ns = ns.name.as_str();
+    let manifest = format!(
+        "apiVersion: apps.kruise.io/v1alpha1\nkind: DaemonSet\nmetadata: {{name: plain, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: plain}}}}\n  template:\n    metadata: {{labels: {{app: plain}}}}\n    spec:\n      containers: [{{name: main, image: {BUSYBOX}, command: [sleep, '3600']}}]\n"
+    );
+    c.apply_stdin(&manifest).unwrap();
+    let ds = c.get_json(&["-n", ns, "ads", "plain"]).unwrap();
+    assert_eq!(ds["spec"]["burstReplicas"], 250);
+    assert_eq!(ds["spec"]["revisionHistoryLimit"], 10);
+    assert_eq!(
+        ds["spec"]["updateStrategy"],
+        serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {
+            "rollingUpdateType": "Standard", "maxUnavailable": 1, "maxSurge": 0}})
+    );
+    let container = &ds["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        container.get("imagePullPolicy").is_none()
+            && container.get("terminationMessagePath").is_none(),
+        "the template is not defaulted: {container}"
+    );
+    let bad = ads(
+        ns,
+        "bad",
+        "    type: RollingUpdate\n    rollingUpdate: {rollingUpdateType: InPlaceIfPossible, maxUnavailable: 0, maxSurge: 1}\n",
+        "",
+    );
+    let (ok, out, err) = c.kubectl_result(&["apply", "-f", "-"], Some(&bad)).unwrap();
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("spec.updateStrategy.rollingUpdate.maxSurge: Required value: must be 0 for InPlaceIfPossible type"),
+        "{err}"
+    );
+    let (ok, _, err) = c
+        .kubectl_result(
+            &[
+                "-n",
+                ns,
+                "patch",
+                "ads",
+                "plain",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"selector":{"matchLabels":{"app":"plain","x":"y"}}}}"#,
+            ],
+            None,
+        )
+        .unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("updates to daemonset spec for fields other than"),
+        "{err}"
+    );
+}
