@@ -1,7 +1,7 @@
 //! What the controllers' API sides share: the HTTP status of a failed
-//! call, and the merge patch that adds or drops one finalizer under the
+//! call, the merge patch that adds or drops one finalizer under the
 //! object's resourceVersion (so a concurrent edit makes it a 409, not a
-//! lost update).
+//! lost update), and the merge patch that replaces a status.
 
 use kube::api::ObjectMeta;
 
@@ -11,6 +11,24 @@ pub fn status_code(e: &kube::Error) -> Option<u16> {
         kube::Error::Api(s) => Some(s.code),
         _ => None,
     }
+}
+
+/// The merge patch `{"status": new}` that also clears every field `old`
+/// had and `new` omits (zero counters, emptied lists: serde skips them,
+/// and a merge patch would leave them stale).
+pub fn status_merge_patch(
+    old: &impl serde::Serialize,
+    new: &impl serde::Serialize,
+) -> serde_json::Value {
+    let mut body = serde_json::to_value(new).unwrap_or_default();
+    if let (Some(n), Ok(serde_json::Value::Object(o))) =
+        (body.as_object_mut(), serde_json::to_value(old))
+    {
+        for k in o.keys() {
+            n.entry(k.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    serde_json::json!({ "status": body })
 }
 
 /// A merge patch giving `meta` its finalizers with `finalizer` added

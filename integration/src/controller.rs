@@ -22,6 +22,17 @@ pub fn plugin_binary() -> crate::Result<PathBuf> {
     built("kubectl-keelson")
 }
 
+/// A PATH directory with the plugin under both names users call it by
+/// (`kubectl keelson`, `kubectl kruise`).
+pub fn plugin_dir() -> crate::Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    let bin = plugin_binary()?;
+    for name in ["kubectl-keelson", "kubectl-kruise"] {
+        std::os::unix::fs::symlink(&bin, dir.path().join(name))?;
+    }
+    Ok(dir)
+}
+
 fn built(name: &str) -> crate::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     for dir in exe.ancestors().skip(1).take(3) {

@@ -52,14 +52,11 @@ spec:
 }
 
 fn pods(c: &Cluster, ns: &str, app: &str) -> Vec<Value> {
-    let list = c
-        .get_json(&["-n", ns, "pods", "-l", &format!("app={app}")])
-        .unwrap();
-    list["items"].as_array().cloned().unwrap_or_default()
+    c.pods(ns, app).unwrap()
 }
 
 fn ready(p: &Value) -> bool {
-    kube::condition(p, "Ready") && p["metadata"]["deletionTimestamp"].is_null()
+    kube::live_and_ready(p)
 }
 
 fn status(c: &Cluster, ns: &str, name: &str) -> Value {
@@ -533,22 +530,12 @@ fn scaling_chosen_deletes_partition_pause_and_the_pre_delete_hook() {
     roll_within_bounds(&c, ns, "api", 4, 1, 0);
 }
 
-/// A PATH directory with the plugin under both names users call it by.
-fn plugin_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = keelson_integration::controller::plugin_binary().unwrap();
-    for name in ["kubectl-keelson", "kubectl-kruise"] {
-        std::os::unix::fs::symlink(&bin, dir.path().join(name)).unwrap();
-    }
-    dir
-}
-
 #[test]
 fn kubectl_plugin_rolls_out_pauses_undoes_and_scales() {
     let c = cluster();
     let guard = c.namespace("cloneset-plugin").unwrap();
     let ns = guard.name.as_str();
-    let plugins = plugin_dir();
+    let plugins = keelson_integration::controller::plugin_dir().unwrap();
     let run = |args: &[&str]| -> (bool, String, String) {
         let (ok, out, err) = c.kubectl_with_plugins(plugins.path(), args).unwrap();
         eprintln!("kubectl {}: ok={ok}\n{out}{err}", args.join(" "));

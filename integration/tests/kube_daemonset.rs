@@ -46,11 +46,8 @@ spec:
 }
 
 fn pods(c: &Cluster, ns: &str, app: &str) -> Vec<Value> {
-    c.get_json(&["-n", ns, "pods", "-l", &format!("app={app}")])
-        .unwrap()["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    c.pods(ns, app)
+        .unwrap()
         .into_iter()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .collect()

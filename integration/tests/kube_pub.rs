@@ -48,22 +48,15 @@ spec:
 }
 
 fn pods(c: &Cluster, ns: &str, app: &str) -> Vec<Value> {
-    c.get_json(&["-n", ns, "pods", "-l", &format!("app={app}")])
-        .unwrap()["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    c.pods(ns, app).unwrap()
 }
 
 fn ready(p: &Value) -> bool {
-    kube::condition(p, "Ready") && p["metadata"]["deletionTimestamp"].is_null()
+    kube::live_and_ready(p)
 }
 
 fn name(p: &Value) -> String {
-    p["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+    kube::name_of(p)
 }
 
 /// Waits until the budget reports `allowed` with all `n` pods available.

@@ -47,22 +47,15 @@ spec:
 }
 
 fn pods(c: &Cluster, ns: &str, app: &str) -> Vec<Value> {
-    c.get_json(&["-n", ns, "pods", "-l", &format!("app={app}")])
-        .unwrap()["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    c.pods(ns, app).unwrap()
 }
 
 fn name(p: &Value) -> String {
-    p["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+    kube::name_of(p)
 }
 
 fn ready(p: &Value) -> bool {
-    kube::condition(p, "Ready") && p["metadata"]["deletionTimestamp"].is_null()
+    kube::live_and_ready(p)
 }
 
 fn ready_since(p: &Value) -> Option<String> {
@@ -324,22 +317,12 @@ fn claims_per_ordinal_and_scaled_away_with_their_pod() {
     .unwrap();
 }
 
-/// A PATH directory with the plugin under both names users call it by.
-fn plugin_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = keelson_integration::controller::plugin_binary().unwrap();
-    for name in ["kubectl-keelson", "kubectl-kruise"] {
-        std::os::unix::fs::symlink(&bin, dir.path().join(name)).unwrap();
-    }
-    dir
-}
-
 #[test]
 fn kubectl_plugin_sets_images_follows_pauses_and_undoes_an_advanced_statefulset() {
     let c = cluster();
     let guard = c.namespace("asts-plugin").unwrap();
     let ns = guard.name.as_str();
-    let plugins = plugin_dir();
+    let plugins = keelson_integration::controller::plugin_dir().unwrap();
     let run = |args: &[&str]| -> (bool, String, String) {
         let (ok, out, err) = c.kubectl_with_plugins(plugins.path(), args).unwrap();
         eprintln!("kubectl {}: ok={ok}\n{out}{err}", args.join(" "));

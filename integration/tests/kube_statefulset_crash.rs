@@ -16,21 +16,15 @@ use serde_json::Value;
 const LIMIT: Duration = Duration::from_secs(180);
 
 fn pods(c: &Cluster, ns: &str) -> Vec<Value> {
-    c.get_json(&["-n", ns, "pods", "-l", "app=crash"]).unwrap()["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    c.pods(ns, "crash").unwrap()
 }
 
 fn name(p: &Value) -> String {
-    p["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+    kube::name_of(p)
 }
 
 fn ready(p: &Value) -> bool {
-    kube::condition(p, "Ready") && p["metadata"]["deletionTimestamp"].is_null()
+    kube::live_and_ready(p)
 }
 
 fn restarts(p: &Value) -> i64 {

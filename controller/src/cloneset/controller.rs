@@ -308,16 +308,7 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
     );
     if status::changed(cs.status.as_ref(), &new_status) {
         let cs_api: Api<CloneSet> = Api::namespaced(ctx.client.clone(), &ns);
-        // A merge patch: fields now omitted (zero) are cleared explicitly.
-        let mut body = serde_json::to_value(&new_status).unwrap_or_default();
-        if let (Some(new), Ok(Value::Object(old))) =
-            (body.as_object_mut(), serde_json::to_value(&old_status))
-        {
-            for k in old.keys() {
-                new.entry(k.clone()).or_insert(Value::Null);
-            }
-        }
-        let patch = json!({ "status": body });
+        let patch = crate::api_call::status_merge_patch(&old_status, &new_status);
         cs_api
             .patch_status(
                 &cs.name_any(),
@@ -407,18 +398,11 @@ pub async fn run(
             instance: Some(identity),
         },
     );
-    let (guard, budget_watch) = if pub_update_gate {
-        let (store, task) = crate::podunavailablebudget::guard::watch_budgets(&client);
-        let guard = crate::podunavailablebudget::guard::Guard::new(
-            client.clone(),
-            store,
-            recorder.clone(),
-            false,
-        );
-        (Some(guard), Some(task))
-    } else {
-        (None, None)
-    };
+    let (guard, budget_watch) = crate::podunavailablebudget::guard::Guard::for_workloads(
+        &client,
+        &recorder,
+        pub_update_gate,
+    );
     let ctx = Arc::new(Context {
         client,
         recorder,

@@ -339,20 +339,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Reco
         .into_iter()
         .filter(|p| owned_by(&p.metadata, &uid))
         .collect();
-    let list_revisions = || async {
-        Ok::<_, kube::Error>(
-            revisions_api
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .filter(|r| owned_by(&r.metadata, &uid))
-                .collect::<Vec<ControllerRevision>>(),
-        )
-    };
-    let mut revisions = list_revisions().await?;
     let old_status = ds.status.clone().unwrap_or_default();
-    let mut collision_count = old_status.collision_count.unwrap_or(0);
     let parent = Parent {
         name: ds.name_any(),
         namespace: ns.clone(),
@@ -361,18 +348,19 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Reco
     };
     let template =
         serde_json::to_value(&ds.spec.template).map_err(revision::RevisionError::Template)?;
-    let (update_revision, stored) = revision::store::sync(
+    let revision::store::History {
+        revisions,
+        update_revision,
+        collision_count,
+        ..
+    } = revision::store::load(
         &revisions_api,
         &parent,
         &template,
-        &revisions,
-        &mut collision_count,
+        old_status.collision_count.unwrap_or(0),
         &BTreeMap::new(),
     )
     .await?;
-    if stored {
-        revisions = list_revisions().await?;
-    }
     label_revisions(&revisions_api, &revisions).await?;
     let hash = short_hash(&update_revision).to_string();
     let mut templates = BTreeMap::new();
@@ -488,18 +476,11 @@ pub async fn run(client: Client, gates: Gates, identity: String) {
             instance: Some(identity),
         },
     );
-    let (guard, _budget_watch) = if gates.pub_update {
-        let (store, watch) = crate::podunavailablebudget::guard::watch_budgets(&client);
-        let guard = crate::podunavailablebudget::guard::Guard::new(
-            client.clone(),
-            store,
-            recorder.clone(),
-            false,
-        );
-        (Some(guard), Some(watch))
-    } else {
-        (None, None)
-    };
+    let (guard, _budget_watch) = crate::podunavailablebudget::guard::Guard::for_workloads(
+        &client,
+        &recorder,
+        gates.pub_update,
+    );
     let ctx = Arc::new(Context {
         client,
         recorder,

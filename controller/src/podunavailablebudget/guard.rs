@@ -127,6 +127,24 @@ impl Guard {
         }
     }
 
+    /// For a workload controller: a guard on its own watch of the
+    /// budgets when `enabled` (`PodUnavailableBudgetUpdateGate`), which
+    /// runs while the returned [`Watch`] lives.
+    pub fn for_workloads(
+        client: &Client,
+        recorder: &Recorder,
+        enabled: bool,
+    ) -> (Option<Self>, Option<Watch>) {
+        if !enabled {
+            return (None, None);
+        }
+        let (store, watch) = watch_budgets(client);
+        (
+            Some(Self::new(client.clone(), store, recorder.clone(), false)),
+            Some(watch),
+        )
+    }
+
     /// The budget `pod` names, from the watch.
     pub fn budget_of(&self, pod: &Pod) -> Option<Arc<PodUnavailableBudget>> {
         let name = pod.annotations().get(ANNOTATION_RELATED_PUB)?;

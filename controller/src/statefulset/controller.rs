@@ -318,20 +318,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, R
         .into_iter()
         .filter(|p| owned_by(&p.metadata, &uid))
         .collect();
-    let list_revisions = || async {
-        Ok::<_, kube::Error>(
-            revisions_api
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .filter(|r| owned_by(&r.metadata, &uid))
-                .collect::<Vec<ControllerRevision>>(),
-        )
-    };
-    let mut revisions = list_revisions().await?;
     let old_status = sts.status.clone().unwrap_or_default();
-    let mut collision_count = old_status.collision_count.unwrap_or(0);
     let parent = Parent {
         name: sts.name_any(),
         namespace: ns.clone(),
@@ -340,24 +327,19 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, R
     };
     let template =
         serde_json::to_value(&sts.spec.template).map_err(revision::RevisionError::Template)?;
-    let (update_revision, stored) = revision::store::sync(
+    let revision::store::History {
+        revisions,
+        templates,
+        update_revision,
+        collision_count,
+    } = revision::store::load(
         &revisions_api,
         &parent,
         &template,
-        &revisions,
-        &mut collision_count,
+        old_status.collision_count.unwrap_or(0),
         &BTreeMap::new(),
     )
     .await?;
-    if stored {
-        revisions = list_revisions().await?;
-    }
-    let mut templates = BTreeMap::new();
-    for r in &revisions {
-        if let (Some(name), Ok(t)) = (r.metadata.name.clone(), revision::template_of(r)) {
-            templates.insert(name, t);
-        }
-    }
     let current_revision = Some(old_status.current_revision.clone())
         .filter(|c| templates.contains_key(c))
         .unwrap_or_else(|| update_revision.clone());
@@ -400,21 +382,15 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, R
     new_status.conditions = old_status.conditions.clone();
     if new_status != old_status {
         let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-        // A merge patch: fields now omitted (zero) are cleared explicitly.
-        let mut body = serde_json::to_value(&new_status).unwrap_or_default();
-        if let (Some(new), Ok(Value::Object(old))) =
-            (body.as_object_mut(), serde_json::to_value(&old_status))
-        {
-            for k in old.keys() {
-                new.entry(k.clone()).or_insert(Value::Null);
-            }
-        }
         gone_ok(
             sts_api
                 .patch_status(
                     &sts.name_any(),
                     &PatchParams::default(),
-                    &Patch::Merge(&json!({ "status": body })),
+                    &Patch::Merge(&crate::api_call::status_merge_patch(
+                        &old_status,
+                        &new_status,
+                    )),
                 )
                 .await,
         )?;
@@ -470,18 +446,11 @@ pub async fn run(client: Client, gates: Gates, identity: String) {
             instance: Some(identity),
         },
     );
-    let (guard, _budget_watch) = if gates.pub_update {
-        let (store, watch) = crate::podunavailablebudget::guard::watch_budgets(&client);
-        let guard = crate::podunavailablebudget::guard::Guard::new(
-            client.clone(),
-            store,
-            recorder.clone(),
-            false,
-        );
-        (Some(guard), Some(watch))
-    } else {
-        (None, None)
-    };
+    let (guard, _budget_watch) = crate::podunavailablebudget::guard::Guard::for_workloads(
+        &client,
+        &recorder,
+        gates.pub_update,
+    );
     let ctx = Arc::new(Context {
         client,
         recorder,

@@ -93,31 +93,7 @@ pub fn mutate_review(
     req: &AdmissionRequest<DynamicObject>,
     gates: &FeatureGates,
 ) -> AdmissionResponse {
-    let resp = AdmissionResponse::from(req);
-    if !matches!(req.operation, Operation::Create | Operation::Update) {
-        return resp;
-    }
-    let Some(obj) = object(req.object.as_ref()) else {
-        return deny(resp, 400, "BadRequest", "the request has no object".into());
-    };
-    let template_defaults = !gates.enabled("TemplateNoDefaults")
-        && match req.operation {
-            Operation::Update => {
-                let old = object(req.old_object.as_ref());
-                old.as_ref().and_then(|o| o.pointer("/spec/template"))
-                    != obj.pointer("/spec/template")
-            }
-            _ => true,
-        };
-    let out = defaulted(&obj, template_defaults);
-    let patch = json_patch::diff(&obj, &out);
-    if patch.0.is_empty() {
-        return resp;
-    }
-    match resp.clone().with_patch(patch) {
-        Ok(r) => r,
-        Err(e) => deny(resp, 500, "InternalError", e.to_string()),
-    }
+    super::defaulting(req, gates.enabled("TemplateNoDefaults"), defaulted)
 }
 
 fn int_or_string_text(v: &IntOrString) -> String {

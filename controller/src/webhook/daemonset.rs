@@ -87,21 +87,8 @@ pub fn defaulted(obj: &Value) -> Value {
 
 /// Answers the mutating webhook.
 pub fn mutate_review(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-    let resp = AdmissionResponse::from(req);
-    if !matches!(req.operation, Operation::Create | Operation::Update) {
-        return resp;
-    }
-    let Some(obj) = object(req.object.as_ref()) else {
-        return deny(resp, 400, "BadRequest", "the request has no object".into());
-    };
-    let patch = json_patch::diff(&obj, &defaulted(&obj));
-    if patch.0.is_empty() {
-        return resp;
-    }
-    match resp.clone().with_patch(patch) {
-        Ok(r) => r,
-        Err(e) => deny(resp, 500, "InternalError", e.to_string()),
-    }
+    // Advanced DaemonSet's webhook never defaults the template.
+    super::defaulting(req, true, |obj, _| defaulted(obj))
 }
 
 fn shown(v: &impl serde::Serialize) -> String {

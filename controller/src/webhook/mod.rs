@@ -100,6 +100,42 @@ pub(crate) fn object(o: Option<&DynamicObject>) -> Option<serde_json::Value> {
     o.and_then(|o| serde_json::to_value(o).ok())
 }
 
+/// The answer of a defaulting webhook: `defaulted` applied to the
+/// created or updated object (told whether the pod template is to be
+/// defaulted too: never under `TemplateNoDefaults`, and on update only
+/// when the template changed), as a JSON patch.
+pub(crate) fn defaulting(
+    req: &AdmissionRequest<DynamicObject>,
+    no_template_defaults: bool,
+    defaulted: impl Fn(&serde_json::Value, bool) -> serde_json::Value,
+) -> AdmissionResponse {
+    use kube::core::admission::Operation;
+    let resp = AdmissionResponse::from(req);
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return resp;
+    }
+    let Some(obj) = object(req.object.as_ref()) else {
+        return deny(resp, 400, "BadRequest", "the request has no object".into());
+    };
+    let template_defaults = !no_template_defaults
+        && match req.operation {
+            Operation::Update => {
+                let old = object(req.old_object.as_ref());
+                old.as_ref().and_then(|o| o.pointer("/spec/template"))
+                    != obj.pointer("/spec/template")
+            }
+            _ => true,
+        };
+    let patch = json_patch::diff(&obj, &defaulted(&obj, template_defaults));
+    if patch.0.is_empty() {
+        return resp;
+    }
+    match resp.clone().with_patch(patch) {
+        Ok(r) => r,
+        Err(e) => deny(resp, 500, "InternalError", e.to_string()),
+    }
+}
+
 /// Field errors as Kubernetes aggregates them: one as is, several as
 /// `[a, b]`.
 pub(crate) fn aggregate(errs: &[String]) -> String {

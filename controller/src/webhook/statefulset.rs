@@ -81,35 +81,10 @@ pub fn mutate_review(
     req: &AdmissionRequest<DynamicObject>,
     gates: &FeatureGates,
 ) -> AdmissionResponse {
-    let resp = AdmissionResponse::from(req);
-    if !matches!(req.operation, Operation::Create | Operation::Update) {
-        return resp;
-    }
-    let Some(obj) = object(req.object.as_ref()) else {
-        return deny(resp, 400, "BadRequest", "the request has no object".into());
-    };
-    let template_defaults = !gates.enabled("TemplateNoDefaults")
-        && match req.operation {
-            Operation::Update => {
-                let old = object(req.old_object.as_ref());
-                old.as_ref().and_then(|o| o.pointer("/spec/template"))
-                    != obj.pointer("/spec/template")
-            }
-            _ => true,
-        };
-    let out = defaulted(
-        &obj,
-        template_defaults,
-        gates.enabled("StatefulSetAutoDeletePVC"),
-    );
-    let patch = json_patch::diff(&obj, &out);
-    if patch.0.is_empty() {
-        return resp;
-    }
-    match resp.clone().with_patch(patch) {
-        Ok(r) => r,
-        Err(e) => deny(resp, 500, "InternalError", e.to_string()),
-    }
+    let auto_delete_pvc = gates.enabled("StatefulSetAutoDeletePVC");
+    super::defaulting(req, gates.enabled("TemplateNoDefaults"), |obj, template| {
+        defaulted(obj, template, auto_delete_pvc)
+    })
 }
 
 fn shown(v: &impl serde::Serialize) -> String {

@@ -144,6 +144,12 @@ impl Cluster {
         Ok(out)
     }
 
+    /// The pods labelled `app=<app>` in `ns` (terminating ones too).
+    pub fn pods(&self, ns: &str, app: &str) -> crate::Result<Vec<Value>> {
+        let list = self.get_json(&["-n", ns, "pods", "-l", &format!("app={app}")])?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
     /// `kubectl get … -o json` parsed.
     pub fn get_json(&self, args: &[&str]) -> crate::Result<Value> {
         let mut all = vec!["get"];
@@ -152,4 +158,17 @@ impl Cluster {
         let text = self.kubectl(&all)?;
         serde_json::from_str(&text).context("kubectl printed no JSON")
     }
+}
+
+/// A listed object's name.
+pub fn name_of(o: &Value) -> String {
+    o["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A pod that is Ready and not being deleted.
+pub fn live_and_ready(p: &Value) -> bool {
+    super::condition(p, "Ready") && p["metadata"]["deletionTimestamp"].is_null()
 }

@@ -70,3 +70,67 @@ pub async fn sync(
         }
     }
 }
+
+/// A workload's revisions, the update revision among them stored.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// The revisions the workload controls.
+    pub revisions: Vec<ControllerRevision>,
+    /// Revision name → its pod template.
+    pub templates: BTreeMap<String, Value>,
+    pub update_revision: String,
+    /// After any name collisions of this round.
+    pub collision_count: i32,
+}
+
+/// Lists the revisions `parent` controls, stores the one `template`
+/// selects ([`sync`]) and reads their templates.
+pub async fn load(
+    revisions: &Api<ControllerRevision>,
+    parent: &Parent,
+    template: &Value,
+    collision_count: i32,
+    extra_annotations: &BTreeMap<String, String>,
+) -> Result<History, StoreError> {
+    let owned = || async {
+        Ok::<_, kube::Error>(
+            revisions
+                .list(&kube::api::ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|r| {
+                    r.metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|o| o.uid == parent.owner.uid && o.controller == Some(true))
+                })
+                .collect::<Vec<ControllerRevision>>(),
+        )
+    };
+    let mut list = owned().await?;
+    let mut collision_count = collision_count;
+    let (update_revision, stored) = sync(
+        revisions,
+        parent,
+        template,
+        &list,
+        &mut collision_count,
+        extra_annotations,
+    )
+    .await?;
+    if stored {
+        list = owned().await?;
+    }
+    let templates = list
+        .iter()
+        .filter_map(|r| Some((r.metadata.name.clone()?, super::template_of(r).ok()?)))
+        .collect();
+    Ok(History {
+        revisions: list,
+        templates,
+        update_revision,
+        collision_count,
+    })
+}
