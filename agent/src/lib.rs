@@ -3,6 +3,7 @@
 //! that runs them ([`run`]). Node features plug in as [`cri::Hook`]s.
 
 pub mod admin;
+pub mod backoff;
 pub mod cluster;
 pub mod config;
 pub mod cri;
@@ -18,6 +19,8 @@ pub mod priority;
 pub mod restart;
 pub mod sidecar;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::sync::Arc;
 

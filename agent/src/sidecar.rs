@@ -31,6 +31,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use cri_proto as cri;
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::{Backoff, Retry};
 use crate::config::RestartPolicy;
 use crate::cri::methods::runtime as m;
 use crate::cri::{After, Call, Hook, HookFuture, Interest, Outcome};
@@ -141,9 +142,23 @@ pub fn plan(view: &PodView, default_policy: RestartPolicy) -> Plan {
     out
 }
 
+/// Retrying a failed sidecar stop (the runtime away, or failing the call):
+/// 1 s doubling to 16 s, 6 attempts in all (about half a minute). After
+/// the last the sidecar is no longer in flight, so the next pass over the
+/// pods (a pod change, or the 30 s tick) starts a new round: the Job is
+/// never left hanging on one lost call, nor is the runtime hammered.
+pub const STOP_RETRY: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(16),
+    attempts: Some(6),
+};
+
 /// Watches pods and stops their sidecars when the mains are done.
 pub struct SidecarTerminator {
     book: Arc<PodBook>,
+    /// Sidecars (container ids) with a stop under way.
+    in_flight: std::sync::Mutex<HashSet<String>>,
+    stop_retry: Backoff,
     normalised: Table<Normalised>,
     default_policy: RestartPolicy,
     runtime: PathBuf,
@@ -161,8 +176,21 @@ impl SidecarTerminator {
         default_policy: RestartPolicy,
         runtime: PathBuf,
     ) -> Result<Arc<Self>, StoreError> {
+        Self::with_stop_retry(book, store, default_policy, runtime, STOP_RETRY)
+    }
+
+    /// [`new`](Self::new) with another stop retry policy.
+    pub fn with_stop_retry(
+        book: Arc<PodBook>,
+        store: &Store,
+        default_policy: RestartPolicy,
+        runtime: PathBuf,
+        stop_retry: Backoff,
+    ) -> Result<Arc<Self>, StoreError> {
         Ok(Arc::new(Self {
             book,
+            in_flight: std::sync::Mutex::new(HashSet::new()),
+            stop_retry,
             normalised: store.table("sidecar.normalised", 100_000)?,
             default_policy,
             runtime,
@@ -195,7 +223,6 @@ impl SidecarTerminator {
 
     /// Re-evaluates every pod whenever the pod book changes.
     pub async fn run(self: Arc<Self>) {
-        let mut in_flight: HashSet<String> = HashSet::new();
         let mut last_gc = tokio::time::Instant::now();
         loop {
             let changed = self.book.changed();
@@ -217,7 +244,7 @@ impl SidecarTerminator {
                     }
                 }
                 for (id, name, grace) in plan.stop {
-                    if !in_flight.insert(id.clone()) {
+                    if !self.flight().insert(id.clone()) {
                         continue;
                     }
                     let me = self.clone();
@@ -238,7 +265,7 @@ impl SidecarTerminator {
                     Ok(n) => tracing::debug!(removed = n, "collected sidecar records"),
                     Err(e) => tracing::warn!(error = %e, "collecting sidecar records failed"),
                 }
-                in_flight.retain(|id| {
+                self.flight().retain(|id| {
                     book.container(id)
                         .is_some_and(|(_, s)| !matches!(s, State::Exited(_)))
                 });
@@ -250,7 +277,21 @@ impl SidecarTerminator {
         }
     }
 
-    async fn stop(&self, pod: String, sandbox_id: String, id: String, name: String, grace: i64) {
+    fn flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops sidecar `id` (its preStop hook once, then StopContainer with
+    /// [`STOP_RETRY`]'s backoff); returns whether it is stopped. When the
+    /// retries run out it is taken off the in-flight set for a later round.
+    async fn stop(
+        &self,
+        pod: String,
+        sandbox_id: String,
+        id: String,
+        name: String,
+        grace: i64,
+    ) -> bool {
         // Remember before acting: a crash after the stop must not lose it.
         let rec = Normalised {
             sandbox_id,
@@ -259,43 +300,74 @@ impl SidecarTerminator {
         };
         if let Err(e) = self.normalised.put(&id, &rec).await {
             tracing::error!(%pod, container = %name, error = %e, "cannot record sidecar stop; not stopping it");
-            return;
+            self.flight().remove(&id);
+            return false;
         }
         let hook = self.pre_stop(&rec.sandbox_id, &name);
         tracing::info!(%pod, container = %name, grace_seconds = grace, pre_stop = hook.is_some(), unix_us = crate::unix_micros(), "main containers done; stopping job sidecar");
         let started = std::time::Instant::now();
-        let result = async {
-            let channel = self.channel().await?;
-            let mut cri = cri::runtime_service_client::RuntimeServiceClient::new(channel);
-            if let Some(cmd) = hook {
-                // As kubelet: the hook first, within the grace period; the
-                // stop gets what is left (at least the minimum).
+        if let Some(cmd) = hook {
+            // As kubelet: the hook first (once), within the grace period;
+            // the stop gets what is left (at least the minimum).
+            match self.channel().await {
+                Ok(channel) => {
+                    let mut cri = cri::runtime_service_client::RuntimeServiceClient::new(channel);
+                    match cri
+                        .exec_sync(cri::ExecSyncRequest {
+                            container_id: id.clone(),
+                            cmd,
+                            timeout: grace,
+                        })
+                        .await
+                    {
+                        Ok(r) => {
+                            let code = r.into_inner().exit_code;
+                            tracing::info!(%pod, container = %name, exit_code = code, "sidecar preStop hook ran");
+                        }
+                        Err(s) => {
+                            tracing::warn!(%pod, container = %name, error = %s.message(), "sidecar preStop hook failed")
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%pod, container = %name, error = %e, "sidecar preStop hook not run: runtime unreachable")
+                }
+            }
+        }
+        let mut retry = Retry::new(self.stop_retry);
+        loop {
+            let left = (grace - started.elapsed().as_secs() as i64).max(MIN_GRACE_SECONDS);
+            let result = async {
+                let channel = self.channel().await?;
+                let mut cri = cri::runtime_service_client::RuntimeServiceClient::new(channel);
                 match cri
-                    .exec_sync(cri::ExecSyncRequest {
+                    .stop_container(cri::StopContainerRequest {
                         container_id: id.clone(),
-                        cmd,
-                        timeout: grace,
+                        timeout: left,
                     })
                     .await
                 {
-                    Ok(r) => {
-                        let code = r.into_inner().exit_code;
-                        tracing::info!(%pod, container = %name, exit_code = code, "sidecar preStop hook ran");
-                    }
-                    Err(s) => tracing::warn!(%pod, container = %name, error = %s.message(), "sidecar preStop hook failed"),
+                    Ok(_) => Ok(()),
+                    // Gone already: nothing left to stop.
+                    Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+                    Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
                 }
             }
-            let left = (grace - started.elapsed().as_secs() as i64).max(MIN_GRACE_SECONDS);
-            cri.stop_container(cri::StopContainerRequest {
-                container_id: id.clone(),
-                timeout: left,
-            })
-            .await
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(%pod, container = %name, error = %e, "stopping sidecar failed");
+            .await;
+            let Err(e) = result else {
+                return true;
+            };
+            match retry.failed() {
+                Some(delay) => {
+                    tracing::warn!(%pod, container = %name, error = %e, attempt = retry.failures(), retry_in_ms = delay.as_millis() as u64, "stopping sidecar failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                None => {
+                    tracing::error!(%pod, container = %name, error = %e, attempts = retry.failures(), "stopping sidecar failed; trying again on the next pass");
+                    self.flight().remove(&id);
+                    return false;
+                }
+            }
         }
     }
 
@@ -564,5 +636,85 @@ mod tests {
             (merged.exit_code, merged.reason.as_str(), merged.id.as_str()),
             (0, "Completed", "c")
         );
+    }
+
+    #[test]
+    fn the_stop_retry_policy() {
+        let delays: Vec<u64> = (1..=6)
+            .map(|n| STOP_RETRY.delay(n).map_or(0, |d| d.as_secs()))
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 0], "6 attempts, then give up");
+    }
+
+    fn quick() -> Backoff {
+        Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(40),
+            attempts: Some(3),
+        }
+    }
+
+    fn terminator(dir: &std::path::Path, socket: PathBuf) -> Arc<SidecarTerminator> {
+        let store = Store::open(&dir.join("state")).unwrap();
+        let book = PodBook::open(&store).unwrap();
+        SidecarTerminator::with_stop_retry(book, &store, RestartPolicy::Never, socket, quick())
+            .unwrap()
+    }
+
+    /// Regression: one failed StopContainer left the sidecar running and
+    /// the Job hanging for good.
+    #[tokio::test]
+    async fn a_failed_sidecar_stop_is_retried_with_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("cri.sock");
+        // UNAVAILABLE twice, then the stop works.
+        let (calls, server) =
+            crate::testing::fake_runtime(&socket, |n| if n <= 2 { 14 } else { 0 });
+        let t = terminator(dir.path(), socket);
+        t.flight().insert("c1".into());
+        let started = std::time::Instant::now();
+        let stopped = t
+            .stop(
+                "team/job".into(),
+                "s1".into(),
+                "c1".into(),
+                "proxy".into(),
+                2,
+            )
+            .await;
+        assert!(stopped);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert!(started.elapsed() >= Duration::from_millis(30), "backed off");
+        assert!(t.normalised("c1"), "remembered as stopped on purpose");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_sidecar_stop_that_keeps_failing_gives_up_and_is_tried_again_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("cri.sock");
+        let (calls, server) = crate::testing::fake_runtime(&socket, |_| 14);
+        let t = terminator(dir.path(), socket);
+        t.flight().insert("c1".into());
+        let stopped = t
+            .stop(
+                "team/job".into(),
+                "s1".into(),
+                "c1".into(),
+                "proxy".into(),
+                2,
+            )
+            .await;
+        assert!(!stopped);
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::Relaxed),
+            3,
+            "bounded"
+        );
+        assert!(
+            !t.flight().contains("c1"),
+            "off the in-flight set: the next pass starts a new round"
+        );
+        server.abort();
     }
 }

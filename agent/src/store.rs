@@ -52,6 +52,22 @@ pub enum StoreError {
     },
 }
 
+/// sled's page cache, in bytes. sled's default is 1 GiB, which a busy
+/// agent would grow towards while its pod (or unit) is limited to a few
+/// hundred MiB; the agent's state is small (journals of pulls, restarts,
+/// sidecar and pod records: kilobytes to a few MiB), so 16 MiB holds all
+/// of it hot and bounds the cache's share of the agent's memory.
+pub const CACHE_CAPACITY_BYTES: u64 = 16 << 20;
+
+/// How the agent opens sled at `path`: the bounded cache, the fsync
+/// period.
+pub fn sled_config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_CAPACITY_BYTES)
+        .flush_every_ms(Some(FSYNC_EVERY_MS))
+}
+
 /// The agent's state database.
 #[derive(Clone)]
 pub struct Store {
@@ -100,10 +116,7 @@ impl Store {
         let path = state_dir.join("state");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let opened = sled::Config::new()
-                .path(&path)
-                .flush_every_ms(Some(FSYNC_EVERY_MS))
-                .open();
+            let opened = sled_config(&path).open();
             match opened {
                 Ok(db) => {
                     return Ok(Self {
@@ -284,6 +297,15 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    /// sled's own default is 1 GiB (clamped only to a cgroup limit, i.e.
+    /// all of the pod's memory).
+    #[test]
+    fn the_cache_is_bounded() {
+        let c = sled_config(Path::new("/nonexistent"));
+        assert_eq!(c.cache_capacity, 16 << 20);
+        assert!(sled::Config::new().cache_capacity > c.cache_capacity);
+    }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct Rec {

@@ -13,16 +13,14 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Client;
 use kube::api::Api;
 
 use crate::gates::FeatureGates;
 use crate::leader;
 
-/// How long a Lease is valid without renewal, and how often it is renewed.
-const LEASE_SECONDS: i32 = 15;
-const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// The leader election's lease, renew deadline and retry period.
+const ELECTION: leader::Timing = leader::Timing::DEFAULT;
 
 /// Controller flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -100,11 +98,17 @@ impl Health {
              keelson_controller_lease_rounds_total {}\n\
              # HELP keelson_controller_lease_errors_total Leader-election rounds that failed.\n\
              # TYPE keelson_controller_lease_errors_total counter\n\
-             keelson_controller_lease_errors_total {}\n",
+             keelson_controller_lease_errors_total {}\n\
+             # HELP keelson_controller_reconciler_writes_total The reconcilers' writing requests: sent, or refused by the leadership fence.\n\
+             # TYPE keelson_controller_reconciler_writes_total counter\n\
+             keelson_controller_reconciler_writes_total{{result=\"sent\"}} {}\n\
+             keelson_controller_reconciler_writes_total{{result=\"refused\"}} {}\n",
             u8::from(self.leader.load(Ordering::Relaxed)),
             u8::from(self.connected.load(Ordering::Relaxed)),
             self.lease_rounds.load(Ordering::Relaxed),
             self.lease_errors.load(Ordering::Relaxed),
+            leader::WRITES_SENT.load(Ordering::Relaxed),
+            leader::WRITES_REFUSED.load(Ordering::Relaxed),
         ) + &crate::metrics::render()
     }
 
@@ -408,36 +412,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ))
     });
     let leases: Api<Lease> = Api::namespaced(client.clone(), &args.leader_election_namespace);
+    let mut elector = leader::Elector::new(
+        leases,
+        &args.leader_election_id,
+        &args.leader_election_namespace,
+        &me,
+        ELECTION,
+    );
+    // The reconcilers write only while the renew deadline holds, checked
+    // at every request (a paused and resumed replica writes nothing).
+    let reconciler_client = leader::fenced(client.clone(), elector.fence());
     let mut running: Vec<tokio::task::JoinHandle<()>> = vec![];
     loop {
-        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
         health.lease_rounds.fetch_add(1, Ordering::Relaxed);
-        let led = match leader::try_lead(
-            &leases,
-            &args.leader_election_id,
-            &args.leader_election_namespace,
-            &me,
-            &now,
-            LEASE_SECONDS,
-        )
-        .await
-        {
-            Ok(led) => {
-                health.connected.store(true, Ordering::Relaxed);
-                led
-            }
-            Err(e) => {
+        let (led, error) = elector.round().await;
+        match error {
+            None => health.connected.store(true, Ordering::Relaxed),
+            Some(e) => {
                 health.lease_errors.fetch_add(1, Ordering::Relaxed);
                 health.connected.store(false, Ordering::Relaxed);
-                tracing::warn!(error = %e, "leader election round failed");
-                false
+                tracing::warn!(error = %e, leading = led, "leader election round failed");
             }
-        };
+        }
         if led && running.is_empty() {
             tracing::info!(identity = %me, "leading: starting reconcilers");
-            running = start_reconcilers(&client, &gates, &args);
+            running = start_reconcilers(&reconciler_client, &gates, &args);
         } else if !led && !running.is_empty() {
-            tracing::warn!(identity = %me, "lost the lease: stopping reconcilers");
+            tracing::warn!(identity = %me, "no longer leading (another holder, or no renewal within the renew deadline): stopping reconcilers");
             for t in running.drain(..) {
                 t.abort();
             }
@@ -445,7 +446,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         health.leader.store(led, Ordering::Relaxed);
         tokio::select! {
             _ = &mut stop => break,
-            _ = tokio::time::sleep(RENEW_EVERY) => {}
+            _ = tokio::time::sleep(ELECTION.retry) => {}
         }
     }
     for t in running {

@@ -199,7 +199,10 @@ fn unready_grace_goes_through_the_controller_and_the_pod_gate_is_released() {
         "  readinessGates:\n  - conditionType: KruisePodReady\n",
     );
     let before = ready_pod(&c, &ns.name, "web");
-    // What OpenKruise's pod readiness controller does for its pods.
+    // What OpenKruise's pod readiness controller does for its pods; and a
+    // condition another controller owns, which the CRR controller's pod
+    // status writes must leave alone (as they must kubelet's and the
+    // scheduler's).
     c.kubectl(&[
         "-n",
         &ns.name,
@@ -209,9 +212,24 @@ fn unready_grace_goes_through_the_controller_and_the_pod_gate_is_released() {
         "--subresource=status",
         "--type=strategic",
         "-p",
-        r#"{"status":{"conditions":[{"type":"KruisePodReady","status":"True"}]}}"#,
+        r#"{"status":{"conditions":[{"type":"KruisePodReady","status":"True"},{"type":"example.com/other","status":"True","reason":"Mine"}]}}"#,
     ])
     .unwrap();
+    let others_kept = |pod: &Value, when: &str| {
+        let types: Vec<&str> = pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x["type"].as_str())
+            .collect();
+        for want in ["PodScheduled", "Initialized", "example.com/other"] {
+            assert!(
+                types.contains(&want),
+                "{when}: condition {want} lost: {}",
+                pod["status"]["conditions"]
+            );
+        }
+    };
     let gate = |c: &Cluster| -> keelson_integration::Result<Value> {
         let pod = c.get_json(&["-n", &ns.name, "pod", "web"])?;
         Ok(pod["status"]["conditions"]
@@ -222,8 +240,10 @@ fn unready_grace_goes_through_the_controller_and_the_pod_gate_is_released() {
             .cloned()
             .unwrap_or(Value::Null))
     };
-    c.wait_pod_ready(&ns.name, "web", Duration::from_secs(60))
+    let ready = c
+        .wait_pod_ready(&ns.name, "web", Duration::from_secs(60))
         .unwrap();
+    others_kept(&ready, "before the request");
     apply(
         &c,
         &ns.name,
@@ -248,6 +268,10 @@ fn unready_grace_goes_through_the_controller_and_the_pod_gate_is_released() {
             r#"[{{"userAgent":"ContainerRecreateRequest","key":"{}/restart-app"}}]"#,
             ns.name
         )
+    );
+    others_kept(
+        &c.get_json(&["-n", &ns.name, "pod", "web"]).unwrap(),
+        "made not-ready",
     );
     let done = c
         .wait_for("the request completed", Duration::from_secs(120), |c| {
@@ -279,6 +303,7 @@ fn unready_grace_goes_through_the_controller_and_the_pod_gate_is_released() {
     })
     .unwrap();
     let after = c.get_json(&["-n", &ns.name, "pod", "web"]).unwrap();
+    others_kept(&after, "released");
     assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
     assert_eq!(
         after["status"]["containerStatuses"][0]["restartCount"],

@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 
+use crate::backoff::{Backoff, Retry};
 use crate::images::pulls::{PullEngine, PullSpec};
 use crate::restart::engine::{RestartEngine, SubmitError};
 use crate::restart::envdeps::MetadataUpdate;
@@ -40,13 +41,51 @@ pub struct Services {
     pub restarts: Arc<RestartEngine>,
 }
 
+/// Waiting after a failed accept (out of file descriptors, …) before the
+/// next: 10 ms doubling to 1 s, reset by a good one; the listener never
+/// gives up, and never spins.
+pub const ACCEPT_RETRY: Backoff = Backoff {
+    base: std::time::Duration::from_millis(10),
+    max: std::time::Duration::from_secs(1),
+    attempts: None,
+};
+
+/// The next connection from `accept`, retrying its errors with `retry`'s
+/// backoff (logged once per run of failures).
+pub async fn accept_with_backoff<S, F, Fut>(mut accept: F, retry: &mut Retry) -> S
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<S>>,
+{
+    loop {
+        match accept().await {
+            Ok(s) => {
+                retry.succeeded();
+                return s;
+            }
+            Err(e) => {
+                let delay = retry.failed().unwrap_or(ACCEPT_RETRY.max);
+                if retry.failures() == 1 {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "admin API: accept failed; retrying with backoff");
+                } else {
+                    tracing::debug!(error = %e, failures = retry.failures(), "admin API: accept failed again");
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
 /// Serves the admin API on `listener` until the task is dropped.
 pub async fn serve(listener: UnixListener, services: Services) {
     let me = nix::unistd::geteuid().as_raw();
+    let mut retry = Retry::new(ACCEPT_RETRY);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let stream = accept_with_backoff(
+            || async { listener.accept().await.map(|(s, _)| s) },
+            &mut retry,
+        )
+        .await;
         let uid = stream.peer_cred().map(|c| c.uid()).ok();
         if uid != Some(0) && uid != Some(me) {
             tracing::warn!(peer_uid = ?uid, "admin API: refusing a caller that is not root");
@@ -170,4 +209,53 @@ async fn handle(services: Services, req: Request<Incoming>) -> Result<Reply, Inf
         ),
     };
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_accept_retry_policy() {
+        let delays: Vec<u128> = (1..=9)
+            .filter_map(|n| ACCEPT_RETRY.delay(n))
+            .map(|d| d.as_millis())
+            .collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+    }
+
+    /// Regression: a failing accept (EMFILE) was retried at once, forever.
+    #[tokio::test]
+    async fn accept_errors_are_retried_with_backoff_not_spun_on() {
+        let mut calls = 0;
+        let mut retry = Retry::new(ACCEPT_RETRY);
+        let started = Instant::now();
+        let got = accept_with_backoff(
+            || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n <= 5 {
+                        Err(std::io::Error::from_raw_os_error(libc_emfile()))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            },
+            &mut retry,
+        )
+        .await;
+        assert_eq!(got, 6);
+        assert!(
+            started.elapsed() >= Duration::from_millis(10 + 20 + 40 + 80 + 160),
+            "waited {:?}",
+            started.elapsed()
+        );
+        assert_eq!(retry.failures(), 0, "a good accept resets the backoff");
+    }
+
+    fn libc_emfile() -> i32 {
+        nix::errno::Errno::EMFILE as i32
+    }
 }

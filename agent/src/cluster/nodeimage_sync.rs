@@ -11,9 +11,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use keelson_api::apps::v1alpha1::nodeimage::NodeImage;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, PostParams};
 
-use super::nodeimage::{status, wanted};
+use super::nodeimage::{changes, finished, status, wanted};
 use crate::images::pulls::PullEngine;
 use crate::store::{Store, StoreError, Table};
 
@@ -94,6 +94,11 @@ impl NodeImageSync {
         let mut known = BTreeMap::new();
         for want in wanted(&node) {
             let key = want.key();
+            if finished(&node, &want.name, &want.tag, want.version).is_some() {
+                // Done for this version (by this agent before, or failed
+                // by the controller's timeouts): its entry stays as it is.
+                continue;
+            }
             let id = match self.rounds.get(&key)? {
                 Some(id) => id,
                 None => {
@@ -117,13 +122,27 @@ impl NodeImageSync {
             }
         }
         let next = status(&node, &known);
-        if node.status.as_ref() == Some(&next) {
+        if !changes(&node, &next) {
             return Ok(false);
         }
-        let patch = serde_json::json!({ "status": next });
-        api.patch_status(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        Ok(true)
+        // A replace of the whole status, conditional on the resourceVersion
+        // read: entries of images gone from the spec really go (a merge
+        // patch keeps map keys it does not name), and a write that crossed
+        // another writer's (the controller's timeouts) is not lost: the
+        // conflict's watch event brings the next round.
+        let mut object = node;
+        object.status = Some(next);
+        match api
+            .replace_status(&self.node, &PostParams::default(), &object)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                tracing::debug!(node = %self.node, "NodeImage status changed meanwhile; next round");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -149,7 +168,11 @@ mod tests {
             "metadata": {"name": "node-a", "resourceVersion": "5"},
             "spec": {"images": {"nginx": {
                 "pullSecrets": [{"namespace": "kruise-daemon-config", "name": "regcred"}],
-                "tags": [{"tag": "1.9.1", "version": 3}]}}}
+                "tags": [{"tag": "1.9.1", "version": 3}]}}},
+            // An image dropped from the spec since the last status write.
+            "status": {"desired": 1, "succeeded": 1, "imageStatuses": {"redis": {"tags": [
+                {"tag": "7", "phase": "Succeeded", "version": 1,
+                 "completionTime": "2020-01-01T00:00:00Z"}]}}}
         })
     }
 
@@ -159,13 +182,15 @@ mod tests {
         mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
     ) -> Vec<(Method, String, serde_json::Value)> {
         let mut seen = vec![];
+        let mut current = node_image();
         while let Some((req, send)) = handle.next_request().await {
             let (method, path) = (req.method().clone(), req.uri().path().to_string());
             let bytes = req.into_body().collect_bytes().await.unwrap();
-            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            let body: serde_json::Value =
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
             let answer = match (&method, path.as_str()) {
                 (&Method::GET, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a") => {
-                    reply(200, node_image())
+                    reply(200, current.clone())
                 }
                 (&Method::GET, "/api/v1/namespaces/kruise-daemon-config/secrets/regcred") => reply(
                     200,
@@ -180,8 +205,26 @@ mod tests {
                     serde_json::json!({"kind": "Status", "apiVersion": "v1",
                     "status": "Failure", "reason": "Forbidden", "code": 403}),
                 ),
-                (&Method::PATCH, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a/status") => {
-                    reply(200, node_image())
+                // A conditional replace of the status, stored as sent (the
+                // times as serialised: whole seconds).
+                (&Method::PUT, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a/status") => {
+                    if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"]
+                    {
+                        reply(
+                            409,
+                            serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                            "status": "Failure", "reason": "Conflict", "code": 409}),
+                        )
+                    } else {
+                        let rv: u64 = current["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        current["status"] = body["status"].clone();
+                        current["metadata"]["resourceVersion"] = (rv + 1).to_string().into();
+                        reply(200, current.clone())
+                    }
                 }
                 _ => reply(
                     404,
@@ -247,7 +290,11 @@ mod tests {
         let client = Client::new(service, "default");
         let sync = NodeImageSync::new(client, "node-a", engine.clone(), &store).unwrap();
         assert!(sync.sync_once().await.unwrap(), "status written");
-        sync.sync_once().await.unwrap();
+        // Nothing changes: no more writes (what was written reads back
+        // the same, times in whole seconds).
+        for _ in 0..3 {
+            assert!(!sync.sync_once().await.unwrap(), "nothing to write");
+        }
         drop(sync);
         let seen = server.await.unwrap();
 
@@ -261,16 +308,24 @@ mod tests {
             secret_reads, 1,
             "the secret is read for the submission only"
         );
-        let (_, _, body) = seen
+        let writes: Vec<_> = seen
             .iter()
-            .find(|(m, p, _)| *m == Method::PATCH && p.ends_with("/status"))
-            .unwrap();
+            .filter(|(m, p, _)| *m != Method::GET && p.ends_with("/status"))
+            .collect();
+        assert_eq!(writes.len(), 1, "one status write: {writes:?}");
+        let (method, _, body) = writes[0];
+        assert_eq!(*method, Method::PUT, "a replace, not a merge patch");
+        assert_eq!(body["metadata"]["resourceVersion"], "5", "conditional");
+        assert!(
+            body["status"]["imageStatuses"].get("redis").is_none(),
+            "the entry of the image dropped from the spec goes: {body}"
+        );
         assert_eq!(body["status"]["desired"], 1);
+        assert_eq!(body["status"]["succeeded"], 0);
         let tag = &body["status"]["imageStatuses"]["nginx"]["tags"][0];
         assert_eq!(
             (tag["tag"].as_str(), tag["version"].as_i64()),
             (Some("1.9.1"), Some(3))
         );
-        assert!(body.get("spec").is_none(), "status only");
     }
 }

@@ -22,6 +22,7 @@ use super::spec::{
     Phase, PodRef, RestartContainer, RestartSpec, RestartStatus, SpecError, StatusContext,
 };
 use super::{envdeps, runtime};
+use crate::backoff::{Backoff, Retry};
 use crate::events::{RuntimeEvent, received};
 use crate::pods::PodBook;
 use crate::priority::Readiness;
@@ -35,8 +36,15 @@ const POLL: Duration = Duration::from_secs(2);
 /// running), and how often to look again meanwhile.
 const START_SETTLE: Duration = Duration::from_secs(1);
 const START_RECHECK: Duration = Duration::from_millis(25);
-/// Wait before retrying when the runtime cannot be reached.
-const RUNTIME_RETRY: Duration = Duration::from_secs(1);
+/// Retrying a failed observation of the pod (the runtime unreachable, or
+/// reachable but failing its calls): 200 ms doubling to 5 s between
+/// attempts, reset by a good observation; the request's own
+/// `activeDeadlineSeconds` bounds it in time.
+pub const OBSERVE_RETRY: Backoff = Backoff {
+    base: Duration::from_millis(200),
+    max: Duration::from_secs(5),
+    attempts: None,
+};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -356,6 +364,7 @@ impl RestartEngine {
         let mut events = self.events.subscribe();
         let mut rt: Option<runtime::Client> = None;
         let mut settling_until: Option<tokio::time::Instant> = None;
+        let mut retry = Retry::new(OBSERVE_RETRY);
         loop {
             let Some(mut rec) = self.journal.get(id).ok().flatten() else {
                 return;
@@ -364,13 +373,17 @@ impl RestartEngine {
                 return;
             }
             let names: Vec<String> = rec.spec.containers.iter().map(|c| c.name.clone()).collect();
+            if rt.is_none() {
+                rt = runtime::connect(&self.config.runtime).await.ok();
+            }
             let observed = match &mut rt {
                 Some(client) => runtime::observe(client, &rec.status.pod.uid, &names).await,
-                None => Err("not connected".to_string()),
+                None => Err("runtime unreachable".to_string()),
             };
             let now = now_ms();
             let observed = match observed {
                 Ok(mut o) => {
+                    retry.succeeded();
                     for (name, seen) in &mut o.containers {
                         seen.ready =
                             self.readiness
@@ -379,16 +392,22 @@ impl RestartEngine {
                     o
                 }
                 Err(e) => {
-                    rt = runtime::connect(&self.config.runtime).await.ok();
+                    // Connect afresh next time, and wait first in any case:
+                    // a runtime that accepts the connection but fails the
+                    // calls must not make this a busy loop.
+                    rt = None;
                     let deadline_passed = rec
                         .spec
                         .active_deadline_seconds
                         .is_some_and(|s| now >= rec.status.accepted_unix_ms + s as u64 * 1000);
                     if !deadline_passed {
-                        if rt.is_none() {
-                            tracing::warn!(restart = %id, error = %e, "runtime unreachable; retrying");
-                            tokio::time::sleep(RUNTIME_RETRY).await;
+                        let delay = retry.failed().unwrap_or(OBSERVE_RETRY.max);
+                        if retry.failures() == 1 {
+                            tracing::warn!(restart = %id, error = %e, retry_in_ms = delay.as_millis() as u64, "observing the pod failed; retrying with backoff");
+                        } else {
+                            tracing::debug!(restart = %id, error = %e, failures = retry.failures(), retry_in_ms = delay.as_millis() as u64, "observing the pod failed again");
                         }
+                        tokio::time::sleep(delay).await;
                         continue;
                     }
                     // The deadline is kept even without the runtime.
@@ -493,4 +512,86 @@ fn describe(spec: &RestartSpec) -> String {
         parts.push(format!("sandbox {s}"));
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::spec::{PodIdentity, PodRef, RestartContainer};
+    use super::*;
+
+    #[test]
+    fn the_observe_retry_policy() {
+        let delays: Vec<Duration> = (1..=7).filter_map(|n| OBSERVE_RETRY.delay(n)).collect();
+        assert_eq!(
+            delays,
+            [200, 400, 800, 1600, 3200, 5000, 5000].map(Duration::from_millis),
+            "doubling, capped, never giving up (the request's deadline bounds it)"
+        );
+    }
+
+    /// Regression: with the runtime answering the connection but failing
+    /// the calls, the worker retried at once, forever.
+    #[tokio::test]
+    async fn a_runtime_failing_its_calls_is_retried_with_backoff_not_in_a_busy_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("cri.sock");
+        // Every call: UNIMPLEMENTED.
+        let (calls, server) = crate::testing::fake_runtime(&socket, |_| 12);
+        let store = Store::open(&dir.path().join("state")).unwrap();
+        // An unfinished request in the journal: the engine resumes it.
+        let journal: Table<Record> = store.table("restarts.requests", 100_000).unwrap();
+        let spec = RestartSpec {
+            pod: PodRef {
+                namespace: Some("team".into()),
+                name: Some("web".into()),
+                uid: Some("uid-1".into()),
+                sandbox_id: None,
+            },
+            containers: vec![RestartContainer {
+                name: "app".into(),
+                pre_stop: None,
+                status_context: None,
+            }],
+            strategy: Default::default(),
+            active_deadline_seconds: None,
+            ttl_seconds_after_finished: None,
+        };
+        let status = RestartStatus {
+            id: "restart-1".into(),
+            pod: PodIdentity {
+                namespace: "team".into(),
+                name: "web".into(),
+                uid: "uid-1".into(),
+            },
+            phase: Phase::Pending,
+            accepted_unix_ms: now_ms(),
+            started_unix_ms: None,
+            completion_unix_ms: None,
+            message: String::new(),
+            container_recreate_states: vec![],
+        };
+        journal
+            .put("restart-1", &plan::new_record(spec, status, vec![None], 0))
+            .await
+            .unwrap();
+        let book = PodBook::open(&store).unwrap();
+        let (events, _) = broadcast::channel(16);
+        let _engine = RestartEngine::start(
+            EngineConfig {
+                runtime: socket.clone(),
+                pods_at_once: 1,
+                default_ttl: Duration::from_secs(60),
+            },
+            book,
+            events,
+            Arc::new(crate::priority::RunningIsReady),
+            &store,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let n = calls.load(Ordering::Relaxed);
+        // 200 + 400 + 800 ms of backoff fit in 1.5 s: four observations.
+        assert!((1..=6).contains(&n), "{n} calls in 1.5 s");
+        server.abort();
+    }
 }

@@ -97,7 +97,14 @@ pub async fn sync(
         node: node.as_ref(),
         image: image.as_ref(),
         jobs: &jobs,
-        now: Time(k8s_openapi::jiff::Timestamp::now()),
+        // Whole seconds, as the API stores times: what is written now
+        // compares equal to what is read back later.
+        now: Time(
+            k8s_openapi::jiff::Timestamp::from_second(
+                k8s_openapi::jiff::Timestamp::now().as_second(),
+            )
+            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()),
+        ),
         creation_delay_seconds,
     });
     let again = || Action::requeue(Duration::from_millis(200));

@@ -14,6 +14,15 @@
 //! answered for 10 minutes after it was written, or one still unfinished
 //! 10 minutes past its `activeDeadlineSeconds`, is marked Failed.
 //!
+//! Who writes what in the status: the node's agent writes every entry
+//! (and drops those of tags gone from the spec) until the entry is
+//! finished for its version; this controller only finishes (as Failed)
+//! entries the node left unanswered or unfinished past their deadline. A
+//! finished entry is never rewritten for the same version, by either side,
+//! and both compute the counters with `NodeImageStatus::recount`, so the
+//! two writers cannot undo each other and a settled status is not written
+//! again.
+//!
 //! One deliberate difference: OpenKruise's webhook stamps `createdAt` on
 //! tags written by hand and its controller deletes tags without it; with
 //! no webhook in front of NodeImage here, a tag without `createdAt` gets
@@ -338,7 +347,7 @@ fn expire_status(image: &NodeImage, now: &Time, wait: &mut Soonest) -> Option<No
                 .pull_policy
                 .as_ref()
                 .and_then(|p| p.active_deadline_seconds);
-            if let (None, Some(deadline)) = (&entry.tags[i].completion_time, deadline) {
+            if let (false, Some(deadline)) = (entry.tags[i].is_finished(), deadline) {
                 let left = deadline + RESPONSE_TIMEOUT_SECONDS - (t - created);
                 if left > 0 {
                     wait.add(left);
@@ -357,8 +366,8 @@ fn expire_status(image: &NodeImage, now: &Time, wait: &mut Soonest) -> Option<No
     if status.image_statuses == old.image_statuses {
         return None;
     }
-    // Statuses of tags no longer asked for go; the counts are recomputed.
-    let (mut succeeded, mut failed, mut pulling, mut desired) = (0, 0, 0, 0);
+    // Statuses of tags no longer asked for go; the counters are the same
+    // function of the entries the agent uses, so the two never disagree.
     status.image_statuses.retain(|name, entry| {
         let Some(spec) = image.spec.images.get(name) else {
             return false;
@@ -366,23 +375,9 @@ fn expire_status(image: &NodeImage, now: &Time, wait: &mut Soonest) -> Option<No
         entry
             .tags
             .retain(|s| spec.tags.iter().any(|t| t.tag == s.tag));
-        for s in &entry.tags {
-            match s.phase.as_str() {
-                "Succeeded" => succeeded += 1,
-                "Failed" => failed += 1,
-                "Pulling" => pulling += 1,
-                _ => {}
-            }
-        }
         !entry.tags.is_empty()
     });
-    for spec in image.spec.images.values() {
-        desired += spec.tags.len() as i32;
-    }
-    status.desired = desired;
-    status.succeeded = succeeded;
-    status.failed = failed;
-    status.pulling = pulling;
+    status.recount(&image.spec);
     Some(status)
 }
 

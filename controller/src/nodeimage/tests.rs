@@ -305,3 +305,40 @@ fn a_pull_past_its_deadline_fails_and_finished_ones_are_left_alone() {
         }
     );
 }
+
+/// The agent writes every entry until it is finished; the controller only
+/// finishes unanswered or overdue ones, never rewrites a finished one, and
+/// counts as the agent does (`NodeImageStatus::recount`), so neither side
+/// undoes the other's write.
+#[test]
+fn the_controller_finishes_entries_only_and_counts_as_the_agent_does() {
+    let n = ready_node();
+    let jobs = jobs(Some("uid-job"));
+    // Two tags: 1.9.1 is Waiting on the node (as the agent wrote it, with
+    // its counters), 1.10 the node never answered.
+    let two = image(
+        "spec:\n  images:\n    nginx:\n      tags:\n      - {tag: 1.9.1, version: 1, createdAt: '1970-01-01T00:16:40Z', pullPolicy: {activeDeadlineSeconds: 60}}\n      - {tag: '1.10', version: 1, createdAt: '1970-01-01T00:16:40Z'}\nstatus:\n  desired: 2\n  waiting: 2\n  imageStatuses:\n    nginx:\n      tags:\n      - {tag: 1.9.1, phase: Waiting, version: 1}\n",
+    );
+    match observe(Some(&n), Some(&two), &jobs, 1000 + 650) {
+        Decision::UpdateStatus { object, .. } => {
+            let s = object.status.unwrap();
+            let mut agent = s.clone();
+            agent.recount(&object.spec);
+            assert_eq!(s, agent, "the agent's counters");
+            assert_eq!((s.desired, s.waiting, s.failed), (2, 1, 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A Failed entry (the agent's, without a completion time) past the
+    // deadline is finished already: left alone.
+    let failed = one_tag(
+        "{activeDeadlineSeconds: 60}",
+        "status:\n  desired: 1\n  failed: 1\n  imageStatuses:\n    nginx:\n      tags:\n      - {tag: 1.9.1, phase: Failed, version: 1, message: boom}\n",
+    );
+    assert_eq!(
+        observe(Some(&n), Some(&failed), &jobs, 99_999),
+        Decision::Wait {
+            after_seconds: None
+        }
+    );
+}

@@ -204,6 +204,48 @@ pub struct SyncStatus {
     pub message: Option<String>,
 }
 
+impl ImageTagStatus {
+    /// Whether this state is final for its version: `Succeeded` or
+    /// `Failed`. A finished entry is never rewritten for the same version
+    /// (whoever finished it first, the node or the controller's timeouts,
+    /// wins), so the two writers of a NodeImage status cannot undo each
+    /// other.
+    pub fn is_finished(&self) -> bool {
+        self.phase == IMAGE_PHASE_SUCCEEDED || self.phase == IMAGE_PHASE_FAILED
+    }
+}
+
+impl NodeImageStatus {
+    /// Sets the counters from `image_statuses` and `spec`: `desired` is the
+    /// number of tags in the spec; each tag counts by the phase of its
+    /// entry (no entry, or an unknown phase: waiting). Every writer of the
+    /// status calls this, so the counters are one function of the entries
+    /// and two writers never disagree about them.
+    pub fn recount(&mut self, spec: &NodeImageSpec) {
+        let (mut desired, mut succeeded, mut failed, mut pulling, mut waiting) = (0, 0, 0, 0, 0);
+        for (name, image) in &spec.images {
+            let entries = self.image_statuses.get(name);
+            for tag in &image.tags {
+                desired += 1;
+                let phase = entries
+                    .and_then(|e| e.tags.iter().find(|s| s.tag == tag.tag))
+                    .map(|s| s.phase.as_str());
+                match phase {
+                    Some(IMAGE_PHASE_SUCCEEDED) => succeeded += 1,
+                    Some(IMAGE_PHASE_FAILED) => failed += 1,
+                    Some(IMAGE_PHASE_PULLING) => pulling += 1,
+                    _ => waiting += 1,
+                }
+            }
+        }
+        self.desired = desired;
+        self.succeeded = succeeded;
+        self.failed = failed;
+        self.pulling = pulling;
+        self.waiting = waiting;
+    }
+}
+
 fn is_zero_i32(v: &i32) -> bool {
     *v == 0
 }
