@@ -394,6 +394,26 @@ fn kubectl_plugin_sets_images_follows_pauses_and_undoes_an_advanced_statefulset(
     let (ok, _, err) = run(&["keelson", "rollout", "pause", "-n", ns, "asts/cli"]);
     assert!(!ok && err.contains("already paused"), "{err}");
     run(&["keelson", "rollout", "resume", "-n", ns, "asts/cli"]);
+    // Beyond what OpenKruise lets change, the spec is immutable.
+    let (ok, _, err) = c
+        .kubectl_result(
+            &[
+                "-n",
+                ns,
+                "patch",
+                "asts",
+                "cli",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"serviceName":"other"}}"#,
+            ],
+            None,
+        )
+        .unwrap();
+    assert!(
+        !ok && err.contains("updates to statefulset spec for fields other than 'replicas'"),
+        "{err}"
+    );
     let (ok, out, _) = run(&["keelson", "rollout", "undo", "-n", ns, "asts/cli"]);
     assert!(ok && out.contains("rolled back"), "{out}");
     let (ok, out, _) = run(&[

@@ -296,6 +296,70 @@ pub fn validate(sts: &StatefulSet) -> Vec<String> {
     errs
 }
 
+/// The errors of an update from `old` to `new`: beyond the fields
+/// OpenKruise lets change, the spec is immutable.
+pub fn validate_update(new: &StatefulSet, old: &StatefulSet) -> Vec<String> {
+    let mut kept = new.spec.clone();
+    let o = &old.spec;
+    kept.replicas = o.replicas;
+    kept.template = o.template.clone();
+    kept.update_strategy = o.update_strategy.clone();
+    kept.persistent_volume_claim_retention_policy =
+        o.persistent_volume_claim_retention_policy.clone();
+    kept.scale_strategy = o.scale_strategy.clone();
+    kept.volume_claim_templates = o.volume_claim_templates.clone();
+    kept.volume_claim_update_strategy = o.volume_claim_update_strategy.clone();
+    kept.reserve_ordinals = o.reserve_ordinals.clone();
+    kept.lifecycle = o.lifecycle.clone();
+    kept.revision_history_limit = o.revision_history_limit;
+    kept.ordinals = o.ordinals.clone();
+    if kept != *o {
+        return vec!["spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'reserveOrdinals', 'lifecycle', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy', `volumeClaimTemplates`, `VolumeClaimUpdateStrategy` and 'updateStrategy' are forbidden".into()];
+    }
+    vec![]
+}
+
+/// Under `InPlaceOnly`, the template change's first operation that is not
+/// an image replace (OpenKruise's unanchored `/containers/N/image` match).
+pub fn not_in_place(new: &StatefulSet, old: &StatefulSet) -> Option<String> {
+    let policy = new
+        .spec
+        .update_strategy
+        .rolling_update
+        .as_ref()
+        .and_then(|r| r.pod_update_policy.as_deref());
+    if policy != Some("InPlaceOnly") {
+        return None;
+    }
+    let (a, b) = (
+        serde_json::to_value(&old.spec.template.spec).unwrap_or_default(),
+        serde_json::to_value(&new.spec.template.spec).unwrap_or_default(),
+    );
+    let image = |path: &str| {
+        let parts: Vec<&str> = path.split('/').collect();
+        parts.windows(3).any(|w| {
+            w[0] == "containers"
+                && !w[1].is_empty()
+                && w[1].bytes().all(|c| c.is_ascii_digit())
+                && w[2] == "image"
+        })
+    };
+    for op in json_patch::diff(&a, &b).0 {
+        let (kind, path) = match &op {
+            json_patch::PatchOperation::Replace(r) => ("replace", r.path.to_string()),
+            json_patch::PatchOperation::Add(x) => ("add", x.path.to_string()),
+            json_patch::PatchOperation::Remove(x) => ("remove", x.path.to_string()),
+            other => ("replace", other.path().to_string()),
+        };
+        if kind != "replace" || !image(&path) {
+            return Some(format!(
+                "invalid template modified with InPlaceOnly strategy: {kind} {path}, currently only image update is allowed for InPlaceOnly"
+            ));
+        }
+    }
+    None
+}
+
 /// Answers the validating webhook (create and update; deletions are
 /// deletion protection's).
 pub fn validate_review(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
@@ -310,11 +374,22 @@ pub fn validate_review(req: &AdmissionRequest<DynamicObject>) -> AdmissionRespon
         Ok(s) => s,
         Err(e) => return deny(resp, 400, "BadRequest", format!("not a StatefulSet: {e}")),
     };
-    let errs = validate(&sts);
-    if errs.is_empty() {
-        return resp;
+    let mut errs = validate(&sts);
+    let old = match req.operation {
+        Operation::Update => object(req.old_object.as_ref())
+            .and_then(|o| serde_json::from_value::<StatefulSet>(o).ok()),
+        _ => None,
+    };
+    if let Some(old) = &old {
+        errs.extend(validate_update(&sts, old));
     }
-    deny(resp, 422, "Invalid", aggregate(&errs))
+    if !errs.is_empty() {
+        return deny(resp, 422, "Invalid", aggregate(&errs));
+    }
+    if let Some(why) = old.as_ref().and_then(|o| not_in_place(&sts, o)) {
+        return deny(resp, 422, "Invalid", why);
+    }
+    resp
 }
 
 #[cfg(test)]
@@ -369,6 +444,39 @@ mod tests {
             "Kruise's template default"
         );
         assert!(validate(&s).is_empty(), "{:?}", validate(&s));
+    }
+
+    #[test]
+    fn updates_change_only_what_openkruise_lets_change() {
+        let old = sts(base());
+        let mut new = old.clone();
+        new.spec.replicas = Some(7);
+        new.spec.ordinals = Some(Default::default());
+        assert!(validate_update(&new, &old).is_empty());
+        new.spec.service_name = Some("other".into());
+        let e = validate_update(&new, &old);
+        assert!(
+            e[0].starts_with(
+                "spec: Forbidden: updates to statefulset spec for fields other than 'replicas'"
+            ),
+            "{e:?}"
+        );
+        let mut spec = base();
+        spec["template"]["spec"]["readinessGates"] =
+            json!([{"conditionType": "InPlaceUpdateReady"}]);
+        spec["updateStrategy"] = json!({"rollingUpdate": {"podUpdatePolicy": "InPlaceOnly"}});
+        let old = sts(spec);
+        let mut image = old.clone();
+        image.spec.template.spec.as_mut().unwrap().containers[0].image = Some("nginx:2".into());
+        assert_eq!(not_in_place(&image, &old), None);
+        let mut cmd = image.clone();
+        cmd.spec.template.spec.as_mut().unwrap().containers[0].command = Some(vec!["sh".into()]);
+        assert_eq!(
+            not_in_place(&cmd, &old).as_deref(),
+            Some(
+                "invalid template modified with InPlaceOnly strategy: add /containers/0/command, currently only image update is allowed for InPlaceOnly"
+            )
+        );
     }
 
     #[test]
