@@ -13,6 +13,37 @@ pub fn status_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
+/// Whether `meta` names `uid` as its controller.
+pub fn controlled_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+/// The objects of `api` matching label query `labels` whose controller is
+/// `uid`.
+pub async fn list_controlled<K>(
+    api: &kube::Api<K>,
+    labels: &str,
+    uid: &str,
+) -> Result<Vec<K>, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = kube::api::ListParams::default();
+    if !labels.is_empty() {
+        params = params.labels(labels);
+    }
+    Ok(api
+        .list(&params)
+        .await?
+        .items
+        .into_iter()
+        .filter(|o| controlled_by(o.meta(), uid))
+        .collect())
+}
+
 /// The merge patch `{"status": new}` that also clears every field `old`
 /// had and `new` omits (zero counters, emptied lists: serde skips them,
 /// and a merge patch would leave them stale).

@@ -168,13 +168,7 @@ fn owned_revisions(obj: &Value, all: Vec<ControllerRevision>) -> Vec<ControllerR
         .unwrap_or_default()
         .to_string();
     all.into_iter()
-        .filter(|r| {
-            r.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.uid == uid && o.controller == Some(true))
-        })
+        .filter(|r| crate::api_call::controlled_by(&r.metadata, &uid))
         .collect()
 }
 

@@ -58,13 +58,6 @@ pub struct Context {
     pub guard: Option<crate::podunavailablebudget::guard::Guard>,
 }
 
-fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == uid && o.controller == Some(true))
-}
-
 fn owner_of(cs: &CloneSet) -> OwnerReference {
     OwnerReference {
         api_version: "apps.kruise.io/v1alpha1".into(),
@@ -121,19 +114,13 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let revisions_api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = crate::selector::to_query(&cs.spec.selector);
-    let all_pods: Vec<Pod> = pods_api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| owned_by(&p.metadata, &uid))
-        .collect();
+    let all_pods: Vec<Pod> = crate::api_call::list_controlled(&pods_api, &selector, &uid).await?;
     let revisions: Vec<ControllerRevision> = revisions_api
         .list(&ListParams::default())
         .await?
         .items
         .into_iter()
-        .filter(|r| owned_by(&r.metadata, &uid))
+        .filter(|r| crate::api_call::controlled_by(&r.metadata, &uid))
         .collect();
     let vanished = plan::vanished_pods_to_delete(&cs, &all_pods);
     if !vanished.is_empty() {
@@ -167,7 +154,7 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
             .await?
             .items
             .into_iter()
-            .filter(|r| owned_by(&r.metadata, &uid))
+            .filter(|r| crate::api_call::controlled_by(&r.metadata, &uid))
             .collect()
     } else {
         revisions
@@ -227,7 +214,7 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
             .await?
             .items
         {
-            if owned_by(&c.metadata, &uid)
+            if crate::api_call::controlled_by(&c.metadata, &uid)
                 && c.metadata.deletion_timestamp.is_none()
                 && let Some(id) = c
                     .labels()

@@ -75,13 +75,6 @@ fn owner_of(ds: &DaemonSet) -> OwnerReference {
     }
 }
 
-fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == uid && o.controller == Some(true))
-}
-
 fn publish(ctx: &Context, ds: &DaemonSet, warning: bool, reason: &str, note: String) {
     crate::events::publish(&ctx.recorder, ds.object_ref(&()), warning, reason, note);
 }
@@ -332,13 +325,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Reco
         .await?
         .items;
     let selector = crate::selector::to_query(sel);
-    let all_pods: Vec<Pod> = pods_api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| owned_by(&p.metadata, &uid))
-        .collect();
+    let all_pods: Vec<Pod> = crate::api_call::list_controlled(&pods_api, &selector, &uid).await?;
     let old_status = ds.status.clone().unwrap_or_default();
     let parent = Parent {
         name: ds.name_any(),

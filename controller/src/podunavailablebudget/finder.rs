@@ -185,11 +185,7 @@ pub async fn pods_for(
                 .items
                 .iter()
                 .filter(|s| s.metadata.deletion_timestamp.is_none())
-                .filter(|s| {
-                    s.owner_references()
-                        .iter()
-                        .any(|o| o.controller == Some(true) && o.uid == w.uid)
-                })
+                .filter(|s| crate::api_call::controlled_by(&s.metadata, &w.uid))
                 .filter_map(|s| s.uid())
                 .collect();
             if !owned.is_empty() {

@@ -17,7 +17,7 @@ use k8s_openapi::jiff::Timestamp;
 use keelson_api::apps::v1beta1::statefulset::{
     DELETE_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY_TYPE, StatefulSet,
 };
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
@@ -68,13 +68,6 @@ fn owner_of(sts: &StatefulSet) -> OwnerReference {
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
-}
-
-fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == uid && o.controller == Some(true))
 }
 
 fn publish(ctx: &Context, sts: &StatefulSet, warning: bool, reason: &str, note: String) {
@@ -311,13 +304,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, R
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let revisions_api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = crate::selector::to_query(&sts.spec.selector);
-    let all_pods: Vec<Pod> = pods_api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| owned_by(&p.metadata, &uid))
-        .collect();
+    let all_pods: Vec<Pod> = crate::api_call::list_controlled(&pods_api, &selector, &uid).await?;
     let old_status = sts.status.clone().unwrap_or_default();
     let parent = Parent {
         name: sts.name_any(),

@@ -275,7 +275,7 @@ pub(super) async fn apply_predownload(
         predownload::Decision::Nothing => {}
         predownload::Decision::DeleteJobs => {
             for j in jobs.list(&ListParams::default()).await?.items {
-                if owned_by(&j.metadata, &uid) {
+                if crate::api_call::controlled_by(&j.metadata, &uid) {
                     ignore_gone(
                         jobs.delete(&j.name_any(), &DeleteParams::background())
                             .await,

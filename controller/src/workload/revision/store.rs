@@ -52,12 +52,8 @@ pub async fn sync(
                     Ok(_) => return Ok((name, true)),
                     Err(e) if crate::api_call::status_code(&e) == Some(409) => {
                         let stored = revisions.get(&name).await?;
-                        let ours = stored
-                            .metadata
-                            .owner_references
-                            .iter()
-                            .flatten()
-                            .any(|o| o.uid == parent.owner.uid && o.controller == Some(true));
+                        let ours =
+                            crate::api_call::controlled_by(&stored.metadata, &parent.owner.uid);
                         if equal_revision(&stored, &new) && ours {
                             return Ok((name, true));
                         }
@@ -92,23 +88,7 @@ pub async fn load(
     collision_count: i32,
     extra_annotations: &BTreeMap<String, String>,
 ) -> Result<History, StoreError> {
-    let owned = || async {
-        Ok::<_, kube::Error>(
-            revisions
-                .list(&kube::api::ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .filter(|r| {
-                    r.metadata
-                        .owner_references
-                        .iter()
-                        .flatten()
-                        .any(|o| o.uid == parent.owner.uid && o.controller == Some(true))
-                })
-                .collect::<Vec<ControllerRevision>>(),
-        )
-    };
+    let owned = || crate::api_call::list_controlled(revisions, "", &parent.owner.uid);
     let mut list = owned().await?;
     let mut collision_count = collision_count;
     let (update_revision, stored) = sync(
