@@ -230,6 +230,8 @@ fn start_reconcilers(
             pod_index_label: gates.enabled("PodIndexLabel"),
             env_from_metadata: gates.enabled("InPlaceUpdateEnvFromMetadata"),
             pub_update: gates.enabled("PodUnavailableBudgetUpdateGate"),
+            predownload: gates.enabled("PreDownloadImageForInPlaceUpdate")
+                && gates.enabled("KruiseDaemon"),
         },
         args.identity
             .clone()
@@ -240,6 +242,8 @@ fn start_reconcilers(
         crate::daemonset::controller::Gates {
             env_from_metadata: gates.enabled("InPlaceUpdateEnvFromMetadata"),
             pub_update: gates.enabled("PodUnavailableBudgetUpdateGate"),
+            predownload: gates.enabled("PreDownloadImageForDaemonSetUpdate")
+                && gates.enabled("KruiseDaemon"),
         },
         args.identity
             .clone()
@@ -247,10 +251,16 @@ fn start_reconcilers(
     )));
     tasks.push(tokio::spawn(crate::cloneset::controller::run(
         client.clone(),
-        gates.enabled("InPlaceUpdateEnvFromMetadata"),
+        crate::cloneset::controller::Gates {
+            env_from_metadata: gates.enabled("InPlaceUpdateEnvFromMetadata"),
+            predownload: gates.enabled("PreDownloadImageForInPlaceUpdate")
+                && gates.enabled("KruiseDaemon"),
+            pub_update: gates.enabled("PodUnavailableBudgetUpdateGate"),
+            short_hash: gates.enabled("CloneSetShortHash"),
+            partition_rollback: gates.enabled("CloneSetPartitionRollback"),
+            recreate_on_vct_change: gates.enabled("RecreatePodWhenChangeVCTInCloneSetGate"),
+        },
         args.cloneset_scaling_exclude_preparing_delete,
-        gates.enabled("PreDownloadImageForInPlaceUpdate") && gates.enabled("KruiseDaemon"),
-        gates.enabled("PodUnavailableBudgetUpdateGate"),
         args.identity
             .clone()
             .unwrap_or_else(|| "keelson-controller".into()),
@@ -269,53 +279,30 @@ async fn run_webhook(
     health: Arc<Health>,
 ) {
     let external = gates.enabled("EnableExternalCerts");
-    use crate::webhook::{ca_bundle, certs};
-    let names = certs::dns_names(&args.webhook_service_name, &args.webhook_namespace);
-    let mut backoff = Duration::from_millis(500);
-    let made = loop {
-        let got = if external {
-            certs::read_dir(&args.webhook_cert_dir)
+    use crate::webhook::{certs, tls as keep};
+    let settings = keep::Settings {
+        source: if external {
+            keep::Source::Dir(args.webhook_cert_dir.clone())
         } else {
-            certs::ensure_secret(
-                &client,
-                &args.webhook_namespace,
-                &args.webhook_secret_name,
-                &names,
-            )
-            .await
-        };
-        match got {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "webhook certificates not available yet");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+            keep::Source::Secret {
+                namespace: args.webhook_namespace.clone(),
+                name: args.webhook_secret_name.clone(),
             }
-        }
+        },
+        service: args.webhook_service_name.clone(),
+        namespace: args.webhook_namespace.clone(),
+        names: certs::dns_names(&args.webhook_service_name, &args.webhook_namespace),
     };
-    let tls = match certs::server_config(&made) {
-        Ok(t) => t,
+    // The certificates, kept current (re-read, rotated, CA injected first)
+    // for as long as the server runs.
+    let (keeper, tls) = match keep::Keeper::start(client.clone(), settings).await {
+        Ok(k) => k,
         Err(e) => {
             tracing::error!(error = %e, "webhook certificates unusable; not serving webhooks");
             return;
         }
     };
-    let injector = (!external).then(|| {
-        let client = client.clone();
-        let (service, ns) = (
-            args.webhook_service_name.clone(),
-            args.webhook_namespace.clone(),
-        );
-        let ca = made.ca_cert.clone().into_bytes();
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = ca_bundle::sync(&client, &service, &ns, &ca).await {
-                    tracing::warn!(error = %e, "writing the webhook caBundle failed; retrying");
-                }
-                tokio::time::sleep(Duration::from_secs(60)).await;
-            }
-        })
-    });
+    let keeper = tokio::spawn(keeper.run());
     // The pod and SidecarSet webhooks answer from watched state: serve
     // (and report ready) only once it is listed.
     let (caches, watches) = crate::webhook::cache::Caches::start(&client);
@@ -349,9 +336,7 @@ async fn run_webhook(
         guard,
     };
     crate::webhook::serve(listener, tls, ctx).await;
-    if let Some(t) = injector {
-        t.abort();
-    }
+    keeper.abort();
     scope.abort();
     for w in watches {
         w.abort();

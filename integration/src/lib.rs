@@ -13,6 +13,7 @@ pub mod client;
 pub mod cni;
 pub mod containerd;
 pub mod controller;
+pub mod forwarder;
 pub mod images;
 pub mod kube;
 pub mod kubelet;

@@ -8,7 +8,9 @@
 //! nodes uses extra Node objects with no kubelet (their pods stay
 //! Pending): only nodes matching the node selector with no untolerated
 //! taint get a pod, pinned to them. Surge and partition across many nodes
-//! are unit tests of the planner (`daemonset::plan::tests`).
+//! are unit tests of the planner (`daemonset::plan::tests`). With
+//! `PreDownloadImageForDaemonSetUpdate`, the new image of a held-back
+//! node is pulled by an ImagePullJob before its pod is updated in place.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,7 +56,10 @@ fn pods(c: &Cluster, ns: &str, app: &str) -> Vec<Value> {
 }
 
 fn status(c: &Cluster, ns: &str, name: &str) -> Value {
-    c.get_json(&["-n", ns, "ads", name]).unwrap()["status"].clone()
+    // As a v1alpha1 user reads it (converted from the stored v1beta1).
+    c.get_json(&["-n", ns, "daemonsets.v1alpha1.apps.kruise.io", name])
+        .unwrap()["status"]
+        .clone()
 }
 
 fn s(v: &Value) -> String {
@@ -433,4 +438,138 @@ fn webhooks_default_the_spec_not_the_template_and_refuse_bad_strategies() {
         err.contains("updates to daemonset spec for fields other than"),
         "{err}"
     );
+}
+
+fn time(v: &Value) -> k8s_openapi::jiff::Timestamp {
+    v.as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("not a time: {v}"))
+}
+
+#[test]
+fn the_new_image_is_pre_downloaded_before_the_in_place_update() {
+    let c = cluster();
+    let ns = c.namespace("ads-predownload").unwrap();
+    let ns = ns.name.as_str();
+    let registry = keelson_integration::registry::Registry::start(None).unwrap();
+    let layout = c.runtime().unwrap().images().layout("busybox");
+    let v1 = registry.push(&layout, BUSYBOX, "ads/agent:v1").unwrap();
+    let v2 = registry.push(&layout, BUSYBOX, "ads/agent:v2").unwrap();
+    // Partition 1 holds the only node back: it pulls while it waits.
+    c.apply_stdin(
+        &ads(
+            ns,
+            "puller",
+            "    type: RollingUpdate\n    rollingUpdate: {rollingUpdateType: InPlaceIfPossible, maxUnavailable: 1, partition: 1}\n",
+            "",
+        )
+        .replace(&format!("image: {BUSYBOX}"), &format!("image: {v1}")),
+    )
+    .unwrap();
+    let p = settled(&c, ns, "puller");
+    let (uid, old_hash) = (
+        s(&p["metadata"]["uid"]),
+        s(&p["metadata"]["labels"]["controller-revision-hash"]),
+    );
+    // ImagePullJobs reach the node through its NodeImage.
+    c.wait_for("NodeImage of the node", LIMIT, |c| {
+        Ok(c.get_json(&["nodeimage", NODE]).ok().map(|_| ()))
+    })
+    .unwrap();
+    set_image(&c, ns, "puller", &v2);
+    // Sampled from the change until the job completes: the pod stays.
+    let mut samples = 0;
+    let (hash, job) = c
+        .wait_for("pre-download ImagePullJob completed", LIMIT, |c| {
+            let ps = pods(c, ns, "puller");
+            assert_eq!(ps.len(), 1);
+            assert_eq!(s(&ps[0]["metadata"]["uid"]), uid);
+            assert_eq!(
+                s(&ps[0]["metadata"]["labels"]["controller-revision-hash"]),
+                old_hash,
+                "sample {samples}: updated before the pre-download finished"
+            );
+            assert_eq!(ps[0]["spec"]["containers"][0]["image"], v1.as_str());
+            samples += 1;
+            // v1alpha1 `daemonSetHash`, v1beta1 `updateRevision`.
+            let st = status(c, ns, "puller");
+            let hash = s(st.get("daemonSetHash").unwrap_or(&st["updateRevision"]));
+            if hash.is_empty() || hash == old_hash {
+                return Ok(None);
+            }
+            let Ok(job) = c.get_json(&["-n", ns, "imagepulljob", &format!("puller-{hash}-main")])
+            else {
+                return Ok(None);
+            };
+            if job["status"]["failed"].as_i64().unwrap_or(0) > 0 {
+                anyhow::bail!("pull failed: {}", job["status"]);
+            }
+            let done =
+                job["status"]["succeeded"] == 1 && job["status"]["completionTime"].is_string();
+            Ok(done.then_some((hash, job)))
+        })
+        .unwrap();
+    assert_eq!(job["spec"]["image"], v2.as_str());
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "DaemonSet");
+    assert_eq!(
+        job["metadata"]["labels"]["controller.kubernetes.io/hash"],
+        hash.as_str()
+    );
+    let e = &job["spec"]["podSelector"]["matchExpressions"][0];
+    assert_eq!(
+        (e["key"].as_str(), e["operator"].as_str()),
+        (Some("controller-revision-hash"), Some("NotIn"))
+    );
+    assert!(
+        registry.log_text().contains("ads/agent/manifests/v2"),
+        "v2 pulled from the registry by the job"
+    );
+    let rev = c
+        .get_json(&["-n", ns, "controllerrevision", &format!("puller-{hash}")])
+        .unwrap();
+    assert_eq!(
+        rev["metadata"]["labels"]["apps.kruise.io/pre-predownload-created"],
+        "true"
+    );
+    // Released: the pod is updated in place, after the job completed.
+    c.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "ads",
+        "puller",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#,
+    ])
+    .unwrap();
+    let p = settled(&c, ns, "puller");
+    assert_eq!(s(&p["metadata"]["uid"]), uid, "in place");
+    assert_eq!(p["spec"]["containers"][0]["image"], v2.as_str());
+    let state: Value = serde_json::from_str(
+        p["metadata"]["annotations"]["apps.kruise.io/inplace-update-state"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let (started, completed) = (
+        time(&state["updateTimestamp"]),
+        time(&job["status"]["completionTime"]),
+    );
+    assert!(
+        started >= completed,
+        "in-place update started at {started}, before the pull completed at {completed}"
+    );
+    eprintln!(
+        "{samples} samples before the pull completed; update started {started}, pull done {completed}"
+    );
+    // Consistent again: the DaemonSet's jobs go.
+    c.wait_for("pre-download jobs deleted", LIMIT, |c| {
+        let jobs = c.get_json(&["-n", ns, "imagepulljobs"])?;
+        Ok(jobs["items"]
+            .as_array()
+            .is_none_or(|j| j.is_empty())
+            .then_some(()))
+    })
+    .unwrap();
 }

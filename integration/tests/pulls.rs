@@ -1,7 +1,8 @@
 //! The agent's pull engine against a real containerd and a real registry
 //! with htpasswd auth on 127.0.0.1: pull secrets, an exec credential
-//! plugin, wrong credentials with retries, malformed references, and
-//! identical concurrent pulls collapsing into one.
+//! plugin, wrong credentials with retries, malformed references,
+//! identical concurrent pulls collapsing into one, and concurrent pulls
+//! with different secrets kept apart.
 
 mod common;
 
@@ -203,4 +204,62 @@ async fn identical_concurrent_pulls_are_pulled_once() {
         one_pull,
         "ten requests, one pull's worth of manifest fetches"
     );
+}
+
+#[tokio::test]
+async fn concurrent_pulls_with_different_secrets_are_not_shared() {
+    let s = setup(&["shared/busybox:1"]).await;
+    let host = s.registry.host();
+    let pull = |password: &str| {
+        let mut spec = PullSpec::new(&format!("{host}/shared/busybox:1"));
+        spec.secrets.push(secret(&host, "keelson", password));
+        spec.policy = PullPolicy::Always;
+        spec.backoff_limit = 0;
+        spec
+    };
+    // Both orders: whichever request comes first, the other one carries
+    // different credentials and must get a pull (and an answer) of its own.
+    for right_first in [true, false] {
+        let (first, second) = if right_first {
+            (pull("s3cret"), pull("wrong-password"))
+        } else {
+            (pull("wrong-password"), pull("s3cret"))
+        };
+        let (first, second) = tokio::join!(s.engine.submit(first), s.engine.submit(second));
+        let (first, second) = (first.unwrap(), second.unwrap());
+        let (first, second) = tokio::join!(s.engine.wait(&first), s.engine.wait(&second));
+        let (first, second) = (first.unwrap(), second.unwrap());
+        let (right, wrong) = if right_first {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        assert_eq!(
+            right.phase,
+            Phase::Succeeded,
+            "right secret (right first: {right_first}): {}",
+            right.message
+        );
+        assert!(
+            right
+                .image_id
+                .as_deref()
+                .is_some_and(|i| i.starts_with("sha256:"))
+        );
+        assert_eq!(
+            wrong.phase,
+            Phase::Failed,
+            "wrong secret answered by another request's pull (right first: {right_first}): {}",
+            wrong.message
+        );
+        assert!(
+            wrong.message.contains("unauthorized") && wrong.message.contains("401"),
+            "{}",
+            wrong.message
+        );
+        assert!(
+            !wrong.message.contains("wrong-password") && !right.message.contains("s3cret"),
+            "no secret in status"
+        );
+    }
 }

@@ -15,21 +15,28 @@
 //!   container's current instance — id, attempt, the image as the spec
 //!   named it at creation and the hash of its env-from-metadata values —
 //!   so the controller knows exactly when an update has taken effect (a
-//!   retag that keeps the image ID included).
+//!   retag that keeps the image ID included). Only instances that have
+//!   started are listed, and while an update is in flight the annotation
+//!   is written as soon as the runtime reports the new instance started
+//!   ([`InPlaceSync::on_book_change`]), not when kubelet's next status
+//!   carries it (a PLEG relist later): the controller can mark the pod
+//!   `InPlaceUpdateReady` while kubelet is still catching up, and kubelet
+//!   computes `Ready` in the same sync that reports the new container.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
 use keelson_api::apps::shared::{
-    IN_PLACE_UPDATE_READY, RUNTIME_CONTAINER_META_KEY, RuntimeContainerHashes,
-    RuntimeContainerMeta, RuntimeContainerMetaSet,
+    IN_PLACE_UPDATE_READY, InPlaceUpdateState, RUNTIME_CONTAINER_META_KEY, RuntimeContainerHashes,
+    RuntimeContainerMeta, RuntimeContainerMetaSet, get_in_place_update_state,
 };
 use keelson_api::envmeta;
+use keelson_api::inplace::{Progress, progress, record_is_current};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::pods::{PodBook, PodView};
+use crate::pods::{PodBook, PodView, State};
 use crate::restart::engine::RestartEngine;
 use crate::restart::envdeps::MetadataUpdate;
 
@@ -95,8 +102,14 @@ pub fn env_target(pod: &Pod) -> u64 {
     envmeta::values_hash(&values)
 }
 
-/// The runtime meta of `pod` from what the agent saw created (`views`:
-/// the pod's sandboxes in the book); `None` when it knows no container.
+/// The instance has been started by the runtime (running or exited since).
+fn started(state: State) -> bool {
+    matches!(state, State::Running | State::Exited(_))
+}
+
+/// The runtime meta of `pod` from what the agent saw created and started
+/// (`views`: the pod's sandboxes in the book): per container the newest
+/// instance that has started; `None` when no container has.
 pub fn runtime_meta(pod: &Pod, views: &[PodView]) -> Option<RuntimeContainerMetaSet> {
     let runtime = pod
         .status
@@ -116,7 +129,7 @@ pub fn runtime_meta(pod: &Pod, views: &[PodView]) -> Option<RuntimeContainerMeta
         let latest = views
             .iter()
             .flat_map(|v| v.containers.iter())
-            .filter(|(c, _)| c.name == spec.name)
+            .filter(|(c, state)| c.name == spec.name && started(*state))
             .max_by_key(|(c, _)| c.seq);
         let Some((c, _)) = latest else { continue };
         let values: BTreeMap<String, String> = envmeta::references(spec)
@@ -137,13 +150,57 @@ pub fn runtime_meta(pod: &Pod, views: &[PodView]) -> Option<RuntimeContainerMeta
     (!containers.is_empty()).then_some(RuntimeContainerMetaSet { containers })
 }
 
-/// Acts on pod events; remembers per pod the env target it last restarted
-/// for, so repeated events restart nothing twice.
+/// Whether the in-place update in flight on `pod` has taken effect once
+/// the runtime meta `report` is known: the pod is being updated, its
+/// record is the one the condition names, and by the controllers' rule ([`keelson_api::inplace::progress`]) with the
+/// report in place of the pod's annotation.
+pub fn taken_effect(pod: &Pod, report: &str) -> bool {
+    if !updating(pod) {
+        return false;
+    }
+    let Some(state) = get_in_place_update_state(&pod.metadata)
+        .and_then(|s| serde_json::from_str::<InPlaceUpdateState>(s).ok())
+    else {
+        return false;
+    };
+    // Between the controller's two writes the pod shows this update's
+    // condition next to the previous update's (finished) record.
+    if !record_is_current(pod, &state) {
+        return false;
+    }
+    let mut seen = pod.clone();
+    seen.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(RUNTIME_CONTAINER_META_KEY.to_string(), report.to_string());
+    progress(&seen, &state) == Progress::Done
+}
+
+/// The status patch setting `InPlaceUpdateReady` True on `pod`, valid
+/// only on the pod's current resourceVersion (the update it judged).
+fn ready_patch(pod: &Pod) -> serde_json::Value {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let now = k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
+    serde_json::json!({
+        "metadata": {"resourceVersion": pod.metadata.resource_version},
+        "status": {"conditions": [{
+            "type": IN_PLACE_UPDATE_READY, "status": "True", "lastTransitionTime": now.to_string(),
+            "reason": null, "message": null,
+        }]},
+    })
+}
+
+/// Acts on pod events and on the runtime's container events; remembers
+/// per pod the env target it last restarted for, so repeated events
+/// restart nothing twice, the pods being updated in place (to report a
+/// started instance at once) and the runtime meta it last wrote.
 pub struct InPlaceSync {
     client: Client,
     restarts: Arc<RestartEngine>,
     book: Arc<PodBook>,
     submitted: Mutex<HashMap<String, u64>>,
+    in_flight: Mutex<HashMap<String, Pod>>,
+    written: Mutex<HashMap<String, String>>,
 }
 
 impl InPlaceSync {
@@ -153,6 +210,8 @@ impl InPlaceSync {
             restarts,
             book,
             submitted: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
     }
 
@@ -201,7 +260,46 @@ impl InPlaceSync {
         if !gated(pod) {
             return;
         }
-        let Some(meta) = runtime_meta(pod, &self.views(&uid)) else {
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if updating(pod) {
+                in_flight.insert(uid.clone(), pod.clone());
+            } else {
+                in_flight.remove(&uid);
+            }
+        }
+        self.report(pod, &uid, true).await;
+    }
+
+    /// The runtime changed something on the node: reports newly started
+    /// instances of the pods being updated in place without waiting for
+    /// kubelet's status.
+    pub async fn on_book_change(&self) {
+        let pods: Vec<Pod> = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for pod in pods {
+            if let Some(uid) = pod.metadata.uid.clone() {
+                self.report(&pod, &uid, false).await;
+            }
+        }
+    }
+
+    /// Writes the pod's runtime meta if it differs from what the pod says
+    /// (`fresh`: `pod` is what the API server just sent) or, for a cached
+    /// copy, from this agent's last write. When the report shows the
+    /// in-place update in flight has taken effect (by the rule the
+    /// controllers use), marks the pod `InPlaceUpdateReady` first, in a
+    /// status-only write: kubelet then computes `Ready` in the very sync
+    /// that reports the new container, where a metadata write first would
+    /// have it sync on that older copy and see the condition one PLEG
+    /// relist later.
+    async fn report(&self, pod: &Pod, uid: &str, fresh: bool) {
+        let Some(meta) = runtime_meta(pod, &self.views(uid)) else {
             return;
         };
         let Ok(text) = serde_json::to_string(&meta) else {
@@ -212,17 +310,59 @@ impl InPlaceSync {
             .annotations
             .as_ref()
             .and_then(|a| a.get(RUNTIME_CONTAINER_META_KEY));
-        if current == Some(&text) {
+        let last = self
+            .written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned();
+        let known = current == Some(&text) || (!fresh && last.as_ref() == Some(&text));
+        let done = taken_effect(pod, &text);
+        if known && !(done && fresh) {
+            return;
+        }
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        if done {
+            let patch = ready_patch(pod);
+            match pods
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(pod = %name, namespace = %ns, "in-place update took effect on the node: InPlaceUpdateReady");
+                    self.in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(uid);
+                }
+                // The pod moved on (a conflict) or is gone: its next event
+                // is judged afresh, and the controller judges it too.
+                Err(e) => {
+                    tracing::debug!(pod = %name, namespace = %ns, error = %e, "marking InPlaceUpdateReady from the node skipped");
+                }
+            }
+        }
+        if known {
             return;
         }
         let patch =
             serde_json::json!({"metadata": {"annotations": {RUNTIME_CONTAINER_META_KEY: text}}});
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        if let Err(e) = pods
+        match pods
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            tracing::warn!(pod = %name, namespace = %ns, error = %e, "writing runtime container meta failed");
+            Ok(_) => {
+                tracing::debug!(pod = %name, namespace = %ns, "runtime container meta written");
+                self.written
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(uid.to_string(), text);
+            }
+            Err(e) => {
+                tracing::warn!(pod = %name, namespace = %ns, error = %e, "writing runtime container meta failed");
+            }
         }
     }
 
@@ -230,6 +370,14 @@ impl InPlaceSync {
     pub fn remove(&self, pod: &Pod) {
         if let Some(uid) = &pod.metadata.uid {
             self.submitted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(uid);
+            self.in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(uid);
+            self.written
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(uid);

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use keelson_api::apps::v1alpha1::nodeimage::NodeImage;
 use kube::runtime::watcher;
 use kube::{Api, Client, Config};
 
@@ -83,6 +82,29 @@ pub async fn run(
     }
 }
 
+/// Aborts the task when dropped (a task that lives as long as one
+/// [`follow`] round).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Hands every change of the pod book (a container created, started or
+/// exited) to the in-place sync, which reports new instances of pods being
+/// updated at once. Armed before each pass, so no change is missed.
+async fn report_started(in_place: Arc<inplace::InPlaceSync>, book: Arc<crate::pods::PodBook>) {
+    loop {
+        let changed = book.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        in_place.on_book_change().await;
+        changed.await;
+    }
+}
+
 async fn follow(
     c: &ClusterConfig,
     pulls: &Arc<PullEngine>,
@@ -92,15 +114,32 @@ async fn follow(
     synced: &mut bool,
 ) -> Result<(), String> {
     let client = connect(c).await?;
-    let images =
-        nodeimage_sync::NodeImageSync::new(client.clone(), &c.node_name, pulls.clone(), store)
-            .map_err(|e| e.to_string())?;
+    // The version the cluster stores NodeImages in, told by discovery.
+    let node_images = nodeimage_sync::NodeImages::discover(client.clone())
+        .await
+        .map_err(|e| format!("discovering the NodeImage version: {e}"))?;
+    let image_api = node_images.api();
+    let images = nodeimage_sync::NodeImageSync::new(
+        client.clone(),
+        node_images,
+        &c.node_name,
+        pulls.clone(),
+        store,
+    )
+    .map_err(|e| e.to_string())?;
     let crrs = crr_sync::CrrSync::new(client.clone(), &c.node_name, restarts.clone(), store)
         .map_err(|e| e.to_string())?;
-    let node_images: Api<NodeImage> = Api::all(client.clone());
     let by_name = watcher::Config::default().fields(&format!("metadata.name={}", c.node_name));
-    let mut image_events = watcher(node_images, by_name).boxed();
-    let in_place = inplace::InPlaceSync::new(client.clone(), restarts.clone(), readiness.book());
+    let mut image_events = watcher(image_api, by_name).boxed();
+    let in_place = Arc::new(inplace::InPlaceSync::new(
+        client.clone(),
+        restarts.clone(),
+        readiness.book(),
+    ));
+    let _reporting = AbortOnDrop(tokio::spawn(report_started(
+        in_place.clone(),
+        readiness.book(),
+    )));
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::all(client.clone());
     let on_node = watcher::Config::default().fields(&format!("spec.nodeName={}", c.node_name));
     let mut pod_events = watcher(pods, on_node).boxed();

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use keelson_api::apps::v1alpha1::nodeimage::{
+use keelson_api::apps::v1beta1::nodeimage::{
     IMAGE_PHASE_FAILED, IMAGE_PHASE_PULLING, IMAGE_PHASE_SUCCEEDED, IMAGE_PHASE_WAITING,
     ImageTagStatus, NodeImage, NodeImageStatus, ReferenceObject,
 };
@@ -150,7 +150,7 @@ pub fn status(node: &NodeImage, pulls: &BTreeMap<String, PullStatus>) -> NodeIma
             .tags
             .push(entry);
     }
-    out.recount(&node.spec);
+    out.recount_tags(node.spec.tags());
     out
 }
 
@@ -167,7 +167,7 @@ mod tests {
     fn node() -> NodeImage {
         serde_saphyr::from_str(
             r#"
-apiVersion: apps.kruise.io/v1alpha1
+apiVersion: apps.kruise.io/v1beta1
 kind: NodeImage
 metadata: {name: node-a}
 spec:
@@ -338,7 +338,7 @@ spec:
         let tag = &mut written.image_statuses.get_mut("nginx").unwrap().tags[0];
         tag.phase = "Failed".into();
         tag.message = Some("pulling exceeds the activeDeadlineSeconds".into());
-        written.recount(&n.spec);
+        written.recount_tags(n.spec.tags());
         let n = stored(&n, &written);
         let mut pulls = BTreeMap::new();
         pulls.insert(w[1].key(), pulled(1_000, None));

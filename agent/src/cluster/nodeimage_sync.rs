@@ -4,14 +4,23 @@
 //! round → pull id map is in sled, so a restart submits nothing twice),
 //! with the referenced pull secrets read from the API, and writes the
 //! status the pulls make through the status subresource when it changed.
+//!
+//! The NodeImage is read and written in the version the cluster stores
+//! ([`NodeImages::discover`]: v1beta1 with Keelson's and OpenKruise v1.9's
+//! CRDs, v1alpha1 with older ones), so the agent never needs the
+//! controller's conversion webhook; whatever it reads is handled as
+//! v1beta1, converted by [`keelson_api::conversion`] when stored as
+//! v1alpha1.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use keelson_api::apps::v1alpha1::nodeimage::NodeImage;
-use kube::Client;
+use keelson_api::apps::v1beta1::nodeimage::NodeImage;
+use keelson_api::conversion::{self, ConversionError};
 use kube::api::{Api, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::{Client, Resource};
 
 use super::nodeimage::{changes, finished, status, wanted};
 use crate::images::pulls::PullEngine;
@@ -24,11 +33,91 @@ pub enum SyncError {
     Api(#[from] kube::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("NodeImage not convertible: {0}")]
+    Convert(#[from] ConversionError),
+    #[error("NodeImage not understood: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// This cluster's NodeImages, at the version it stores them in.
+#[derive(Clone)]
+pub struct NodeImages {
+    api: Api<DynamicObject>,
+    resource: ApiResource,
+}
+
+impl NodeImages {
+    /// NodeImages at `version` (`v1alpha1` or `v1beta1`).
+    pub fn at(client: Client, version: &str) -> Self {
+        let gvk = GroupVersionKind::gvk(conversion::GROUP, version, "NodeImage");
+        let resource = ApiResource::from_gvk_with_plural(&gvk, "nodeimages");
+        Self {
+            api: Api::all_with(client, &resource),
+            resource,
+        }
+    }
+
+    /// NodeImages at the version discovery says the cluster stores them
+    /// in ([`keelson_api::served::pick`]); v1beta1 when discovery says
+    /// nothing usable.
+    pub async fn discover(client: Client) -> Result<Self, kube::Error> {
+        let mut lists = vec![];
+        for version in ["v1beta1", "v1alpha1"] {
+            let gv = format!("{}/{version}", conversion::GROUP);
+            match client.list_api_group_resources(&gv).await {
+                Ok(l) => lists.push((version, Some(l))),
+                Err(kube::Error::Api(s)) if s.code == 404 => lists.push((version, None)),
+                Err(e) => return Err(e),
+            }
+        }
+        let candidates: Vec<(&str, Option<&_>)> =
+            lists.iter().map(|(v, l)| (*v, l.as_ref())).collect();
+        let version =
+            keelson_api::served::pick(conversion::GROUP, "NodeImage", "nodeimages", &candidates)
+                .unwrap_or("v1beta1");
+        tracing::info!(
+            version,
+            "NodeImage read and written in the version the cluster stores"
+        );
+        Ok(Self::at(client, version))
+    }
+
+    /// The version read and written.
+    pub fn version(&self) -> &str {
+        &self.resource.version
+    }
+
+    /// The API, for watches.
+    pub fn api(&self) -> Api<DynamicObject> {
+        self.api.clone()
+    }
+
+    /// The object named `name`, as v1beta1.
+    pub async fn get_opt(&self, name: &str) -> Result<Option<NodeImage>, SyncError> {
+        let Some(obj) = self.api.get_opt(name).await? else {
+            return Ok(None);
+        };
+        let hub = conversion::convert(serde_json::to_value(obj)?, &NodeImage::api_version(&()))?;
+        Ok(Some(serde_json::from_value(hub)?))
+    }
+
+    /// Replaces the status of `object` (a v1beta1 object read by
+    /// [`Self::get_opt`]), conditional on its resourceVersion.
+    pub async fn replace_status(&self, object: &NodeImage) -> Result<(), SyncError> {
+        let wire = conversion::convert(serde_json::to_value(object)?, &self.resource.api_version)?;
+        let wire: DynamicObject = serde_json::from_value(wire)?;
+        let name = object.metadata.name.clone().unwrap_or_default();
+        self.api
+            .replace_status(&name, &PostParams::default(), &wire)
+            .await?;
+        Ok(())
+    }
 }
 
 /// The NodeImage side of cluster mode.
 pub struct NodeImageSync {
     client: Client,
+    images: NodeImages,
     node: String,
     pulls: Arc<PullEngine>,
     rounds: Table<String>,
@@ -37,12 +126,14 @@ pub struct NodeImageSync {
 impl NodeImageSync {
     pub fn new(
         client: Client,
+        images: NodeImages,
         node: &str,
         pulls: Arc<PullEngine>,
         store: &Store,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             client,
+            images,
             node: node.to_string(),
             pulls,
             rounds: store.table("cluster.nodeimage-rounds", 100_000)?,
@@ -56,7 +147,7 @@ impl NodeImageSync {
     /// failing every round).
     async fn secrets(
         &self,
-        refs: &[keelson_api::apps::v1alpha1::nodeimage::ReferenceObject],
+        refs: &[keelson_api::apps::v1beta1::nodeimage::ReferenceObject],
     ) -> Result<Vec<String>, kube::Error> {
         let mut out = vec![];
         for r in refs {
@@ -87,8 +178,7 @@ impl NodeImageSync {
 
     /// One round; returns whether the status was written.
     pub async fn sync_once(&self) -> Result<bool, SyncError> {
-        let api: Api<NodeImage> = Api::all(self.client.clone());
-        let Some(node) = api.get_opt(&self.node).await? else {
+        let Some(node) = self.images.get_opt(&self.node).await? else {
             return Ok(false);
         };
         let mut known = BTreeMap::new();
@@ -122,6 +212,11 @@ impl NodeImageSync {
             }
         }
         let next = status(&node, &known);
+        eprintln!(
+            "DEBUG old={} new={}",
+            serde_json::to_string(&node.status).unwrap(),
+            serde_json::to_string(&next).unwrap()
+        );
         if !changes(&node, &next) {
             return Ok(false);
         }
@@ -132,16 +227,13 @@ impl NodeImageSync {
         // conflict's watch event brings the next round.
         let mut object = node;
         object.status = Some(next);
-        match api
-            .replace_status(&self.node, &PostParams::default(), &object)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
+        match self.images.replace_status(&object).await {
+            Ok(()) => Ok(true),
+            Err(SyncError::Api(kube::Error::Api(s))) if s.code == 409 => {
                 tracing::debug!(node = %self.node, "NodeImage status changed meanwhile; next round");
                 Ok(false)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 }
@@ -261,11 +353,13 @@ mod tests {
         let engine = engine(state.path(), &store);
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let server = tokio::spawn(serve(handle));
-        let sync =
-            NodeImageSync::new(Client::new(service, "default"), "node-a", engine, &store).unwrap();
-        let r = |ns: &str, name: &str| keelson_api::apps::v1alpha1::nodeimage::ReferenceObject {
+        let client = Client::new(service, "default");
+        let images = NodeImages::at(client.clone(), "v1alpha1");
+        let sync = NodeImageSync::new(client, images, "node-a", engine, &store).unwrap();
+        let r = |ns: &str, name: &str| keelson_api::apps::v1beta1::nodeimage::ReferenceObject {
             namespace: ns.into(),
             name: name.into(),
+            mode: String::new(),
         };
         let docs = sync
             .secrets(&[
@@ -288,7 +382,8 @@ mod tests {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let server = tokio::spawn(serve(handle));
         let client = Client::new(service, "default");
-        let sync = NodeImageSync::new(client, "node-a", engine.clone(), &store).unwrap();
+        let images = NodeImages::at(client.clone(), "v1alpha1");
+        let sync = NodeImageSync::new(client, images, "node-a", engine.clone(), &store).unwrap();
         assert!(sync.sync_once().await.unwrap(), "status written");
         // Nothing changes: no more writes (what was written reads back
         // the same, times in whole seconds).
@@ -327,5 +422,54 @@ mod tests {
             (tag["tag"].as_str(), tag["version"].as_i64()),
             (Some("1.9.1"), Some(3))
         );
+    }
+
+    /// Discovery as an API server answers it: `served` versions list
+    /// nodeimages with the hash of `stored`.
+    async fn discovery(
+        mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+        served: &[&str],
+        stored: &str,
+    ) {
+        let hash = keelson_api::served::storage_version_hash("apps.kruise.io", stored, "NodeImage");
+        while let Some((req, send)) = handle.next_request().await {
+            let path = req.uri().path().to_string();
+            let version = path.trim_start_matches("/apis/apps.kruise.io/");
+            let answer = if served.contains(&version) {
+                reply(
+                    200,
+                    serde_json::json!({"kind": "APIResourceList", "apiVersion": "v1",
+                        "groupVersion": format!("apps.kruise.io/{version}"),
+                        "resources": [{"name": "nodeimages", "singularName": "nodeimage",
+                            "namespaced": false, "kind": "NodeImage",
+                            "verbs": ["get", "list", "watch"], "storageVersionHash": hash}]}),
+                )
+            } else {
+                reply(
+                    404,
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                    "status": "Failure", "reason": "NotFound", "code": 404}),
+                )
+            };
+            send.send_response(answer);
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_the_version_the_cluster_stores() {
+        for (served, stored, want) in [
+            (&["v1alpha1", "v1beta1"][..], "v1beta1", "v1beta1"),
+            (&["v1alpha1", "v1beta1"][..], "v1alpha1", "v1alpha1"),
+            (&["v1alpha1"][..], "v1alpha1", "v1alpha1"),
+        ] {
+            let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+            let server = tokio::spawn(discovery(handle, served, stored));
+            let images = NodeImages::discover(Client::new(service, "default"))
+                .await
+                .unwrap();
+            assert_eq!(images.version(), want, "served {served:?}, stored {stored}");
+            drop(images);
+            server.await.unwrap();
+        }
     }
 }

@@ -4,10 +4,15 @@
 //! with exponential backoff (capped at 30 s) up to `backoffLimit`, a global
 //! parallelism limit, `IfNotPresent`/`Always`, credentials from the
 //! request's pull secrets, then credential provider plugins, then
-//! anonymous. Identical concurrent pulls (same image and policy) run once
-//! and every waiter gets the result. After a restart, unfinished pulls
-//! resume; finished ones keep their status until a TTL passes. Secrets
-//! never appear in logs or status messages.
+//! anonymous. Identical concurrent pulls run once and every waiter gets
+//! the result; identical means the same image, policy and credentials
+//! ([`ShareKey`]): a request is never answered by a pull made with another
+//! request's secrets. With `IfNotPresent` an image already on the node is
+//! used without credentials, as kubelet does (its `Ensure Secret Pulled
+//! Images` check, KEP-2535, is alpha and off by default in 1.33 and 1.34).
+//! After a restart, unfinished pulls resume; finished ones keep their
+//! status until a TTL passes. Secrets never appear in logs or status
+//! messages.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cri_proto as cri;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, Semaphore, watch};
 
 use super::credentials::{Credentials, Source};
@@ -134,6 +140,64 @@ type Outcome = Result<String, String>;
 /// One pull in progress, shared by every identical request.
 type SharedPull = Arc<OnceCell<Outcome>>;
 
+/// What makes two requests identical, so that one pull answers both: the
+/// image, the policy, and the identity of the request's own credentials.
+/// Credential provider plugins are the node's, the same for every request,
+/// so only the pull secrets tell requests apart. Kept in memory only, and
+/// holds a digest, never a secret; deliberately not `Debug`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ShareKey {
+    image: String,
+    policy: PullPolicy,
+    credentials: [u8; 32],
+}
+
+impl ShareKey {
+    fn of(spec: &PullSpec) -> Self {
+        Self {
+            image: spec.image.clone(),
+            policy: spec.policy,
+            credentials: credential_identity(spec),
+        }
+    }
+}
+
+/// SHA-256 over the credentials `spec`'s pull secrets offer for its image,
+/// in the order they are tried (entries for other registries do not
+/// matter). Requests with no matching secret (anonymous or plugin
+/// credentials only) share one identity. Should a secret not parse (it
+/// was checked on submit), the documents themselves are the identity, so
+/// such a request shares only with one carrying the very same documents.
+fn credential_identity(spec: &PullSpec) -> [u8; 32] {
+    fn field(h: &mut Sha256, bytes: &[u8]) {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    let mut h = Sha256::new();
+    h.update(b"keelson pull credentials v1\0");
+    let mut keyring = Keyring::default();
+    let parsed = spec
+        .secrets
+        .iter()
+        .try_for_each(|s| keyring.add_dockerconfigjson(s.as_bytes()));
+    match parsed {
+        Ok(()) => {
+            for c in keyring.lookup(&spec.image) {
+                h.update(b"c");
+                field(&mut h, c.username.as_bytes());
+                field(&mut h, c.password.as_bytes());
+            }
+        }
+        Err(_) => {
+            for s in &spec.secrets {
+                h.update(b"d");
+                field(&mut h, s.as_bytes());
+            }
+        }
+    }
+    h.finalize().into()
+}
+
 /// Whether a status change must be on disk before it is visible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Durability {
@@ -147,7 +211,7 @@ pub struct PullEngine {
     credentials: Arc<Credentials>,
     journal: Table<Record>,
     slots: Semaphore,
-    shared: Mutex<HashMap<(String, PullPolicy), SharedPull>>,
+    shared: Mutex<HashMap<ShareKey, SharedPull>>,
     changed: watch::Sender<u64>,
     seq: std::sync::atomic::AtomicU64,
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
@@ -333,7 +397,7 @@ impl PullEngine {
             return;
         };
         let spec = record.spec;
-        let key = (spec.image.clone(), spec.policy);
+        let key = ShareKey::of(&spec);
         let mut attempts = record.status.attempts;
         let mut backoff = self.config.backoff_base;
         let outcome = loop {
@@ -367,10 +431,14 @@ impl PullEngine {
                 })
                 .await
                 .clone();
-            self.shared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            {
+                // Only this pull's entry: a newer pull under the same key
+                // may already have replaced it.
+                let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+                if shared.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    shared.remove(&key);
+                }
+            }
             match outcome {
                 Ok(image_id) => break Ok(image_id),
                 Err(msg) if attempts > spec.backoff_limit => break Err(msg),
@@ -511,3 +579,6 @@ impl PullEngine {
         Err(msg)
     }
 }
+
+#[cfg(test)]
+mod tests;

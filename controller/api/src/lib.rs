@@ -9,7 +9,9 @@
 pub mod apps;
 pub mod conversion;
 pub mod envmeta;
+pub mod inplace;
 pub mod policy;
+pub mod served;
 pub mod validate;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -36,14 +38,35 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     )
     .expect("both SidecarSet versions describe the same kind");
     sidecarset.spec.conversion = Some(conversion_webhook());
+    // Served as v1alpha1 and v1beta1, stored as v1beta1, converted by the
+    // webhook ([`conversion`]).
+    let converted = |alpha: CustomResourceDefinition, beta: CustomResourceDefinition| {
+        let kind = alpha.spec.names.kind.clone();
+        let mut crd = kube::core::crd::merge_crds(vec![alpha, beta], "v1beta1")
+            .unwrap_or_else(|e| panic!("both {kind} versions describe the same kind: {e}"));
+        crd.spec.conversion = Some(conversion_webhook());
+        crd
+    };
     vec![
         a1::broadcastjob::BroadcastJob::crd(),
         a1::cloneset::CloneSet::crd(),
         a1::containerrecreaterequest::ContainerRecreateRequest::crd(),
-        a1::daemonset::DaemonSet::crd(),
-        a1::imagelistpulljob::ImageListPullJob::crd(),
-        a1::imagepulljob::ImagePullJob::crd(),
-        a1::nodeimage::NodeImage::crd(),
+        converted(
+            a1::daemonset::DaemonSet::crd(),
+            b1::daemonset::DaemonSet::crd(),
+        ),
+        converted(
+            a1::imagelistpulljob::ImageListPullJob::crd(),
+            b1::imagelistpulljob::ImageListPullJob::crd(),
+        ),
+        converted(
+            a1::imagepulljob::ImagePullJob::crd(),
+            b1::imagepulljob::ImagePullJob::crd(),
+        ),
+        converted(
+            a1::nodeimage::NodeImage::crd(),
+            b1::nodeimage::NodeImage::crd(),
+        ),
         a1::resourcedistribution::ResourceDistribution::crd(),
         sidecarset,
         statefulset,

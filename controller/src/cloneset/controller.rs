@@ -22,13 +22,13 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
+use super::claims;
 use super::newpod::{PodOf, instance_id, new_pod};
 use super::plan::{self, Input, Step, revision_label};
 use super::predownload;
 use super::status::{self, Outcome};
 use crate::workload::revision::{self, Parent};
 use crate::workload::{inplace, pods};
-use keelson_api::apps::v1alpha1::imagepulljob::ImagePullJob;
 
 mod steps;
 
@@ -45,10 +45,28 @@ pub enum ReconcileError {
     Budget(String),
 }
 
+/// The feature gates the CloneSet controller follows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gates {
+    /// `InPlaceUpdateEnvFromMetadata`.
+    pub env_from_metadata: bool,
+    /// `PreDownloadImageForInPlaceUpdate` (with `KruiseDaemon`).
+    pub predownload: bool,
+    /// `PodUnavailableBudgetUpdateGate`.
+    pub pub_update: bool,
+    /// `CloneSetShortHash`.
+    pub short_hash: bool,
+    /// `CloneSetPartitionRollback`.
+    pub partition_rollback: bool,
+    /// `RecreatePodWhenChangeVCTInCloneSetGate`.
+    pub recreate_on_vct_change: bool,
+}
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    pub gates: Gates,
     pub env_from_metadata: bool,
     pub exclude_preparing_delete: bool,
     /// `PreDownloadImageForInPlaceUpdate` (with `KruiseDaemon`).
@@ -89,7 +107,10 @@ async fn sync_revisions(
     };
     let template =
         serde_json::to_value(&cs.spec.template).map_err(revision::RevisionError::Template)?;
-    let extra = BTreeMap::from([(revision::VCT_HASH_ANNOTATION.to_string(), String::new())]);
+    let extra = BTreeMap::from([(
+        revision::VCT_HASH_ANNOTATION.to_string(),
+        super::vcthash::hash(&cs.spec.volume_claim_templates),
+    )]);
     revision::store::sync(
         revisions,
         &parent,
@@ -160,8 +181,17 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
         revisions
     };
     let mut templates = BTreeMap::new();
+    let mut vct_hashes = BTreeMap::new();
     for r in &revisions {
         if let (Some(name), Ok(t)) = (r.metadata.name.clone(), revision::template_of(r)) {
+            if let Some(h) = r
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(revision::VCT_HASH_ANNOTATION))
+            {
+                vct_hashes.insert(name.clone(), h.clone());
+            }
             templates.insert(name, t);
         }
     }
@@ -185,6 +215,10 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
         now,
         env_from_metadata: ctx.env_from_metadata,
         exclude_preparing_delete: ctx.exclude_preparing_delete,
+        vct_hashes: &vct_hashes,
+        recreate_on_vct_change: ctx.gates.recreate_on_vct_change,
+        short_hash: ctx.gates.short_hash,
+        partition_rollback: ctx.gates.partition_rollback,
     });
     let taken: BTreeSet<String> = all_pods
         .iter()
@@ -194,38 +228,33 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
                 .cloned()
         })
         .collect();
-    // Claims left by pods that are gone: their ids are reused first.
-    let reusable: Vec<String> = if cs.spec.volume_claim_templates.is_empty() {
-        vec![]
-    } else {
-        let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-            Api::namespaced(ctx.client.clone(), &ns);
-        let active: BTreeSet<String> = active
-            .iter()
-            .filter_map(|p| {
-                p.labels()
-                    .get(keelson_api::apps::v1alpha1::cloneset::CLONE_SET_INSTANCE_ID)
-                    .cloned()
-            })
-            .collect();
-        let mut ids: BTreeSet<String> = BTreeSet::new();
-        for c in claims
-            .list(&ListParams::default().labels(&selector))
-            .await?
-            .items
-        {
-            if crate::api_call::controlled_by(&c.metadata, &uid)
-                && c.metadata.deletion_timestamp.is_none()
-                && let Some(id) = c
-                    .labels()
-                    .get(keelson_api::apps::v1alpha1::cloneset::CLONE_SET_INSTANCE_ID)
-                && !active.contains(id)
-            {
-                ids.insert(id.clone());
-            }
-        }
-        ids.into_iter().collect()
-    };
+    // Claims left by pods that are gone: their ids are reused first, or
+    // with disablePVCReuse the claims are cleaned up instead.
+    let reusable =
+        if cs.spec.volume_claim_templates.is_empty() && !cs.spec.scale_strategy.disable_pvc_reuse {
+            vec![]
+        } else {
+            let claims_api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+                Api::namespaced(ctx.client.clone(), &ns);
+            let claims: Vec<_> = claims_api
+                .list(&ListParams::default().labels(&selector))
+                .await?
+                .items
+                .into_iter()
+                .filter(|c| {
+                    crate::api_call::controlled_by(&c.metadata, &uid)
+                        && c.metadata.deletion_timestamp.is_none()
+                })
+                .collect();
+            let inactive: Vec<Pod> = all_pods
+                .iter()
+                .filter(|p| !pods::is_active(p))
+                .cloned()
+                .collect();
+            let plan = claims::plan(&cs, &active, &inactive, &claims);
+            steps::apply_claims(&ctx, &cs, &claims_api, plan.steps).await?;
+            plan.reusable
+        };
     let mut ids = steps::InstanceIds {
         taken: taken.clone(),
         reusable,
@@ -319,7 +348,7 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Context>) -> Result<Action, Recon
             templates.get(&current_revision),
             done,
         );
-        apply_predownload(&ctx, &cs, &revisions_api, update, decision).await?;
+        apply_predownload(&ctx, &cs, update, decision).await?;
     }
     // History: keep revisionHistoryLimit besides the live revisions.
     let mut live: Vec<String> = vec![update_revision.clone(), current_revision.clone()];
@@ -366,14 +395,7 @@ fn on_error(cs: Arc<CloneSet>, error: &ReconcileError, _: Arc<Context>) -> Actio
 }
 
 /// Runs until the task is dropped.
-pub async fn run(
-    client: Client,
-    env_from_metadata: bool,
-    exclude_preparing_delete: bool,
-    predownload: bool,
-    pub_update_gate: bool,
-    identity: String,
-) {
+pub async fn run(client: Client, gates: Gates, exclude_preparing_delete: bool, identity: String) {
     crate::metrics::register_controller("cloneset");
     let sets: Api<CloneSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
@@ -388,14 +410,15 @@ pub async fn run(
     let (guard, budget_watch) = crate::podunavailablebudget::guard::Guard::for_workloads(
         &client,
         &recorder,
-        pub_update_gate,
+        gates.pub_update,
     );
     let ctx = Arc::new(Context {
         client,
         recorder,
-        env_from_metadata,
+        gates,
+        env_from_metadata: gates.env_from_metadata,
         exclude_preparing_delete,
-        predownload,
+        predownload: gates.predownload,
         guard,
     });
     Controller::new(sets, watcher::Config::default())

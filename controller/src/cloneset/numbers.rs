@@ -69,20 +69,25 @@ pub struct Diffs {
     pub delete_ready_limit: i32,
     pub use_surge: i32,
     pub use_surge_old_revision: i32,
-    /// Pods to move to the update revision (negative: back, unused).
+    /// Pods to move to the update revision (negative: back to the current
+    /// one, under `CloneSetPartitionRollback`).
     pub update: i32,
     pub update_max_unavailable: i32,
     pub max_unavailable: i32,
 }
 
 /// The numbers for `cs` with its active `pods` (those on
-/// `update_revision` are "new").
+/// `update_revision` are "new"). With `rollback` (OpenKruise's
+/// `CloneSetPartitionRollback`, when the current and update revisions
+/// differ) more new pods than the partition leaves room for make
+/// `update` negative: that many go back to the current revision.
 pub fn diffs(
     cs: &CloneSet,
     pods_: &[&Pod],
     update_revision: &str,
     now: Timestamp,
     exclude_preparing_delete: bool,
+    rollback: bool,
 ) -> Result<Diffs, PercentError> {
     let replicas = replicas(cs);
     let partition = partition(cs)?;
@@ -131,8 +136,12 @@ pub fn diffs(
             }
         }
     }
-    let update_old_diff = (old.active - partition).max(0);
-    let update_new_diff = (new.active - (replicas - partition)).min(0);
+    let (mut update_old_diff, mut update_new_diff) =
+        (old.active - partition, new.active - (replicas - partition));
+    if !rollback {
+        update_old_diff = update_old_diff.max(0);
+        update_new_diff = update_new_diff.min(0);
+    }
     let total_unavailable = new.pre_deleting + old.pre_deleting + new.unavailable + old.unavailable;
     let mut res = Diffs {
         max_unavailable,
@@ -150,14 +159,23 @@ pub fn diffs(
             }
         }
         let (mut update_surge, mut update_old_surge) = (0, 0);
-        // One positive and one negative: old pods to update, new ones missing.
-        if update_old_diff > 0 && update_new_diff < 0 {
-            if update_old_diff <= -update_new_diff {
-                update_surge = update_old_diff;
+        // One positive and one negative: pods to move from one revision
+        // to the other; surge on the side that is short (the old one when
+        // rolling back).
+        if (update_old_diff > 0 && update_new_diff < 0)
+            || (update_old_diff < 0 && update_new_diff > 0)
+        {
+            if update_old_diff.abs() <= update_new_diff.abs() {
+                update_surge = update_old_diff.abs();
+                if update_old_diff < 0 {
+                    update_old_surge = update_surge;
+                }
             } else {
-                update_surge = -update_new_diff;
+                update_surge = update_new_diff.abs();
+                if update_new_diff > 0 {
+                    update_old_surge = update_surge;
+                }
             }
-            update_old_surge = 0;
         }
         if scale_surge >= update_surge {
             res.use_surge = max_surge.min(scale_surge);
@@ -199,7 +217,7 @@ pub fn diffs(
     if new.to_delete > 0 || old.to_delete > 0 || res.scale_down > 0 {
         res.delete_ready_limit = (max_unavailable + (all - replicas) - total_unavailable).max(0);
     }
-    res.update = if update_old_diff <= -update_new_diff {
+    res.update = if update_old_diff.abs() <= update_new_diff.abs() {
         update_old_diff
     } else {
         -update_new_diff

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::numbers::{self, Diffs};
 use crate::workload::inplace::{self, Diff};
-use crate::workload::lifecycle::{hooked, state_patch};
+use crate::workload::lifecycle::{hooked, not_ready_holder, not_ready_policy, state_patch};
 use crate::workload::pods;
 use crate::workload::revision::{POD_REVISION_LABEL, short_hash};
 
@@ -49,6 +49,16 @@ pub struct Input<'a> {
     pub env_from_metadata: bool,
     /// `--cloneset-scaling-exclude-preparing-delete`.
     pub exclude_preparing_delete: bool,
+    /// Revision name → its claim-template hash annotation (where it has one).
+    pub vct_hashes: &'a BTreeMap<String, String>,
+    /// `RecreatePodWhenChangeVCTInCloneSetGate`: a claim-template change
+    /// between revisions rules out an in-place update.
+    pub recreate_on_vct_change: bool,
+    /// `CloneSetShortHash`: pods' `controller-revision-hash` is the hash only.
+    pub short_hash: bool,
+    /// `CloneSetPartitionRollback`: pods updated beyond the partition go
+    /// back to the current revision.
+    pub partition_rollback: bool,
 }
 
 /// One thing to do.
@@ -81,6 +91,15 @@ pub enum Step {
         reason: &'static str,
         message: String,
     },
+    /// `markPodNotReady`: take (`hold`) or drop the lifecycle holder `key`
+    /// of the pod's `KruisePodReady` condition, then merge-patch the pod's
+    /// metadata (`then`, when given) — in that order, as OpenKruise does.
+    Readiness {
+        pod: String,
+        key: &'static str,
+        hold: bool,
+        then: Option<Value>,
+    },
 }
 
 /// The decision of one reconcile.
@@ -111,12 +130,14 @@ pub fn plan(input: &Input) -> Plan {
         return plan;
     }
     let pods: Vec<&Pod> = input.pods.iter().collect();
+    let rollback = input.partition_rollback && input.current_revision != input.update_revision;
     let diffs = match numbers::diffs(
         input.cs,
         &pods,
         input.update_revision,
         input.now,
         input.exclude_preparing_delete,
+        rollback,
     ) {
         Ok(d) => d,
         Err(e) => {
@@ -140,6 +161,32 @@ pub fn plan(input: &Input) -> Plan {
         (a, b) => a.or(b),
     };
     plan
+}
+
+/// The step moving `p` to lifecycle `state` by `patch`, with the
+/// `markPodNotReady` policy (when `mark`) taking or dropping its
+/// `KruisePodReady` holder first; only what is not so already.
+fn lifecycle_step(p: &Pod, state: &str, patch: Value, mark: bool) -> Step {
+    if mark && let Some((key, hold)) = not_ready_policy(state) {
+        let held = crate::podreadiness::holds(p, &not_ready_holder(key));
+        if hold != held && crate::podreadiness::has_gate(p) {
+            return Step::Readiness {
+                pod: name(p),
+                key,
+                hold,
+                then: Some(patch),
+            };
+        }
+    }
+    Step::Patch {
+        pod: name(p),
+        patch,
+    }
+}
+
+/// Whether `hook` asks for `markPodNotReady`.
+fn marks(hook: Option<&keelson_api::apps::shared::LifecycleHook>) -> bool {
+    hook.is_some_and(|h| h.mark_pod_not_ready)
 }
 
 /// Phase rank for ordering: unscheduled, Pending, Unknown, Running.

@@ -5,71 +5,22 @@
 //! image is on the node before the container restarts. The revision is
 //! labelled `apps.kruise.io/pre-predownload-created` (or `-ignored` when
 //! the rollout does not qualify); the jobs go once the rollout is done.
-
-use std::collections::BTreeMap;
+//! What qualifies is CloneSet's; the jobs and their lifecycle are the
+//! shared [`crate::workload::predownload`].
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    LabelSelectorRequirement, ObjectMeta, OwnerReference,
-};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use keelson_api::apps::v1alpha1::cloneset::{
-    CloneSet, IMAGE_PRE_DOWNLOAD_CREATED_KEY, IMAGE_PRE_DOWNLOAD_IGNORED_KEY,
-};
-use keelson_api::apps::v1alpha1::imagepulljob::{
-    CompletionPolicy, ImagePullJob, ImagePullJobSpec, ImagePullJobTemplate, PullPolicy,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use keelson_api::apps::v1alpha1::cloneset::{CloneSet, IMAGE_PRE_DOWNLOAD_CREATED_KEY};
 use serde_json::Value;
 
 use super::numbers;
 use crate::workload::inplace::{self, Diff};
 use crate::workload::percent::scaled;
-use crate::workload::revision::{CONTROLLER_REVISION_HASH_LABEL, POD_REVISION_LABEL, short_hash};
-
-/// CloneSet annotation: how many nodes pull at once (default 1).
-pub const PARALLELISM_KEY: &str = "apps.kruise.io/image-predownload-parallelism";
-/// CloneSet annotation: the pull timeout in seconds (default 300).
-pub const TIMEOUT_KEY: &str = "apps.kruise.io/image-predownload-timeout-seconds";
-/// CloneSet annotation: updated-and-ready pods (int or percent of
-/// replicas) before the pre-download starts (default 0).
-pub const MIN_UPDATED_READY_KEY: &str = "apps.kruise.io/image-predownload-min-updated-ready-pods";
-
-/// What to do about pre-download this reconcile.
-#[derive(Debug, Clone)]
-pub enum Decision {
-    Nothing,
-    /// The rollout is done: the CloneSet's ImagePullJobs go.
-    DeleteJobs,
-    /// Label the update revision with `label` = "true", creating `jobs`
-    /// first.
-    Mark {
-        label: &'static str,
-        jobs: Vec<ImagePullJob>,
-    },
-}
-
-fn annotation<'a>(cs: &'a CloneSet, key: &str) -> Option<&'a str> {
-    cs.metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
-}
-
-fn images(template: &Value) -> BTreeMap<String, String> {
-    template
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| {
-            Some((
-                c["name"].as_str()?.to_string(),
-                c["image"].as_str()?.to_string(),
-            ))
-        })
-        .collect()
-}
+use crate::workload::predownload::{self as shared, Owner};
+pub use crate::workload::predownload::{
+    Decision, MIN_UPDATED_READY_KEY, PARALLELISM_KEY, TIMEOUT_KEY,
+};
+use crate::workload::revision::short_hash;
 
 /// The decision for `cs` whose update revision is `update` (with its
 /// template) and whose current revision's template is `current`.
@@ -84,10 +35,7 @@ pub fn decide(
     if current_is_update {
         return Decision::DeleteJobs;
     }
-    let labels = update.metadata.labels.clone().unwrap_or_default();
-    if labels.contains_key(IMAGE_PRE_DOWNLOAD_CREATED_KEY)
-        || labels.contains_key(IMAGE_PRE_DOWNLOAD_IGNORED_KEY)
-    {
+    if shared::decided(update) {
         return Decision::Nothing;
     }
     let replicas = numbers::replicas(cs);
@@ -98,20 +46,9 @@ pub fn decide(
     } else {
         0
     };
-    let min = annotation(cs, MIN_UPDATED_READY_KEY)
-        .map(|v| match v.parse::<i32>() {
-            Ok(i) => IntOrString::Int(i),
-            Err(_) => IntOrString::String(v.to_string()),
-        })
-        .and_then(|v| scaled(&v, replicas, true).ok())
-        .unwrap_or(0);
-    if updated_ready < min {
+    if updated_ready < shared::min_updated_ready(&cs.metadata, replicas) {
         return Decision::Nothing;
     }
-    let ignore = Decision::Mark {
-        label: IMAGE_PRE_DOWNLOAD_IGNORED_KEY,
-        jobs: vec![],
-    };
     let strategy = cs
         .spec
         .update_strategy
@@ -119,7 +56,7 @@ pub fn decide(
         .as_deref()
         .unwrap_or("ReCreate");
     if strategy == "ReCreate" || replicas <= 3 {
-        return ignore;
+        return Decision::ignore();
     }
     let partition = numbers::partition(cs).unwrap_or(0);
     let max_unavailable = cs
@@ -130,80 +67,29 @@ pub fn decide(
         .and_then(|m| scaled(m, replicas, false).ok())
         .unwrap_or(1);
     if partition == 0 && max_unavailable >= replicas {
-        return ignore;
+        return Decision::ignore();
     }
     let Some(current) = current else {
-        return ignore;
+        return Decision::ignore();
     };
     if !matches!(
         inplace::diff(current, update_template, true),
         Ok(Diff::InPlace(_))
     ) {
-        return ignore;
+        return Decision::ignore();
     }
-    let (old, new) = (images(current), images(update_template));
-    let mut selector = cs.spec.selector.clone();
-    selector
-        .match_expressions
-        .get_or_insert_with(Vec::new)
-        .push(LabelSelectorRequirement {
-            key: POD_REVISION_LABEL.into(),
-            operator: "NotIn".into(),
-            values: Some(vec![rev_name.clone(), short_hash(&rev_name).to_string()]),
-        });
-    let parallelism = annotation(cs, PARALLELISM_KEY)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let timeout = annotation(cs, TIMEOUT_KEY)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
-    let pull_secrets: Vec<String> = update_template
-        .pointer("/spec/imagePullSecrets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["name"].as_str().map(str::to_string))
-        .collect();
-    let mut job_labels: BTreeMap<String, String> = update_template
-        .pointer("/metadata/labels")
-        .and_then(|l| serde_json::from_value(l.clone()).ok())
-        .unwrap_or_default();
-    job_labels.insert(
-        CONTROLLER_REVISION_HASH_LABEL.into(),
-        short_hash(&rev_name).into(),
+    let owner = Owner {
+        meta: &cs.metadata,
+        reference: owner,
+        selector: &cs.spec.selector,
+    };
+    let jobs = shared::jobs(
+        &owner,
+        &rev_name,
+        short_hash(&rev_name),
+        update_template,
+        &shared::changed_images(&[current], update_template),
     );
-    let jobs = new
-        .iter()
-        .filter(|(c, image)| old.get(*c) != Some(*image))
-        .map(|(container, image)| ImagePullJob {
-            metadata: ObjectMeta {
-                name: Some(format!("{rev_name}-{container}")),
-                namespace: cs.metadata.namespace.clone(),
-                labels: Some(job_labels.clone()),
-                owner_references: Some(vec![owner.clone()]),
-                ..Default::default()
-            },
-            spec: ImagePullJobSpec {
-                image: image.clone(),
-                template: ImagePullJobTemplate {
-                    pull_secrets: pull_secrets.clone(),
-                    pod_selector: Some(selector.clone()),
-                    parallelism: Some(IntOrString::Int(parallelism)),
-                    pull_policy: Some(PullPolicy {
-                        timeout_seconds: Some(timeout),
-                        backoff_limit: Some(1),
-                    }),
-                    completion_policy: CompletionPolicy {
-                        type_: Some("Always".into()),
-                        active_deadline_seconds: None,
-                        ttl_seconds_after_finished: Some(600),
-                    },
-                    ..Default::default()
-                },
-            },
-            status: None,
-        })
-        .collect();
     Decision::Mark {
         label: IMAGE_PRE_DOWNLOAD_CREATED_KEY,
         jobs,
@@ -213,6 +99,9 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    use keelson_api::apps::v1alpha1::cloneset::IMAGE_PRE_DOWNLOAD_IGNORED_KEY;
     use serde_json::json;
 
     fn cs(replicas: i32, strategy: &str, partition: i32) -> CloneSet {

@@ -12,14 +12,12 @@
 //! for, then waits the grace period from. Once the request has completed
 //! (or is deleted) the pod's gate is released and the finalizer dropped.
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use keelson_api::apps::shared::KRUISE_POD_READY_CONDITION_TYPE;
 use keelson_api::apps::v1alpha1::containerrecreaterequest::{
     ANNOTATION_SYNC_CONTAINER_STATUSES, ANNOTATION_UNREADY_ACQUIRED, ContainerRecreateRequest,
     ContainerRecreateRequestSyncContainerStatus, LABEL_POD_UID,
 };
-use serde::{Deserialize, Serialize};
 
 /// How long a node has to take a new request up.
 pub const RESPONSE_TIMEOUT_SECONDS: i64 = 60;
@@ -56,12 +54,7 @@ pub enum Step {
 }
 
 /// One entry of the readiness gate's message list.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GateMessage {
-    pub user_agent: String,
-    pub key: String,
-}
+pub use crate::podreadiness::Holder as GateMessage;
 
 fn seconds(t: &Time) -> i64 {
     t.0.as_second()
@@ -93,45 +86,9 @@ fn me(crr: &ContainerRecreateRequest) -> GateMessage {
     }
 }
 
-fn conditions(pod: &Pod) -> &[PodCondition] {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_deref())
-        .unwrap_or_default()
-}
-
-fn condition<'a>(pod: &'a Pod, kind: &str) -> Option<&'a PodCondition> {
-    conditions(pod).iter().find(|c| c.type_ == kind)
-}
-
 /// Whether the pod has the `KruisePodReady` readiness gate.
 pub fn has_gate(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.readiness_gates.as_ref())
-        .is_some_and(|g| {
-            g.iter()
-                .any(|r| r.condition_type == KRUISE_POD_READY_CONDITION_TYPE)
-        })
-}
-
-fn messages(c: Option<&PodCondition>) -> Vec<GateMessage> {
-    c.and_then(|c| c.message.as_deref())
-        .filter(|m| !m.is_empty())
-        .and_then(|m| serde_json::from_str(m).ok())
-        .unwrap_or_default()
-}
-
-fn dump(mut list: Vec<GateMessage>) -> String {
-    list.sort();
-    serde_json::to_string(&list).unwrap_or_default()
-}
-
-fn status_patch(pod: &Pod, conditions: Vec<serde_json::Value>) -> serde_json::Value {
-    serde_json::json!({
-        "metadata": {"resourceVersion": pod.metadata.resource_version},
-        "status": {"conditions": conditions},
-    })
+    crate::podreadiness::has_gate(pod)
 }
 
 /// The pod status patch that makes the pod not-ready for `crr`; `None`
@@ -141,37 +98,7 @@ pub fn acquire_patch(
     crr: &ContainerRecreateRequest,
     now: &Time,
 ) -> Option<serde_json::Value> {
-    if !has_gate(pod) {
-        return None;
-    }
-    let gate = condition(pod, KRUISE_POD_READY_CONDITION_TYPE);
-    let mut list = messages(gate);
-    let mine = me(crr);
-    if list.contains(&mine) && gate.is_some_and(|g| g.status == "False") {
-        return None;
-    }
-    if !list.contains(&mine) {
-        list.push(mine);
-    }
-    let mut out = vec![serde_json::json!({
-        "type": KRUISE_POD_READY_CONDITION_TYPE,
-        "status": "False",
-        "message": dump(list),
-        "lastTransitionTime": now,
-    })];
-    // The pod's Ready follows at once when its containers are ready (as
-    // kubelet would on its next status sync).
-    let containers_ready = condition(pod, "ContainersReady").is_some_and(|c| c.status == "True");
-    if condition(pod, "Ready").is_some() && containers_ready {
-        out.push(serde_json::json!({
-            "type": "Ready",
-            "status": "False",
-            "reason": "ReadinessGatesNotReady",
-            "message": format!("the status of pod readiness gate \"{KRUISE_POD_READY_CONDITION_TYPE}\" is not \"True\", but False"),
-            "lastTransitionTime": now,
-        }));
-    }
-    Some(status_patch(pod, out))
+    crate::podreadiness::hold_patch(pod, &me(crr), now)
 }
 
 /// The pod status patch that takes `crr` off the pod's gate (True again
@@ -181,26 +108,10 @@ pub fn release_patch(
     crr: &ContainerRecreateRequest,
     now: &Time,
 ) -> Option<serde_json::Value> {
-    if !has_gate(pod) || pod.metadata.deletion_timestamp.is_some() {
+    if pod.metadata.deletion_timestamp.is_some() {
         return None;
     }
-    let gate = condition(pod, KRUISE_POD_READY_CONDITION_TYPE)?;
-    let mut list = messages(Some(gate));
-    let mine = me(crr);
-    if !list.contains(&mine) {
-        return None;
-    }
-    list.retain(|m| *m != mine);
-    let status = if list.is_empty() { "True" } else { "False" };
-    Some(status_patch(
-        pod,
-        vec![serde_json::json!({
-            "type": KRUISE_POD_READY_CONDITION_TYPE,
-            "status": status,
-            "message": dump(list),
-            "lastTransitionTime": now,
-        })],
-    ))
+    crate::podreadiness::release_patch(pod, &me(crr), now)
 }
 
 /// The pod's fresh container statuses for the request's containers

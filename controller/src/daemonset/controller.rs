@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use keelson_api::apps::v1alpha1::daemonset::DaemonSet;
+use keelson_api::apps::v1beta1::daemonset::DaemonSet;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -60,13 +60,15 @@ pub struct Context {
     pub env_from_metadata: bool,
     /// `PodUnavailableBudgetUpdateGate`: asked before in-place updates.
     pub guard: Option<crate::podunavailablebudget::guard::Guard>,
+    /// `PreDownloadImageForDaemonSetUpdate` (with `KruiseDaemon`).
+    pub predownload: bool,
     /// `<uid>/<observedGeneration>/<node>` → failed-pod backoff.
     backoff: Mutex<Backoff>,
 }
 
 fn owner_of(ds: &DaemonSet) -> OwnerReference {
     OwnerReference {
-        api_version: "apps.kruise.io/v1alpha1".into(),
+        api_version: "apps.kruise.io/v1beta1".into(),
         kind: "DaemonSet".into(),
         name: ds.name_any(),
         uid: ds.metadata.uid.clone().unwrap_or_default(),
@@ -284,7 +286,7 @@ async fn label_revisions(
 }
 
 /// The status as a merge patch writing every counter (zeros included).
-pub fn status_patch(s: &keelson_api::apps::v1alpha1::daemonset::DaemonSetStatus) -> Value {
+pub fn status_patch(s: &keelson_api::apps::v1beta1::daemonset::DaemonSetStatus) -> Value {
     json!({"status": {
         "desiredNumberScheduled": s.desired_number_scheduled,
         "currentNumberScheduled": s.current_number_scheduled,
@@ -295,7 +297,7 @@ pub fn status_patch(s: &keelson_api::apps::v1alpha1::daemonset::DaemonSetStatus)
         "numberUnavailable": s.number_unavailable,
         "observedGeneration": s.observed_generation,
         "collisionCount": s.collision_count,
-        "daemonSetHash": s.daemon_set_hash,
+        "updateRevision": s.update_revision,
     }})
 }
 
@@ -356,6 +358,33 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Reco
         if let (Some(name), Ok(t)) = (r.metadata.name.clone(), revision::template_of(r)) {
             templates.insert(short_hash(&name).to_string(), t);
             names_by_hash.insert(short_hash(&name).to_string(), name);
+        }
+    }
+    if ctx.predownload
+        && let Some(update) = revisions
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(update_revision.as_str()))
+        && let Some(update_template) = templates.get(&hash)
+    {
+        // Before the rollout steps, as upstream: nodes held back pull
+        // the new images while they wait.
+        let old: Vec<&Value> = templates
+            .iter()
+            .filter(|(h, _)| **h != hash)
+            .map(|(_, t)| t)
+            .collect();
+        let decision =
+            super::predownload::decide(&ds, &owner_of(&ds), update, update_template, &old, &hash);
+        let target = crate::workload::predownload::Target {
+            client: &ctx.client,
+            recorder: &ctx.recorder,
+            reference: ds.object_ref(&()),
+            namespace: &ns,
+            uid: &uid,
+        };
+        if let Err(e) = crate::workload::predownload::carry_out(&target, update, decision).await {
+            // Pre-download is an optimisation: the rollout goes on.
+            tracing::warn!(daemonset = %ds.name_any(), namespace = %ns, error = %e, "image pre-download failed");
         }
     }
     let now = Timestamp::now();
@@ -448,6 +477,8 @@ fn node_fingerprint(n: &Node) -> String {
 pub struct Gates {
     pub env_from_metadata: bool,
     pub pub_update: bool,
+    /// `PreDownloadImageForDaemonSetUpdate` and `KruiseDaemon`.
+    pub predownload: bool,
 }
 
 /// Runs until the task is dropped.
@@ -473,6 +504,7 @@ pub async fn run(client: Client, gates: Gates, identity: String) {
         recorder,
         env_from_metadata: gates.env_from_metadata,
         guard,
+        predownload: gates.predownload,
         backoff: Mutex::new(HashMap::new()),
     });
     let controller = Controller::new(sets, watcher::Config::default());

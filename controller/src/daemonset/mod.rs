@@ -6,7 +6,8 @@
 //! `minReadySeconds`, a `preDelete` lifecycle hook, and a rolling update
 //! that can hold nodes back (`partition`, `selector`), surge a new pod
 //! next to the old one (`maxSurge`), pause, or update in place
-//! (`InPlaceIfPossible`, on the shared [`crate::workload`] machinery).
+//! (`InPlaceIfPossible`, on the shared [`crate::workload`] machinery),
+//! the new images pre-downloaded first ([`predownload`]).
 //! [`plan`] decides one reconcile, [`status`] what it reports,
 //! [`controller`] carries it out.
 
@@ -14,4 +15,5 @@ pub mod controller;
 pub mod newpod;
 pub mod placement;
 pub mod plan;
+pub mod predownload;
 pub mod status;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Pod, PodReadinessGate, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use keelson_api::apps::shared::IN_PLACE_UPDATE_READY;
-use keelson_api::apps::v1alpha1::daemonset::DaemonSet;
+use keelson_api::apps::v1beta1::daemonset::DaemonSet;
 
 use super::placement::{add_daemon_tolerations, pin_to_node};
 use crate::workload::revision::POD_REVISION_LABEL;
@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn pods_are_pinned_labelled_and_gated() {
         let ds: DaemonSet = serde_json::from_value(json!({
-            "apiVersion": "apps.kruise.io/v1alpha1", "kind": "DaemonSet",
+            "apiVersion": "apps.kruise.io/v1beta1", "kind": "DaemonSet",
             "metadata": {"name": "agent", "namespace": "ns",
                 "annotations": {DEPRECATED_TEMPLATE_GENERATION: "3"}},
             "spec": {"selector": {"matchLabels": {"app": "a"}},
@@ -109,7 +109,7 @@ mod tests {
         }))
         .unwrap();
         let owner = OwnerReference {
-            api_version: "apps.kruise.io/v1alpha1".into(),
+            api_version: "apps.kruise.io/v1beta1".into(),
             kind: "DaemonSet".into(),
             name: "agent".into(),
             uid: "u".into(),

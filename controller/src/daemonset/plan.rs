@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use keelson_api::apps::shared::{IN_PLACE_UPDATE_READY, LIFECYCLE_STATE_PREPARING_DELETE};
-use keelson_api::apps::v1alpha1::daemonset::{
+use keelson_api::apps::v1beta1::daemonset::{
     DEFAULT_BURST_REPLICAS, DaemonSet, INPLACE_ROLLING_UPDATE_TYPE,
     ON_DELETE_DAEMON_SET_STRATEGY_TYPE, RollingUpdateDaemonSet,
 };
@@ -32,10 +32,6 @@ use crate::workload::refresh::{self, Refresh};
 use crate::workload::revision::POD_REVISION_LABEL;
 
 pub mod rolling;
-
-/// v1alpha1 annotation asking for partitioned scaling (v1beta1
-/// `scaleStrategy.partitionedScaling`).
-pub const PROGRESSIVE_CREATE_POD_ANNOTATION: &str = "daemonset.kruise.io/progressive-create-pod";
 
 /// What a reconcile looks at.
 pub struct Input<'a> {
@@ -441,13 +437,9 @@ fn manage(input: &Input, plan: &mut Plan) -> (Vec<Deletion>, Vec<String>) {
             );
         }
     }
-    let progressive = input
-        .ds
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PROGRESSIVE_CREATE_POD_ANNOTATION))
-        .is_some_and(|v| v == "true");
+    // v1beta1 `scaleStrategy.partitionedScaling` (v1alpha1's annotation
+    // arrives converted into it).
+    let progressive = input.ds.partitioned_scaling();
     let partition = input.partition();
     if input.rolling() && input.ds.spec.update_strategy.rolling_update.is_some() && partition != 0 {
         creates = nodes_needing_pods(new_pods, desired, partition, progressive, creates);

@@ -6,7 +6,7 @@
 //! revision (`updatedNumberScheduled`); nodes running a pod they should
 //! not (`numberMisscheduled`); `numberUnavailable` = desired − available.
 
-use keelson_api::apps::v1alpha1::daemonset::DaemonSetStatus;
+use keelson_api::apps::v1beta1::daemonset::DaemonSetStatus;
 
 use super::plan::{Input, daemon_available, ready, sort_oldest_first};
 
@@ -16,7 +16,7 @@ pub fn compute(input: &Input) -> DaemonSetStatus {
     let fits = input.fits();
     let by_node = input.by_node();
     let mut s = DaemonSetStatus {
-        daemon_set_hash: Some(input.hash.to_string()),
+        update_revision: Some(input.hash.to_string()),
         ..Default::default()
     };
     for (node, fit) in &fits {

@@ -6,7 +6,7 @@
 //! the deletion of a finished job past its TTL.
 
 use keelson_api::apps::v1alpha1::imagepulljob::ImagePullJob;
-use keelson_api::apps::v1alpha1::nodeimage::NodeImage;
+use keelson_api::apps::v1beta1::nodeimage::NodeImage;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 
@@ -89,7 +89,7 @@ mod tests {
     use super::*;
     use crate::testing::{at, body_json, mock_client, reply};
     use http::Method;
-    use keelson_api::apps::v1alpha1::nodeimage::NodeImageSpec;
+    use keelson_api::apps::v1beta1::nodeimage::NodeImageSpec;
 
     fn job() -> ImagePullJob {
         serde_saphyr::from_str(
@@ -125,7 +125,7 @@ mod tests {
                 assert_eq!(req.method(), Method::PATCH);
                 assert_eq!(
                     req.uri().path(),
-                    format!("/apis/apps.kruise.io/v1alpha1/nodeimages/{node}")
+                    format!("/apis/apps.kruise.io/v1beta1/nodeimages/{node}")
                 );
                 assert_eq!(
                     req.headers()["content-type"],

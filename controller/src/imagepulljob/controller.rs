@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_api::apps::v1alpha1::imagepulljob::ImagePullJob;
-use keelson_api::apps::v1alpha1::nodeimage::NodeImage;
+use keelson_api::apps::v1beta1::nodeimage::NodeImage;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
@@ -158,7 +158,7 @@ pub async fn run(client: Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keelson_api::apps::v1alpha1::nodeimage::{ImageSpec, ImageTagSpec, NodeImageSpec};
+    use keelson_api::apps::v1beta1::nodeimage::{ImageSpec, ImageTagSpec, NodeImageSpec};
 
     #[test]
     fn a_nodeimage_maps_to_the_jobs_owning_its_tags() {

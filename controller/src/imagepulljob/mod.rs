@@ -28,7 +28,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use keelson_api::apps::v1alpha1::imagepulljob::{ImagePullJob, ImagePullJobStatus};
-use keelson_api::apps::v1alpha1::nodeimage::{
+use keelson_api::apps::v1beta1::nodeimage::{
     ImageSpec, ImageTagPullPolicy, ImageTagSpec, NodeImage, ReferenceObject,
 };
 

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use keelson_api::apps::v1alpha1::imagepulljob::ImagePullJob;
-use keelson_api::apps::v1alpha1::nodeimage::ReferenceObject;
+use keelson_api::apps::v1beta1::nodeimage::ReferenceObject;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 
@@ -178,6 +178,7 @@ pub fn plan(job: &ImagePullJob, sources: &BTreeMap<String, Secret>, copies: &[Se
             .map(|n| ReferenceObject {
                 namespace: DAEMON_CONFIG_NAMESPACE.into(),
                 name: n.clone(),
+                mode: String::new(),
             })
             .collect();
         return plan;
@@ -232,6 +233,7 @@ pub fn plan(job: &ImagePullJob, sources: &BTreeMap<String, Secret>, copies: &[Se
         plan.refs.push(ReferenceObject {
             namespace: DAEMON_CONFIG_NAMESPACE.into(),
             name,
+            mode: String::new(),
         });
     }
     // Copies this job used and no longer does.
@@ -317,6 +319,7 @@ pub async fn sync(client: &Client, job: &ImagePullJob) -> Result<Synced, kube::E
                         plan.refs.push(ReferenceObject {
                             namespace: DAEMON_CONFIG_NAMESPACE.into(),
                             name: copy_name,
+                            mode: String::new(),
                         });
                         Ok(())
                     }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use keelson_api::apps::v1alpha1::imagepulljob::ImagePullJob;
-use keelson_api::apps::v1alpha1::nodeimage::NodeImage;
+use keelson_api::apps::v1beta1::nodeimage::NodeImage;
 
 pub use crate::selector::matches;
 

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::testing::at;
-use keelson_api::apps::v1alpha1::nodeimage::{
+use keelson_api::apps::v1beta1::nodeimage::{
     ImageStatus, ImageTagStatus, NodeImageSpec, NodeImageStatus,
 };
 
@@ -213,6 +213,7 @@ fn never_keeps_running_and_secrets_must_reach_the_node() {
     c.secrets = vec![ReferenceObject {
         namespace: "kruise-daemon-config".into(),
         name: "regcred-copy".into(),
+        mode: String::new(),
     }];
     let n = node("a");
     let refs = vec![&n];
@@ -246,6 +247,7 @@ fn never_keeps_running_and_secrets_must_reach_the_node() {
             secrets: vec![ReferenceObject {
                 namespace: "kruise-daemon-config".into(),
                 name: "another".into(),
+                mode: String::new(),
             }],
             ..c.clone()
         },

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use keelson_api::apps::v1alpha1::imagepulljob::ImagePullJob;
-use keelson_api::apps::v1alpha1::nodeimage::{NodeImage, NodeImageSpec};
+use keelson_api::apps::v1beta1::nodeimage::{NodeImage, NodeImageSpec};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -273,10 +273,8 @@ mod tests {
                 let (method, path) = (req.method().clone(), req.uri().path().to_string());
                 let answer = match (&method, path.as_str()) {
                     (&Method::GET, "/api/v1/nodes/node-a") => reply(200, node_json()),
-                    (&Method::GET, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a") => {
-                        not_found()
-                    }
-                    (&Method::POST, "/apis/apps.kruise.io/v1alpha1/nodeimages") => {
+                    (&Method::GET, "/apis/apps.kruise.io/v1beta1/nodeimages/node-a") => not_found(),
+                    (&Method::POST, "/apis/apps.kruise.io/v1beta1/nodeimages") => {
                         let body = body_json(req).await;
                         seen.push(body.clone());
                         reply(201, body)
@@ -308,10 +306,8 @@ mod tests {
                 let (method, path) = (req.method().clone(), req.uri().path().to_string());
                 send.send_response(match (&method, path.as_str()) {
                     (&Method::GET, "/api/v1/nodes/node-a") => reply(200, node_json()),
-                    (&Method::GET, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a") => {
-                        not_found()
-                    }
-                    (&Method::POST, "/apis/apps.kruise.io/v1alpha1/nodeimages") => {
+                    (&Method::GET, "/apis/apps.kruise.io/v1beta1/nodeimages/node-a") => not_found(),
+                    (&Method::POST, "/apis/apps.kruise.io/v1beta1/nodeimages") => {
                         created += 1;
                         reply(201, body_json(req).await)
                     }
@@ -341,7 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_deleted_jobs_tag_is_removed_by_a_conditional_replace_and_a_conflict_retries() {
-        let image = serde_json::json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "NodeImage",
+        let image = serde_json::json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage",
             "metadata": {"name": "node-a", "resourceVersion": "41", "labels": {"zone": "a"}},
             "spec": {"images": {
                 "nginx": {"tags": [{"tag": "1.9.1", "version": 1, "createdAt": "2020-01-01T00:00:00Z",
@@ -362,7 +358,7 @@ mod tests {
                     let (method, path) = (req.method().clone(), req.uri().path().to_string());
                     let answer = match (&method, path.as_str()) {
                         (&Method::GET, "/api/v1/nodes/node-a") => reply(200, node_json()),
-                        (&Method::GET, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a") => {
+                        (&Method::GET, "/apis/apps.kruise.io/v1beta1/nodeimages/node-a") => {
                             reply(200, body.clone())
                         }
                         (
@@ -378,7 +374,7 @@ mod tests {
                                 "metadata": {"name": "live", "namespace": "team", "uid": "u2"},
                                 "spec": {"image": "redis:7", "completionPolicy": {}}}),
                         ),
-                        (&Method::PUT, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a") => {
+                        (&Method::PUT, "/apis/apps.kruise.io/v1beta1/nodeimages/node-a") => {
                             let sent = body_json(req).await;
                             puts.push(sent.clone());
                             if conflict {
@@ -426,12 +422,12 @@ mod tests {
                 let (method, path) = (req.method().clone(), req.uri().path().to_string());
                 let answer = match (&method, path.as_str()) {
                     (&Method::GET, "/api/v1/nodes/node-a") => not_found(),
-                    (&Method::GET, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a") => reply(
+                    (&Method::GET, "/apis/apps.kruise.io/v1beta1/nodeimages/node-a") => reply(
                         200,
-                        serde_json::json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "NodeImage",
+                        serde_json::json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage",
                             "metadata": {"name": "node-a"}, "spec": {}}),
                     ),
-                    (&Method::DELETE, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a") => {
+                    (&Method::DELETE, "/apis/apps.kruise.io/v1beta1/nodeimages/node-a") => {
                         deleted += 1;
                         reply(
                             200,
@@ -458,15 +454,15 @@ mod tests {
                 let (method, path) = (req.method().clone(), req.uri().path().to_string());
                 let answer = match (&method, path.as_str()) {
                     (&Method::GET, "/api/v1/nodes/node-a") => reply(200, node_json()),
-                    (&Method::GET, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a") => reply(
+                    (&Method::GET, "/apis/apps.kruise.io/v1beta1/nodeimages/node-a") => reply(
                         200,
-                        serde_json::json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "NodeImage",
+                        serde_json::json!({"apiVersion": "apps.kruise.io/v1beta1", "kind": "NodeImage",
                             "metadata": {"name": "node-a", "resourceVersion": "5", "labels": {"zone": "a"}},
                             "spec": {"images": {"nginx": {"tags": [{"tag": "1.9.1", "version": 2,
                                 "createdAt": "2020-01-01T00:00:00Z",
                                 "ownerReferences": [{"kind": "Deployment", "name": "x"}]}]}}}}),
                     ),
-                    (&Method::PUT, "/apis/apps.kruise.io/v1alpha1/nodeimages/node-a/status") => {
+                    (&Method::PUT, "/apis/apps.kruise.io/v1beta1/nodeimages/node-a/status") => {
                         let sent = body_json(req).await;
                         statuses.push(sent.clone());
                         reply(200, sent)

@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use keelson_api::apps::v1alpha1::nodeimage::{ImageTagStatus, NodeImage, NodeImageStatus};
+use keelson_api::apps::v1beta1::nodeimage::{ImageTagStatus, NodeImage, NodeImageStatus};
 
 /// How long a node has to answer a new tag before it is marked Failed.
 pub const RESPONSE_TIMEOUT_SECONDS: i64 = 600;
@@ -377,7 +377,7 @@ fn expire_status(image: &NodeImage, now: &Time, wait: &mut Soonest) -> Option<No
             .retain(|s| spec.tags.iter().any(|t| t.tag == s.tag));
         !entry.tags.is_empty()
     });
-    status.recount(&image.spec);
+    status.recount_tags(image.spec.tags());
     Some(status)
 }
 

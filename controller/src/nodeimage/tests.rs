@@ -16,7 +16,7 @@ fn ready_node() -> Node {
 
 fn image(yaml: &str) -> NodeImage {
     serde_saphyr::from_str(&format!(
-        "apiVersion: apps.kruise.io/v1alpha1\nkind: NodeImage\nmetadata: {{name: node-a, resourceVersion: '9', labels: {{zone: a}}}}\n{yaml}"
+        "apiVersion: apps.kruise.io/v1beta1\nkind: NodeImage\nmetadata: {{name: node-a, resourceVersion: '9', labels: {{zone: a}}}}\n{yaml}"
     ))
     .unwrap()
 }
@@ -96,7 +96,7 @@ fn the_nodeimage_goes_with_its_node_unless_fake() {
         Decision::Delete
     );
     let fake = serde_saphyr::from_str::<NodeImage>(
-        "apiVersion: apps.kruise.io/v1alpha1\nkind: NodeImage\nmetadata: {name: node-a, labels: {apps.kruise.io/fake-nodeimage: 'true'}}\nspec: {}\n",
+        "apiVersion: apps.kruise.io/v1beta1\nkind: NodeImage\nmetadata: {name: node-a, labels: {apps.kruise.io/fake-nodeimage: 'true'}}\nspec: {}\n",
     )
     .unwrap();
     assert_eq!(
@@ -323,7 +323,7 @@ fn the_controller_finishes_entries_only_and_counts_as_the_agent_does() {
         Decision::UpdateStatus { object, .. } => {
             let s = object.status.unwrap();
             let mut agent = s.clone();
-            agent.recount(&object.spec);
+            agent.recount_tags(object.spec.tags());
             assert_eq!(s, agent, "the agent's counters");
             assert_eq!((s.desired, s.waiting, s.failed), (2, 1, 1));
         }

@@ -17,14 +17,14 @@ use k8s_openapi::jiff::Timestamp;
 use keelson_api::apps::v1beta1::statefulset::{
     DELETE_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY_TYPE, StatefulSet,
 };
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use super::newpod::{claims, new_pod};
+use super::newpod::{self, claims, new_pod};
 use super::ordinals::ordinal_of;
 use super::plan::{Input, Step, plan};
 use super::status;
@@ -57,6 +57,8 @@ pub struct Context {
     pub env_from_metadata: bool,
     /// `PodUnavailableBudgetUpdateGate`: asked before in-place updates.
     pub guard: Option<crate::podunavailablebudget::guard::Guard>,
+    /// `PreDownloadImageForInPlaceUpdate` (with `KruiseDaemon`).
+    pub predownload: bool,
 }
 
 fn owner_of(sts: &StatefulSet) -> OwnerReference {
@@ -186,6 +188,31 @@ async fn apply(ctx: &Context, round: &Round<'_>, step: Step) -> Result<bool, Rec
                     .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
                     .await,
             )?;
+        }
+        Step::Repair { pod, patch } => {
+            match pods_api
+                .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => publish(
+                    ctx,
+                    sts,
+                    false,
+                    "SuccessfulUpdate",
+                    format!("update Pod {pod} in StatefulSet {set} successful"),
+                ),
+                Err(e) if crate::api_call::status_code(&e) == Some(404) => {}
+                Err(e) => {
+                    publish(
+                        ctx,
+                        sts,
+                        true,
+                        "FailedUpdate",
+                        format!("update Pod {pod} in StatefulSet {set} failed error: {e}"),
+                    );
+                    return Err(e.into());
+                }
+            }
         }
         Step::Create { ordinal, revision } => {
             let Some(template) = templates.get(&revision) else {
@@ -330,6 +357,48 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, R
     let current_revision = Some(old_status.current_revision.clone())
         .filter(|c| templates.contains_key(c))
         .unwrap_or_else(|| update_revision.clone());
+    let claims: BTreeMap<String, PersistentVolumeClaim> =
+        if sts.spec.volume_claim_templates.is_empty() {
+            BTreeMap::new()
+        } else {
+            Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns)
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|c| Some((c.metadata.name.clone()?, c)))
+                .collect()
+        };
+    if ctx.predownload
+        && let Some(update) = revisions
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(update_revision.as_str()))
+        && let Some(update_template) = templates.get(&update_revision)
+    {
+        // Before the update steps, as upstream.
+        let current = Some(&current_revision)
+            .filter(|c| **c != update_revision)
+            .and_then(|c| templates.get(c));
+        let decision = super::predownload::decide(
+            &sts,
+            &owner_of(&sts),
+            update,
+            update_template,
+            current,
+            ctx.env_from_metadata,
+        );
+        let target = crate::workload::predownload::Target {
+            client: &ctx.client,
+            recorder: &ctx.recorder,
+            reference: sts.object_ref(&()),
+            namespace: &ns,
+            uid: &uid,
+        };
+        if let Err(e) = crate::workload::predownload::carry_out(&target, update, decision).await {
+            // Pre-download is an optimisation: the rollout goes on.
+            tracing::warn!(statefulset = %sts.name_any(), namespace = %ns, error = %e, "image pre-download failed");
+        }
+    }
     let now = Timestamp::now();
     let input = Input {
         sts: &sts,
@@ -340,6 +409,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, R
         now,
         start_ordinal: ctx.start_ordinal,
         env_from_metadata: ctx.env_from_metadata,
+        pod_index_label: ctx.pod_index_label,
     };
     let decision = plan(&input);
     let round = Round {
@@ -351,11 +421,30 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, R
         now,
     };
     let mut failure = None;
+    let mut failures = status::Failures::default();
     let mut paced = false;
     for step in decision.steps.clone() {
+        if let Step::Create { ordinal, .. } = &step
+            && let Some(claim) = newpod::stale_claim(&sts, *ordinal, &claims)
+        {
+            // Its garbage collection (the owner pod is gone) comes first;
+            // nothing more this round, as upstream.
+            tracing::info!(statefulset = %sts.name_any(), namespace = %ns, claim = %claim, ordinal = *ordinal, "claim left by an earlier pod of this name: waiting for its removal");
+            paced = true;
+            break;
+        }
+        let (creating, repairing) = (
+            matches!(step, Step::Create { .. }),
+            matches!(step, Step::Repair { .. }),
+        );
         match apply(&ctx, &round, step).await {
             Ok(p) => paced |= p,
             Err(e) => {
+                if creating {
+                    failures.create = Some(e.to_string());
+                } else if repairing {
+                    failures.update = Some(e.to_string());
+                }
                 failure = Some(e);
                 break;
             }
@@ -366,7 +455,8 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, R
     }
     let mut new_status = status::compute(&sts, &all_pods, &current_revision, &update_revision, now);
     new_status.collision_count = Some(collision_count);
-    new_status.conditions = old_status.conditions.clone();
+    new_status.volume_claims = status::volume_claims(&sts, &round.wanted, &claims);
+    new_status.conditions = status::conditions(&old_status.conditions, &failures, now);
     if new_status != old_status {
         let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
         gone_ok(
@@ -418,6 +508,8 @@ pub struct Gates {
     pub pod_index_label: bool,
     pub env_from_metadata: bool,
     pub pub_update: bool,
+    /// `PreDownloadImageForInPlaceUpdate` and `KruiseDaemon`.
+    pub predownload: bool,
 }
 
 /// Runs until the task is dropped.
@@ -445,6 +537,7 @@ pub async fn run(client: Client, gates: Gates, identity: String) {
         pod_index_label: gates.pod_index_label,
         env_from_metadata: gates.env_from_metadata,
         guard,
+        predownload: gates.predownload,
     });
     Controller::new(sets, watcher::Config::default())
         .owns(pods, watcher::Config::default())

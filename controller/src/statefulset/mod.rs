@@ -5,10 +5,12 @@
 //! lifecycle hooks — on the workload machinery CloneSet uses
 //! ([`crate::workload`]). [`ordinals`] says which ordinals exist,
 //! [`newpod`] what a pod looks like, [`plan`] what one reconcile does,
-//! [`status`] what it reports, [`controller`] carries it out.
+//! [`predownload`] which new images are pulled ahead of an in-place
+//! update, [`status`] what it reports, [`controller`] carries it out.
 
 pub mod controller;
 pub mod newpod;
 pub mod ordinals;
 pub mod plan;
+pub mod predownload;
 pub mod status;

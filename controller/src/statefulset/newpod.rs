@@ -14,7 +14,9 @@ use keelson_api::apps::shared::{
     LIFECYCLE_STATE_KEY, LIFECYCLE_STATE_NORMAL, LIFECYCLE_STATE_PREPARING_NORMAL,
     LIFECYCLE_TIMESTAMP_KEY,
 };
-use keelson_api::apps::v1beta1::statefulset::StatefulSet;
+use keelson_api::apps::v1beta1::statefulset::{
+    RETAIN_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY_TYPE, StatefulSet,
+};
 use serde_json::Value;
 
 use super::ordinals::pod_name;
@@ -40,6 +42,39 @@ pub fn claims(sts: &StatefulSet, n: i32) -> Vec<PersistentVolumeClaim> {
         &n.to_string(),
         &sts.spec.selector.match_labels.clone().unwrap_or_default(),
     )
+}
+
+/// The stale claim blocking the creation of ordinal `n`'s pod, if any:
+/// with `whenScaled: Delete` (default Retain), a claim of that ordinal
+/// owned by a pod of the same name — an earlier pod, since the one to
+/// create has no UID yet. Upstream waits for the garbage collector to
+/// remove it rather than hand old data to the new pod.
+pub fn stale_claim(
+    sts: &StatefulSet,
+    n: i32,
+    existing: &BTreeMap<String, PersistentVolumeClaim>,
+) -> Option<String> {
+    let when_scaled = sts
+        .spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .and_then(|p| p.when_scaled.as_deref())
+        .unwrap_or(RETAIN_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY_TYPE);
+    if when_scaled == RETAIN_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY_TYPE {
+        return None;
+    }
+    let pod = pod_name(sts.metadata.name.as_deref().unwrap_or(""), n);
+    claims(sts, n).into_iter().find_map(|c| {
+        let name = c.metadata.name?;
+        let found = existing.get(&name)?;
+        found
+            .metadata
+            .owner_references
+            .as_ref()?
+            .iter()
+            .any(|o| o.name == pod)
+            .then_some(name)
+    })
 }
 
 /// The pod of ordinal `n` made from `template` of `revision`.
@@ -156,5 +191,35 @@ mod tests {
         assert_eq!(c.metadata.name.as_deref(), Some("data-sample-3"));
         let cl = c.metadata.labels.as_ref().unwrap();
         assert_eq!((cl["tier"].as_str(), cl["app"].as_str()), ("db", "s"));
+    }
+
+    #[test]
+    fn a_claim_left_by_an_earlier_pod_of_the_name_is_stale_unless_retained() {
+        let sts = |when_scaled: &str| -> StatefulSet {
+            serde_json::from_value(json!({
+                "apiVersion": "apps.kruise.io/v1beta1", "kind": "StatefulSet",
+                "metadata": {"name": "db", "namespace": "ns"},
+                "spec": {"selector": {"matchLabels": {"app": "db"}}, "template": {},
+                    "persistentVolumeClaimRetentionPolicy": {"whenScaled": when_scaled},
+                    "volumeClaimTemplates": [{"metadata": {"name": "data"}}]}
+            }))
+            .unwrap()
+        };
+        let owned_by = |owner: &str| -> BTreeMap<String, PersistentVolumeClaim> {
+            let c: PersistentVolumeClaim = serde_json::from_value(json!({"metadata": {
+                "name": "data-db-1", "ownerReferences": [{"apiVersion": "v1", "kind": "Pod",
+                    "name": owner, "uid": "old-uid"}]}}))
+            .unwrap();
+            BTreeMap::from([("data-db-1".to_string(), c)])
+        };
+        assert_eq!(
+            stale_claim(&sts("Delete"), 1, &owned_by("db-1")).as_deref(),
+            Some("data-db-1")
+        );
+        assert_eq!(stale_claim(&sts("Retain"), 1, &owned_by("db-1")), None);
+        // Owned by something else (the set), or another ordinal's claim.
+        assert_eq!(stale_claim(&sts("Delete"), 1, &owned_by("db")), None);
+        assert_eq!(stale_claim(&sts("Delete"), 2, &owned_by("db-1")), None);
+        assert_eq!(stale_claim(&sts("Delete"), 1, &BTreeMap::new()), None);
     }
 }

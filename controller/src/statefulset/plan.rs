@@ -27,6 +27,7 @@ use keelson_api::apps::v1beta1::statefulset::{
 };
 use serde_json::{Value, json};
 
+use super::newpod::{POD_INDEX_LABEL, POD_NAME_LABEL};
 use super::ordinals::{self, ordinal_of};
 use crate::workload::inplace::{self, Diff};
 use crate::workload::lifecycle::{hooked, state_patch};
@@ -50,6 +51,8 @@ pub struct Input<'a> {
     pub start_ordinal: bool,
     /// `InPlaceUpdateEnvFromMetadata`.
     pub env_from_metadata: bool,
+    /// `PodIndexLabel`: identity repairs also write the index label.
+    pub pod_index_label: bool,
 }
 
 /// One thing to do.
@@ -61,6 +64,12 @@ pub enum Step {
     },
     /// Merge-patch the pod's metadata.
     Patch {
+        pod: String,
+        patch: Value,
+    },
+    /// Repair a replica's identity labels (upstream's pod update when
+    /// `statefulset.kubernetes.io/pod-name` is not the pod's name).
+    Repair {
         pod: String,
         patch: Value,
     },
@@ -83,7 +92,8 @@ pub enum Step {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     pub steps: Vec<Step>,
-    /// The update phase failed (condition `FailedUpdatePod`).
+    /// The update phase failed (a `FailedUpdate` event; the
+    /// `FailedUpdatePod` condition is for failed pod updates).
     pub failed_update: Option<String>,
     /// Look again after this many seconds even without events.
     pub requeue_after: Option<i64>,
@@ -291,7 +301,7 @@ fn scale(input: &Input, plan: &mut Plan) {
                 // Wait for it before going on.
                 return;
             }
-            Some(_) => {}
+            Some(p) => plan.steps.extend(repair(input, *n, p)),
         }
     }
     if !plan.steps.is_empty() {
@@ -311,6 +321,28 @@ fn scale(input: &Input, plan: &mut Plan) {
             plan.steps.extend(input.delete(p));
         }
     }
+}
+
+/// The identity repair of replica `n` when its pod-name label is off.
+fn repair(input: &Input, n: i32, p: &Pod) -> Option<Step> {
+    let pod = name(p);
+    let label = p
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(POD_NAME_LABEL));
+    if terminating(p) || label == Some(&pod) {
+        return None;
+    }
+    let mut labels = serde_json::Map::new();
+    labels.insert(POD_NAME_LABEL.into(), json!(pod));
+    if input.pod_index_label {
+        labels.insert(POD_INDEX_LABEL.into(), json!(n.to_string()));
+    }
+    Some(Step::Repair {
+        pod,
+        patch: json!({"metadata": {"labels": labels}}),
+    })
 }
 
 fn max_unavailable(input: &Input) -> i32 {

@@ -3,7 +3,8 @@
 //! maxUnavailable 20%, maxSurge 0, an empty `inPlaceUpdateStrategy` for
 //! the in-place types) and, unless `TemplateNoDefaults`, the pod-template
 //! defaults on create and on updates that change the template. Validating:
-//! OpenKruise's rules and messages (422). Pure: no I/O.
+//! OpenKruise's rules and messages (422), pure, except that pods newly
+//! named in `podsToDelete` are read to check they may be deleted.
 
 use std::collections::BTreeSet;
 
@@ -151,16 +152,18 @@ pub fn validate(cs: &CloneSet, old: Option<&CloneSet>) -> Vec<String> {
     if pod.active_deadline_seconds.is_some() {
         errs.push("spec.template.spec.activeDeadlineSeconds: Forbidden: activeDeadlineSeconds in cloneset is not Supported".into());
     }
-    let mut seen = BTreeSet::new();
-    let dup: Vec<&String> = spec
-        .scale_strategy
-        .pods_to_delete
-        .iter()
-        .filter(|n| !seen.insert(n.as_str()))
-        .collect();
+    let dup = duplicated_pods_to_delete(cs);
     if !dup.is_empty() {
+        let all: Vec<String> = spec
+            .scale_strategy
+            .pods_to_delete
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect();
         errs.push(format!(
-            "spec.scaleStrategy.podsToDelete: Invalid value: {dup:?}: duplicated items {dup:?}"
+            "spec.scaleStrategy.podsToDelete: Invalid value: []string{{{}}}: duplicated items [{}]",
+            all.join(", "),
+            dup.join(" ")
         ));
     }
     let us = &spec.update_strategy;
@@ -229,7 +232,7 @@ pub fn validate(cs: &CloneSet, old: Option<&CloneSet>) -> Vec<String> {
             }
         }
         if a != b {
-            errs.push("spec: Forbidden: updates to cloneset spec for fields other than 'replicas', 'template', 'lifecycle', 'scaleStrategy', 'updateStrategy', 'minReadySeconds', 'volumeClaimTemplates' and 'progressDeadlineSeconds' are forbidden".into());
+            errs.push("spec: Forbidden: updates to cloneset spec for fields other than 'replicas', 'template', 'lifecycle', 'scaleStrategy', 'updateStrategy', 'minReadySeconds', 'progressDeadlineSeconds', 'volumeClaimTemplates' and 'revisionHistoryLimit' are forbidden".into());
         }
         if t == "InPlaceOnly" {
             let (o, n) = (
@@ -258,8 +261,105 @@ pub fn validate(cs: &CloneSet, old: Option<&CloneSet>) -> Vec<String> {
     errs
 }
 
-/// Answers the validating webhook.
-pub fn validate_review(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+/// The `podsToDelete` names given more than once (each repeat listed).
+fn duplicated_pods_to_delete(cs: &CloneSet) -> Vec<&str> {
+    let mut seen = BTreeSet::new();
+    cs.spec
+        .scale_strategy
+        .pods_to_delete
+        .iter()
+        .filter(|n| !seen.insert(n.as_str()))
+        .map(String::as_str)
+        .collect()
+}
+
+/// The `podsToDelete` names the webhook looks up: those not in the old
+/// object's list, sorted (none while the list has duplicates: that error
+/// is reported alone, as upstream).
+pub fn added_pods_to_delete(cs: &CloneSet, old: Option<&CloneSet>) -> Vec<String> {
+    if !duplicated_pods_to_delete(cs).is_empty() {
+        return vec![];
+    }
+    let before: BTreeSet<&str> = old
+        .iter()
+        .flat_map(|o| o.spec.scale_strategy.pods_to_delete.iter())
+        .map(String::as_str)
+        .collect();
+    let added: BTreeSet<&String> = cs
+        .spec
+        .scale_strategy
+        .pods_to_delete
+        .iter()
+        .filter(|n| !before.contains(n.as_str()))
+        .collect();
+    added.into_iter().cloned().collect()
+}
+
+/// What looking up one added `podsToDelete` name gave.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Found(Box<k8s_openapi::api::core::v1::Pod>),
+    /// The read failed (the API server's message, e.g. not found).
+    Failed(String),
+}
+
+/// OpenKruise's errors for the added `podsToDelete` names: each must be
+/// a pod that exists, is not terminating, and whose controller is the
+/// CloneSet `uid`.
+pub fn pods_to_delete_errors(uid: &str, lookups: &[(String, Lookup)]) -> Vec<String> {
+    let mut errs = vec![];
+    for (name, found) in lookups {
+        let why = match found {
+            Lookup::Failed(e) => format!("find pod {name} failed: {e}"),
+            Lookup::Found(p) if p.metadata.deletion_timestamp.is_some() => {
+                format!("find pod {name} already terminating")
+            }
+            Lookup::Found(p) => {
+                let owner = p
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .find(|o| o.controller == Some(true));
+                if owner.is_some_and(|o| o.uid == uid) {
+                    continue;
+                }
+                format!("find pod {name} owner is not this CloneSet")
+            }
+        };
+        errs.push(format!(
+            "spec.scaleStrategy.podsToDelete: Invalid value: {name:?}: {why}"
+        ));
+    }
+    errs
+}
+
+/// Looks up `names` in `namespace`.
+async fn look_up(
+    client: &kube::Client,
+    namespace: &str,
+    names: Vec<String>,
+) -> Vec<(String, Lookup)> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let mut out = vec![];
+    for name in names {
+        let found = match api.get(&name).await {
+            Ok(p) => Lookup::Found(Box::new(p)),
+            Err(kube::Error::Api(s)) => Lookup::Failed(s.message),
+            Err(e) => Lookup::Failed(e.to_string()),
+        };
+        out.push((name, found));
+    }
+    out
+}
+
+/// Answers the validating webhook (reading the pods newly named in
+/// `podsToDelete`).
+pub async fn validate_review(
+    req: &AdmissionRequest<DynamicObject>,
+    client: &kube::Client,
+) -> AdmissionResponse {
     let resp = AdmissionResponse::from(req);
     if !matches!(req.operation, Operation::Create | Operation::Update) {
         return resp;
@@ -276,7 +376,19 @@ pub fn validate_review(req: &AdmissionRequest<DynamicObject>) -> AdmissionRespon
         (Operation::Update, Some(Ok(o))) => Some(o),
         _ => None,
     };
-    let errs = validate(&cs, old.as_ref());
+    let mut errs = validate(&cs, old.as_ref());
+    let added = added_pods_to_delete(&cs, old.as_ref());
+    if !added.is_empty() {
+        let namespace = cs
+            .metadata
+            .namespace
+            .clone()
+            .or_else(|| req.namespace.clone())
+            .unwrap_or_default();
+        let lookups = look_up(client, &namespace, added).await;
+        let uid = cs.metadata.uid.clone().unwrap_or_default();
+        errs.extend(pods_to_delete_errors(&uid, &lookups));
+    }
     if errs.is_empty() {
         return resp;
     }

@@ -1,6 +1,8 @@
 //! The CRD conversion webhook (`/convert`): ConversionReviews from the API
-//! server for kinds whose served versions differ in shape (SidecarSet
-//! v1alpha1 ⇄ v1beta1), answered with [`keelson_api::conversion`]. A
+//! server for the kinds served as v1alpha1 and stored as v1beta1
+//! ([`keelson_api::conversion::CONVERTED_KINDS`]: SidecarSet, Advanced
+//! DaemonSet, ImagePullJob, ImageListPullJob, NodeImage), answered with
+//! [`keelson_api::conversion`]. A
 //! failure names the object and why; the API server then fails the read
 //! or write that needed it.
 

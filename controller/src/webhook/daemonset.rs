@@ -10,11 +10,18 @@
 //! answers 500, a refused update 422, and an update may change only the
 //! template, update strategy, lifecycle, `burstReplicas`,
 //! `minReadySeconds` and `revisionHistoryLimit`.
+//!
+//! Both served versions come to the same paths, as upstream registers
+//! them, and are judged in their own version's terms: only v1alpha1 knows
+//! the deprecated `Surging` type (v1beta1 refuses it and does not default
+//! it); only v1beta1 has `scaleStrategy`, which an update may change. Both
+//! are read into the v1beta1 types (v1alpha1 has no field they lack).
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use keelson_api::apps::v1alpha1::daemonset::{
-    DEPRECATED_SURGING_ROLLING_UPDATE_TYPE, DaemonSet, DaemonSetSpec, INPLACE_ROLLING_UPDATE_TYPE,
-    RollingUpdateDaemonSet, STANDARD_ROLLING_UPDATE_TYPE,
+use keelson_api::apps::v1alpha1::daemonset::DEPRECATED_SURGING_ROLLING_UPDATE_TYPE;
+use keelson_api::apps::v1beta1::daemonset::{
+    DaemonSet, DaemonSetSpec, INPLACE_ROLLING_UPDATE_TYPE, RollingUpdateDaemonSet,
+    STANDARD_ROLLING_UPDATE_TYPE,
 };
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
@@ -28,8 +35,28 @@ pub const MUTATE_PATH: &str = "/mutate-apps-kruise-io-daemonset";
 /// OpenKruise's validating path.
 pub const VALIDATE_PATH: &str = "/validate-apps-kruise-io-daemonset";
 
-/// The defaulted object (OpenKruise's `SetDefaultsDaemonSet`).
-pub fn defaulted(obj: &Value) -> Value {
+/// Which served version a request is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1alpha1,
+    V1beta1,
+}
+
+impl Version {
+    /// The version of the request's resource (v1alpha1 unless it says
+    /// v1beta1).
+    pub fn of(req: &AdmissionRequest<DynamicObject>) -> Self {
+        if req.resource.version == "v1beta1" {
+            Self::V1beta1
+        } else {
+            Self::V1alpha1
+        }
+    }
+}
+
+/// The defaulted object (OpenKruise's `SetDefaultsDaemonSet`, or
+/// `SetDefaultsDaemonSetV1beta1`, which knows no `Surging`).
+pub fn defaulted(obj: &Value, version: Version) -> Value {
     let mut out = obj.clone();
     put_default(&mut out, &["spec", "burstReplicas"], json!(250));
     let ty = out.pointer("/spec/updateStrategy/type");
@@ -58,11 +85,13 @@ pub fn defaulted(obj: &Value) -> Value {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        if rtype == DEPRECATED_SURGING_ROLLING_UPDATE_TYPE {
+        let surging =
+            version == Version::V1alpha1 && rtype == DEPRECATED_SURGING_ROLLING_UPDATE_TYPE;
+        if surging {
             put_default(&mut out, &ru("maxSurge"), json!(1));
             put_default(&mut out, &ru("maxUnavailable"), json!(0));
         }
-        if (rtype.is_empty() || rtype == DEPRECATED_SURGING_ROLLING_UPDATE_TYPE)
+        if (rtype.is_empty() || surging)
             && let Some(r) = out
                 .pointer_mut("/spec/updateStrategy/rollingUpdate")
                 .and_then(Value::as_object_mut)
@@ -88,7 +117,8 @@ pub fn defaulted(obj: &Value) -> Value {
 /// Answers the mutating webhook.
 pub fn mutate_review(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     // Advanced DaemonSet's webhook never defaults the template.
-    super::defaulting(req, true, |obj, _| defaulted(obj))
+    let version = Version::of(req);
+    super::defaulting(req, true, |obj, _| defaulted(obj, version))
 }
 
 fn shown(v: &impl serde::Serialize) -> String {
@@ -150,7 +180,7 @@ fn int_or_percent_errors(v: &IntOrString, path: &str, errs: &mut Vec<String>) {
     }
 }
 
-fn rolling_update_errors(ru: &RollingUpdateDaemonSet, errs: &mut Vec<String>) {
+fn rolling_update_errors(ru: &RollingUpdateDaemonSet, version: Version, errs: &mut Vec<String>) {
     let p = "spec.updateStrategy.rollingUpdate";
     let has_unavailable = ru.max_unavailable.as_ref().is_some_and(|v| value(v) != 0);
     let has_surge = ru.max_surge.as_ref().is_some_and(|v| value(v) != 0);
@@ -176,12 +206,17 @@ fn rolling_update_errors(ru: &RollingUpdateDaemonSet, errs: &mut Vec<String>) {
             errs.push(format!("{p}.maxSurge: Required value: must be 0 for InPlaceIfPossible type"));
         }
         INPLACE_ROLLING_UPDATE_TYPE => {}
-        DEPRECATED_SURGING_ROLLING_UPDATE_TYPE if has_unavailable => {
+        DEPRECATED_SURGING_ROLLING_UPDATE_TYPE
+            if version == Version::V1alpha1 && has_unavailable =>
+        {
             errs.push(format!("{p}.maxUnavailable: Required value: must be 0 for Surging type"));
         }
-        DEPRECATED_SURGING_ROLLING_UPDATE_TYPE => {}
-        t => errs.push(format!(
+        DEPRECATED_SURGING_ROLLING_UPDATE_TYPE if version == Version::V1alpha1 => {}
+        t if version == Version::V1alpha1 => errs.push(format!(
             "{p}.rollingUpdate.type: Unsupported value: {t:?}: supported values: \"Standard\", \"Surging\", \"InPlaceIfPossible\""
+        )),
+        t => errs.push(format!(
+            "{p}.rollingUpdate.type: Unsupported value: {t:?}: supported values: \"Standard\", \"InPlaceIfPossible\""
         )),
     }
     if let Some(v) = &ru.partition {
@@ -198,7 +233,7 @@ fn rolling_update_errors(ru: &RollingUpdateDaemonSet, errs: &mut Vec<String>) {
 }
 
 /// OpenKruise's field errors for the spec (empty: valid).
-pub fn validate(spec: &DaemonSetSpec) -> Vec<String> {
+pub fn validate(spec: &DaemonSetSpec, version: Version) -> Vec<String> {
     let mut errs = vec![];
     let sel = &spec.selector;
     let labels = spec
@@ -246,7 +281,7 @@ pub fn validate(spec: &DaemonSetSpec) -> Vec<String> {
         "OnDelete" => {}
         "RollingUpdate" => match &us.rolling_update {
             None => errs.push("spec.updateStrategy.rollingUpdate: Required value".into()),
-            Some(ru) => rolling_update_errors(ru, &mut errs),
+            Some(ru) => rolling_update_errors(ru, version, &mut errs),
         },
         _ => errs.push(format!(
             "spec.updateStrategy: Unsupported value: {}: supported values: \"RollingUpdate\", \"OnDelete\"",
@@ -272,8 +307,8 @@ pub fn validate(spec: &DaemonSetSpec) -> Vec<String> {
 }
 
 /// The errors of updating `old` to `new`: only some spec fields may
-/// change, and the new spec must be valid.
-pub fn validate_update(new: &DaemonSetSpec, old: &DaemonSetSpec) -> Vec<String> {
+/// change (v1beta1: `scaleStrategy` too), and the new spec must be valid.
+pub fn validate_update(new: &DaemonSetSpec, old: &DaemonSetSpec, version: Version) -> Vec<String> {
     let mut errs = vec![];
     let kept = DaemonSetSpec {
         template: old.template.clone(),
@@ -282,12 +317,16 @@ pub fn validate_update(new: &DaemonSetSpec, old: &DaemonSetSpec) -> Vec<String> 
         burst_replicas: old.burst_replicas.clone(),
         min_ready_seconds: old.min_ready_seconds,
         revision_history_limit: old.revision_history_limit,
+        scale_strategy: old.scale_strategy.clone(),
         ..new.clone()
     };
     if kept != *old {
-        errs.push("spec: Forbidden: updates to daemonset spec for fields other than 'BurstReplicas', 'template', 'lifecycle',  'updateStrategy', 'minReadySeconds', and 'revisionHistoryLimit' are forbidden".into());
+        errs.push(match version {
+            Version::V1alpha1 => "spec: Forbidden: updates to daemonset spec for fields other than 'BurstReplicas', 'template', 'lifecycle',  'updateStrategy', 'minReadySeconds', and 'revisionHistoryLimit' are forbidden",
+            Version::V1beta1 => "spec: Forbidden: updates to daemonset spec for fields other than 'BurstReplicas', 'template', 'lifecycle', 'scaleStrategy', 'updateStrategy', 'minReadySeconds', and 'revisionHistoryLimit' are forbidden",
+        }.into());
     }
-    errs.extend(validate(new));
+    errs.extend(validate(new, version));
     errs
 }
 
@@ -304,6 +343,7 @@ pub fn validate_review(req: &AdmissionRequest<DynamicObject>) -> AdmissionRespon
     let Some(obj) = object(req.object.as_ref()) else {
         return deny(resp, 400, "BadRequest", "the request has no object".into());
     };
+    let version = Version::of(req);
     let ds = match typed(obj) {
         Ok(d) => d,
         Err(e) => return deny(resp, 400, "BadRequest", e),
@@ -318,10 +358,14 @@ pub fn validate_review(req: &AdmissionRequest<DynamicObject>) -> AdmissionRespon
                     "the request has no old object".into(),
                 );
             };
-            (validate_update(&ds.spec, &old.spec), 422, "Invalid")
+            (
+                validate_update(&ds.spec, &old.spec, version),
+                422,
+                "Invalid",
+            )
         }
         // Upstream answers a refused create as an internal error.
-        _ => (validate(&ds.spec), 500, "InternalError"),
+        _ => (validate(&ds.spec, version), 500, "InternalError"),
     };
     if errs.is_empty() {
         return resp;
@@ -345,12 +389,12 @@ mod tests {
     }
 
     fn spec(v: Value) -> DaemonSetSpec {
-        typed(defaulted(&obj(v))).unwrap().spec
+        typed(defaulted(&obj(v), Version::V1alpha1)).unwrap().spec
     }
 
     #[test]
     fn defaults_as_openkruise_without_touching_the_template() {
-        let out = defaulted(&obj(base()));
+        let out = defaulted(&obj(base()), Version::V1alpha1);
         assert_eq!(out["spec"]["burstReplicas"], 250);
         assert_eq!(out["spec"]["revisionHistoryLimit"], 10);
         assert_eq!(
@@ -365,7 +409,7 @@ mod tests {
         );
         let mut surging = base();
         surging["updateStrategy"] = json!({"rollingUpdate": {"rollingUpdateType": "Surging"}});
-        let out = defaulted(&obj(surging));
+        let out = defaulted(&obj(surging), Version::V1alpha1);
         assert_eq!(
             out["spec"]["updateStrategy"]["rollingUpdate"],
             json!({"rollingUpdateType": "Standard", "maxSurge": 1, "maxUnavailable": 0})
@@ -373,13 +417,13 @@ mod tests {
         let mut on_delete = base();
         on_delete["updateStrategy"] = json!({"type": "OnDelete"});
         assert_eq!(
-            defaulted(&obj(on_delete))["spec"]["updateStrategy"],
+            defaulted(&obj(on_delete), Version::V1alpha1)["spec"]["updateStrategy"],
             json!({"type": "OnDelete"})
         );
         assert!(
-            validate(&spec(base())).is_empty(),
+            validate(&spec(base()), Version::V1alpha1).is_empty(),
             "{:?}",
-            validate(&spec(base()))
+            validate(&spec(base()), Version::V1alpha1)
         );
     }
 
@@ -391,7 +435,7 @@ mod tests {
         s["template"]["spec"]["activeDeadlineSeconds"] = json!(5);
         s["minReadySeconds"] = json!(-1);
         s["lifecycle"] = json!({"inPlaceUpdate": {"labelsHandler": {"a": "b"}}});
-        let e = validate(&spec(s));
+        let e = validate(&spec(s), Version::V1alpha1);
         for want in [
             "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\"",
             "spec.template.spec.activeDeadlineSeconds: Forbidden: activeDeadlineSeconds in DaemonSet is not Supported",
@@ -405,7 +449,7 @@ mod tests {
         s["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 0,
             "partition": "120%", "rollingUpdateType": "Sometimes"}});
         s["selector"] = json!({"matchLabels": {"app": "other"}});
-        let e = validate(&spec(s));
+        let e = validate(&spec(s), Version::V1alpha1);
         for want in [
             "spec.updateStrategy.rollingUpdate.maxUnavailable: Required value: cannot be 0 when maxSurge is 0",
             "spec.updateStrategy.rollingUpdate.rollingUpdate.partition: Invalid value: \"120%\": must not be greater than 100%",
@@ -418,7 +462,7 @@ mod tests {
         s["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"rollingUpdateType": "InPlaceIfPossible",
             "maxUnavailable": 0, "maxSurge": 1}});
         assert_eq!(
-            validate(&spec(s)),
+            validate(&spec(s), Version::V1alpha1),
             [
                 "spec.updateStrategy.rollingUpdate.maxSurge: Required value: must be 0 for InPlaceIfPossible type"
             ]
@@ -427,7 +471,7 @@ mod tests {
         s["selector"] = json!({});
         s["template"]["metadata"]["labels"] = json!({});
         assert!(
-            validate(&spec(s))
+            validate(&spec(s), Version::V1alpha1)
                 .iter()
                 .any(|m| m.ends_with("empty selector is invalid for daemonset"))
         );
@@ -439,14 +483,55 @@ mod tests {
         let mut changed = base();
         changed["template"]["spec"]["containers"][0]["image"] = json!("nginx:2");
         changed["minReadySeconds"] = json!(5);
-        assert!(validate_update(&spec(changed), &old).is_empty());
+        assert!(validate_update(&spec(changed), &old, Version::V1alpha1).is_empty());
         let mut selector = base();
         selector["selector"]["matchLabels"]["tier"] = json!("x");
         selector["template"]["metadata"]["labels"]["tier"] = json!("x");
-        let e = validate_update(&spec(selector), &old);
+        let e = validate_update(&spec(selector), &old, Version::V1alpha1);
         assert_eq!(e.len(), 1);
         assert!(
             e[0].starts_with("spec: Forbidden: updates to daemonset spec for fields other than")
+        );
+    }
+
+    #[test]
+    fn v1beta1_knows_no_surging_and_may_change_its_scale_strategy() {
+        let mut surging = base();
+        surging["updateStrategy"] = json!({"rollingUpdate": {"rollingUpdateType": "Surging"}});
+        let out = defaulted(&obj(surging), Version::V1beta1);
+        assert_eq!(
+            out["spec"]["updateStrategy"]["rollingUpdate"],
+            json!({"rollingUpdateType": "Surging", "maxUnavailable": 1, "maxSurge": 0}),
+            "not defaulted as Surging"
+        );
+        let spec = typed(out).unwrap().spec;
+        assert_eq!(
+            validate(&spec, Version::V1beta1),
+            [
+                "spec.updateStrategy.rollingUpdate.rollingUpdate.type: Unsupported value: \"Surging\": supported values: \"Standard\", \"InPlaceIfPossible\""
+            ]
+        );
+        let old = typed(defaulted(&obj(base()), Version::V1beta1))
+            .unwrap()
+            .spec;
+        let mut scaled = base();
+        scaled["scaleStrategy"] = json!({"partitionedScaling": true});
+        let new = typed(defaulted(&obj(scaled), Version::V1beta1))
+            .unwrap()
+            .spec;
+        assert!(new.scale_strategy.as_ref().unwrap().partitioned_scaling);
+        assert!(validate_update(&new, &old, Version::V1beta1).is_empty());
+        let mut selector = base();
+        selector["selector"]["matchLabels"]["tier"] = json!("x");
+        selector["template"]["metadata"]["labels"]["tier"] = json!("x");
+        let new = typed(defaulted(&obj(selector), Version::V1beta1))
+            .unwrap()
+            .spec;
+        let e = validate_update(&new, &old, Version::V1beta1);
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].contains("'lifecycle', 'scaleStrategy', 'updateStrategy'"),
+            "{e:?}"
         );
     }
 }

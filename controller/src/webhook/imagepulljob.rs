@@ -26,16 +26,16 @@ use crate::imagepulljob::image_ref;
 use crate::imagepulljob::secrets::PROTECTION_FINALIZER;
 
 /// The path OpenKruise's validating webhook configuration points at.
-pub const PATH: &str = "/validate-apps-kruise-io-v1alpha1-imagepulljob";
+pub const PATH: &str = "/validate-apps-kruise-io-imagepulljob";
 
 /// The path OpenKruise's mutating webhook configuration points at.
-pub const MUTATE_PATH: &str = "/mutate-apps-kruise-io-v1alpha1-imagepulljob";
+pub const MUTATE_PATH: &str = "/mutate-apps-kruise-io-imagepulljob";
 
 /// The ImageListPullJob validating webhook's path.
-pub const LIST_PATH: &str = "/validate-apps-kruise-io-v1alpha1-imagelistpulljob";
+pub const LIST_PATH: &str = "/validate-apps-kruise-io-imagelistpulljob";
 
 /// The ImageListPullJob mutating webhook's path.
-pub const LIST_MUTATE_PATH: &str = "/mutate-apps-kruise-io-v1alpha1-imagelistpulljob";
+pub const LIST_MUTATE_PATH: &str = "/mutate-apps-kruise-io-imagelistpulljob";
 
 /// Most images one ImageListPullJob may name.
 const MAX_LIST_IMAGES: usize = 255;

@@ -1,7 +1,9 @@
 //! The admission webhook server: AdmissionReviews over HTTPS, routed by
 //! path to the handlers ([`crr`], [`imagepulljob`]), with TLS material from
-//! [`certs`] and the CA written into Keelson's webhook configurations by
-//! [`ca_bundle`]. Every replica serves (the API server may call any).
+//! [`certs`], kept current by [`tls`] (renewals and rotations served
+//! without a restart), and the CA written into Keelson's webhook
+//! configurations by [`ca_bundle`]. Every replica serves (the API server
+//! may call any).
 
 pub mod ca_bundle;
 pub mod cache;
@@ -18,6 +20,7 @@ pub mod resourcedistribution;
 pub mod scope;
 pub mod sidecarset;
 pub mod statefulset;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -182,7 +185,7 @@ pub async fn answer(path: &str, body: &[u8], ctx: &Context) -> (u16, Vec<u8>) {
         cloneset::VALIDATE_PATH if req.operation == kube::core::admission::Operation::Delete => {
             deletion::review(&req, ctx).await
         }
-        cloneset::VALIDATE_PATH => cloneset::validate_review(&req),
+        cloneset::VALIDATE_PATH => cloneset::validate_review(&req, &ctx.client).await,
         imagepulljob::PATH => imagepulljob::review(&req, &ctx.gates, false),
         imagepulljob::MUTATE_PATH => imagepulljob::mutate_review(&req, false),
         imagepulljob::LIST_PATH => imagepulljob::review(&req, &ctx.gates, true),

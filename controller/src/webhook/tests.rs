@@ -161,6 +161,7 @@ async fn routing_and_malformed_reviews() {
 
 #[tokio::test]
 async fn the_ca_goes_into_our_webhooks_only() {
+    const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/";
     let (client, mut handle) = mock_client();
     let server = tokio::spawn(async move {
         let mut puts = vec![];
@@ -189,20 +190,14 @@ async fn the_ca_goes_into_our_webhooks_only() {
                     serde_json::json!({
                     "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
                 ),
-                (
-                    &Method::GET,
-                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sidecarsets.apps.kruise.io",
-                ) => {
+                (&Method::GET, p) if p.starts_with(CRDS) => {
                     let crd = keelson_api::crds()
                         .into_iter()
-                        .find(|c| c.metadata.name.as_deref() == Some("sidecarsets.apps.kruise.io"))
+                        .find(|c| c.metadata.name.as_deref() == Some(&p[CRDS.len()..]))
                         .unwrap();
                     reply(200, serde_json::to_value(crd).unwrap())
                 }
-                (
-                    &Method::PUT,
-                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sidecarsets.apps.kruise.io",
-                ) => {
+                (&Method::PUT, p) if p.starts_with(CRDS) => {
                     let body = body_json(req).await;
                     puts.push(body.clone());
                     reply(200, body)
@@ -221,14 +216,25 @@ async fn the_ca_goes_into_our_webhooks_only() {
     let n = ca_bundle::sync(&client, "keelson-webhook", "keelson-system", b"CA PEM")
         .await
         .unwrap();
-    assert_eq!(n, 2);
+    // The mutating configuration and every CRD with a conversion webhook.
+    assert_eq!(n, 1 + keelson_api::conversion::CONVERTED_KINDS.len());
     drop(client);
     let puts = server.await.unwrap();
     use base64::Engine as _;
-    assert_eq!(
-        puts[1]["spec"]["conversion"]["webhook"]["clientConfig"]["caBundle"],
-        base64::engine::general_purpose::STANDARD.encode("CA PEM")
-    );
+    let mut converted: Vec<&str> = puts[1..]
+        .iter()
+        .map(|crd| {
+            assert_eq!(
+                crd["spec"]["conversion"]["webhook"]["clientConfig"]["caBundle"],
+                base64::engine::general_purpose::STANDARD.encode("CA PEM")
+            );
+            crd["spec"]["names"]["kind"].as_str().unwrap()
+        })
+        .collect();
+    converted.sort_unstable();
+    let mut kinds = keelson_api::conversion::CONVERTED_KINDS.to_vec();
+    kinds.sort_unstable();
+    assert_eq!(converted, kinds);
     let hooks = &puts[0]["webhooks"];
     assert_eq!(puts[0]["metadata"]["resourceVersion"], "8");
     assert_eq!(

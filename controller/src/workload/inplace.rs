@@ -23,10 +23,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_api::apps::shared::{
     IN_PLACE_UPDATE_GRACE_KEY, IN_PLACE_UPDATE_GRACE_KEY_OLD, IN_PLACE_UPDATE_READY,
     IN_PLACE_UPDATE_STATE_KEY, InPlaceUpdateContainerBatch, InPlaceUpdateContainerStatus,
-    InPlaceUpdateState, RUNTIME_CONTAINER_META_KEY, RuntimeContainerMetaSet,
-    get_in_place_update_grace, get_in_place_update_state,
+    InPlaceUpdateState, get_in_place_update_grace, get_in_place_update_state,
 };
 use keelson_api::envmeta;
+pub use keelson_api::inplace::{Progress, normalized_image, progress};
 use serde_json::{Value, json};
 
 use super::revision::RevisionError;
@@ -243,6 +243,7 @@ pub fn start(
     }
     let mut conditions = vec![json!({
         "type": IN_PLACE_UPDATE_READY, "status": "False", "reason": REASON_START,
+        "message": keelson_api::inplace::start_message(revision),
         "lastTransitionTime": now,
     })];
     let containers_ready =
@@ -348,115 +349,6 @@ pub fn needs_ready(pod: &Pod) -> bool {
 /// The pod's in-place record, if it has a readable one.
 pub fn state(pod: &Pod) -> Option<InPlaceUpdateState> {
     serde_json::from_str(get_in_place_update_state(&pod.metadata)?).ok()
-}
-
-/// How far an in-place update has come.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress {
-    Done,
-    /// Not yet; the text says what is awaited (for events and logs).
-    Waiting(String),
-}
-
-/// `image` with Docker Hub's implied registry and `:latest` spelled out.
-pub fn normalized_image(image: &str) -> String {
-    let (name, digest) = match image.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (image, None),
-    };
-    let last = name.rsplit('/').next().unwrap_or(name);
-    let tagged = last.contains(':') || digest.is_some();
-    let first = name.split('/').next().unwrap_or(name);
-    let has_registry =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let mut full = if has_registry {
-        name.to_string()
-    } else if name.contains('/') {
-        format!("docker.io/{name}")
-    } else {
-        format!("docker.io/library/{name}")
-    };
-    if !tagged {
-        full.push_str(":latest");
-    }
-    if let Some(d) = digest {
-        full = format!("{full}@{d}");
-    }
-    full
-}
-
-/// Whether the in-place update recorded in `state` has taken effect on
-/// `pod`.
-pub fn progress(pod: &Pod, state: &InPlaceUpdateState) -> Progress {
-    if get_in_place_update_grace(&pod.metadata).is_some() {
-        return Progress::Waiting("in the grace period before the update".into());
-    }
-    let meta: RuntimeContainerMetaSet = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(RUNTIME_CONTAINER_META_KEY))
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default();
-    let spec = pod.spec.clone().unwrap_or_default();
-    let empty = BTreeMap::new();
-    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
-    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
-    for (name, before) in &state.last_container_statuses {
-        let Some(status) = container_statuses(pod).find(|s| &s.name == name) else {
-            return Progress::Waiting(format!("container {name} has no status yet"));
-        };
-        let id = status.container_id.clone().unwrap_or_default();
-        let recreated = if before.container_id.is_empty() {
-            status.image_id != before.image_id
-        } else {
-            id != before.container_id
-        };
-        if !recreated {
-            return Progress::Waiting(format!("container {name} has not been restarted yet"));
-        }
-        if status
-            .state
-            .as_ref()
-            .and_then(|s| s.running.as_ref())
-            .is_none()
-        {
-            return Progress::Waiting(format!("container {name} is not running yet"));
-        }
-        let Some(container) = spec.containers.iter().find(|c| &c.name == name) else {
-            continue;
-        };
-        let want = container.image.clone().unwrap_or_default();
-        let reported = meta
-            .containers
-            .iter()
-            .find(|m| &m.name == name && m.container_id == id);
-        let image_ok = match reported.and_then(|m| m.image.as_ref()) {
-            Some(created_with) => *created_with == want,
-            None => {
-                status.image_id != before.image_id
-                    || normalized_image(&status.image) == normalized_image(&want)
-            }
-        };
-        if !image_ok {
-            return Progress::Waiting(format!("container {name} does not run image {want} yet"));
-        }
-        let refs = envmeta::references(container);
-        if state.update_env_from_metadata && !refs.is_empty() {
-            let Some(m) = reported else {
-                return Progress::Waiting(format!(
-                    "container {name}: waiting for the node agent to report its env"
-                ));
-            };
-            let expected = envmeta::expected_hash(&refs, labels, annotations);
-            if m.hashes.extracted_env_from_metadata_hash != expected {
-                return Progress::Waiting(format!(
-                    "container {name} does not run with the pod's current metadata env yet"
-                ));
-            }
-        }
-    }
-    Progress::Done
 }
 
 #[cfg(test)]

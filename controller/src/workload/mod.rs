@@ -1,10 +1,10 @@
-//! What the workload controllers (CloneSet now, Advanced StatefulSet and
-//! DaemonSet next) share, each concept in its own module and none knowing
+//! What the workload controllers (CloneSet, Advanced StatefulSet and
+//! DaemonSet) share, each concept in its own module and none knowing
 //! a particular workload: template revisions ([`revision`]), the
 //! int-or-percent arithmetic ([`percent`]), pod availability and
 //! lifecycle states ([`pods`]), in-place update ([`inplace`]) and the
-//! refresh of updates under way ([`refresh`]), and the priority/scatter
-//! update order ([`order`]).
+//! refresh of updates under way ([`refresh`]), the priority/scatter
+//! update order ([`order`]) and image pre-download ([`predownload`]).
 
 pub mod apply;
 pub mod claims;
@@ -14,5 +14,7 @@ pub mod lifecycle;
 pub mod order;
 pub mod percent;
 pub mod pods;
+pub mod predownload;
+pub mod quantity;
 pub mod refresh;
 pub mod revision;

@@ -28,6 +28,14 @@ pub enum Refresh {
     Patch { pod: String, patch: Value },
 }
 
+/// An in-place update the pod records as its current revision, with
+/// `InPlaceUpdateReady` plainly True again.
+fn finished_on_the_node(p: &Pod) -> bool {
+    let plain_true = pods::condition(p, IN_PLACE_UPDATE_READY)
+        .is_some_and(|c| c.status == "True" && c.reason.as_deref().unwrap_or("").is_empty());
+    plain_true && inplace::state(p).is_some_and(|r| pods::on_revision(p, &r.revision))
+}
+
 /// The refresh of `pods` (active ones) at `now`: the writes, and when to
 /// look again (seconds) if something is still under way.
 pub fn refresh(
@@ -94,6 +102,16 @@ pub fn refresh(
                 };
                 ready.then_some(LIFECYCLE_STATE_NORMAL)
             }
+            // The node agent marked the update done (it sees the new
+            // container start before kubelet reports it): finish the
+            // lifecycle move the Done branch above makes.
+            LIFECYCLE_STATE_UPDATING if finished_on_the_node(p) => Some(
+                if in_place_hook.is_some() && !all_hooked(p, in_place_hook) {
+                    LIFECYCLE_STATE_UPDATED
+                } else {
+                    LIFECYCLE_STATE_NORMAL
+                },
+            ),
             LIFECYCLE_STATE_UPDATED if in_place_hook.is_none() || all_hooked(p, in_place_hook) => {
                 Some(LIFECYCLE_STATE_NORMAL)
             }
@@ -114,4 +132,44 @@ pub fn refresh(
         }
     }
     (steps, requeue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(state: &str, ready: &str, reason: Option<&str>, revision: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-1",
+                "labels": {"lifecycle.apps.kruise.io/state": state, "controller-revision-hash": revision},
+                "annotations": {"apps.kruise.io/inplace-update-state":
+                    r#"{"revision":"web-h2","updateTimestamp":"2026-12-01T00:00:00Z","lastContainerStatuses":{"main":{"imageID":"sha256:one","containerID":"containerd://c1"}}}"#}},
+            "spec": {"readinessGates": [{"conditionType": "InPlaceUpdateReady"}],
+                "containers": [{"name": "main", "image": "nginx:2"}]},
+            "status": {"conditions": [{"type": "InPlaceUpdateReady", "status": ready, "reason": reason}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_update_the_node_marked_done_leaves_updating() {
+        let now = Timestamp::from_second(1_796_083_200).unwrap();
+        let done = pod(LIFECYCLE_STATE_UPDATING, "True", None, "web-h2");
+        let (steps, _) = refresh(&[done], None, "web-h2", now);
+        assert!(matches!(&steps[..], [Refresh::Patch { patch, .. }]
+            if patch["metadata"]["labels"]["lifecycle.apps.kruise.io/state"] == LIFECYCLE_STATE_NORMAL));
+        // Still in flight, or True for another revision: nothing moves.
+        let in_flight = pod(
+            LIFECYCLE_STATE_UPDATING,
+            "False",
+            Some(inplace::REASON_START),
+            "web-h2",
+        );
+        let (steps, _) = refresh(&[in_flight], None, "web-h2", now);
+        assert!(!steps.iter().any(|s| matches!(s, Refresh::Patch { .. })));
+        let other = pod(LIFECYCLE_STATE_UPDATING, "True", None, "web-h1");
+        let (steps, _) = refresh(&[other], None, "web-h2", now);
+        assert!(steps.is_empty());
+    }
 }

@@ -1,9 +1,15 @@
 //! Benchmark: what the agent's hop costs, measured side by side in one run.
 //!
-//! Starts a real containerd and the agent in front of it, fills the node
-//! with containers, then interleaves calls to the two targets call by call
-//! (direct, agent, agent, direct, …) so machine drift hits both equally.
-//! Prints p50/p99 per method and target, the ratios, throughput with
+//! Starts a real containerd, the agent in front of it, and beside it the
+//! floor of any extra process: a minimal HTTP/2 forwarder
+//! ([`keelson_integration::forwarder`], this binary re-run as
+//! `--serve-forwarder`, its own process, one current-thread runtime, no
+//! hooks, no logging). Fills the node with containers, then interleaves
+//! calls to the three targets call by call (the order rotating) so machine
+//! drift hits all equally. Prints p50/p99 per method and target, the
+//! ratios against direct, and the figure to drive down: what the agent
+//! adds over direct ÷ what the forwarder adds (1.00 = the agent costs no
+//! more than a process that does nothing). Then throughput with
 //! concurrent callers, pod start latency, and the agent's RSS and
 //! start-to-serving time.
 //!
@@ -55,11 +61,59 @@ fn options() -> anyhow::Result<Options> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let o = options()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, listen, upstream] = &args[..]
+        && flag == "--serve-forwarder"
+    {
+        return Ok(rt.block_on(keelson_integration::forwarder::serve(
+            Path::new(listen),
+            Path::new(upstream),
+        ))?);
+    }
+    let o = options()?;
     rt.block_on(run(o))
+}
+
+/// The forwarder as a child process (this binary), killed on drop.
+struct Forwarder {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Forwarder {
+    fn start(upstream: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("forwarder.sock");
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .arg("--serve-forwarder")
+            .arg(&socket)
+            .arg(upstream)
+            .spawn()?;
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(10),
+                "forwarder did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(Self {
+            child,
+            socket,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 async fn run(o: Options) -> anyhow::Result<()> {
@@ -70,13 +124,16 @@ async fn run(o: Options) -> anyhow::Result<()> {
     let args: Vec<&str> = o.agent_args.iter().map(String::as_str).collect();
     let agent = Agent::start(&ctrd.socket(), &args)?;
     let pid = agent.pid().context("agent pid")?;
-    let (mut via, mut direct) = (
+    let forwarder = Forwarder::start(&ctrd.socket())?;
+    let (mut via, mut direct, mut fwd) = (
         clients(&agent.socket()).await?.0,
         clients(&ctrd.socket()).await?.0,
+        clients(&forwarder.socket).await?.0,
     );
-    // One warm-up call each so both connections exist.
+    // One warm-up call each so the connections exist.
     via.version(cri::VersionRequest::default()).await?;
     direct.version(cri::VersionRequest::default()).await?;
+    fwd.version(cri::VersionRequest::default()).await?;
     let rss_idle = rss_kib(pid, "VmRSS")?;
 
     let mut kubelet = Kubelet::connect(&ctrd.socket(), ctrd.pod_env()).await?;
@@ -107,15 +164,25 @@ async fn run(o: Options) -> anyhow::Result<()> {
         o.calls
     );
     println!(
-        "{:<28} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}",
-        "method", "direct p50", "agent p50", "direct p99", "agent p99", "p50 x", "p99 x"
+        "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9}",
+        "method",
+        "direct50",
+        "fwd50",
+        "agent50",
+        "direct99",
+        "fwd99",
+        "agent99",
+        "fwd x",
+        "agent x",
+        "added/fwd"
     );
-    let version = interleave(o.calls, &mut direct, &mut via, |mut c| async move {
+    let targets = [direct.clone(), fwd.clone(), via.clone()];
+    let version = interleave(o.calls, &targets, |mut c| async move {
         c.version(cri::VersionRequest::default()).await.map(|_| ())
     })
     .await?;
-    row("Version", version);
-    let status = interleave(o.calls, &mut direct, &mut via, |mut c| {
+    row("Version", &version);
+    let status = interleave(o.calls, &targets, |mut c| {
         let id = some_id.clone();
         async move {
             c.container_status(cri::ContainerStatusRequest {
@@ -127,21 +194,30 @@ async fn run(o: Options) -> anyhow::Result<()> {
         }
     })
     .await?;
-    row("ContainerStatus", status);
-    let list = interleave(o.calls / 5, &mut direct, &mut via, |mut c| async move {
+    row("ContainerStatus", &status);
+    let list = interleave(o.calls / 5, &targets, |mut c| async move {
         c.list_containers(cri::ListContainersRequest::default())
             .await
             .map(|_| ())
     })
     .await?;
-    row(&format!("ListContainers({listed})"), list);
+    row(&format!("ListContainers({listed})"), &list);
+    let sandboxes = interleave(o.calls / 5, &targets, |mut c| async move {
+        c.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .map(|_| ())
+    })
+    .await?;
+    row("ListPodSandbox", &sandboxes);
 
     println!(
         "\nthroughput, Version with 16 callers in flight, alternating 250 ms blocks x 8 per target"
     );
-    let (td, ta) = throughput(&direct, &via, 16, Duration::from_millis(250), 8).await?;
+    let rates = throughput(&targets, 16, Duration::from_millis(250), 8).await?;
+    let (td, tf, ta) = (rates[0], rates[1], rates[2]);
     println!(
-        "direct {td:>9.0} calls/s   agent {ta:>9.0} calls/s   agent/direct {:.3}",
+        "direct {td:>9.0} calls/s   forwarder {tf:>9.0} calls/s ({:.3})   agent {ta:>9.0} calls/s ({:.3})",
+        tf / td,
         ta / td
     );
 
@@ -175,68 +251,65 @@ async fn run(o: Options) -> anyhow::Result<()> {
         kubelet.remove_pod(p).await?;
     }
     drop(agent);
+    drop(forwarder);
     Ok(())
 }
 
-fn row(name: &str, (d, a): (Summary, Summary)) {
+/// One table row: p50/p99 per target (direct, forwarder, agent), the
+/// ratios to direct, and the agent's added p50 over the forwarder's.
+fn row(name: &str, s: &[Summary]) {
+    let (d, f, a) = (&s[0], &s[1], &s[2]);
     println!(
-        "{:<28} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>8.3} {:>8.3}",
+        "{:<24} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>7.3} {:>7.3} {:>9.2}",
         name,
         d.p50,
+        f.p50,
         a.p50,
         d.p99,
+        f.p99,
         a.p99,
+        f.p50 / d.p50,
         a.p50 / d.p50,
-        a.p99 / d.p99
+        (a.p50 - d.p50) / (f.p50 - d.p50)
     );
 }
 
-/// Calls `f` on both targets `n` times, alternating which goes first.
-async fn interleave<F, Fut>(
-    n: usize,
-    direct: &mut Runtime,
-    via: &mut Runtime,
-    f: F,
-) -> anyhow::Result<(Summary, Summary)>
+/// Calls `f` on every target `n` times, call by call, rotating which
+/// goes first.
+async fn interleave<F, Fut>(n: usize, targets: &[Runtime], f: F) -> anyhow::Result<Vec<Summary>>
 where
     F: Fn(Runtime) -> Fut,
     Fut: Future<Output = Result<(), tonic::Status>>,
 {
-    let (mut d, mut a) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut samples: Vec<Vec<Duration>> = targets.iter().map(|_| Vec::with_capacity(n)).collect();
     for _ in 0..n / 10 {
-        f(direct.clone()).await?;
-        f(via.clone()).await?;
-    }
-    for i in 0..n {
-        let order: [bool; 2] = if i % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for agent in order {
-            let client = if agent { via.clone() } else { direct.clone() };
-            let t = Instant::now();
-            f(client).await?;
-            let e = t.elapsed();
-            if agent { a.push(e) } else { d.push(e) }
+        for t in targets {
+            f(t.clone()).await?;
         }
     }
-    Ok((summarize(&mut d), summarize(&mut a)))
+    for i in 0..n {
+        for k in 0..targets.len() {
+            let which = (i + k) % targets.len();
+            let t = Instant::now();
+            f(targets[which].clone()).await?;
+            samples[which].push(t.elapsed());
+        }
+    }
+    Ok(samples.iter_mut().map(|s| summarize(s)).collect())
 }
 
-/// Calls per second with `inflight` concurrent Version calls, alternating
-/// blocks of `block` between the targets `rounds` times.
+/// Calls per second per target with `inflight` concurrent Version calls,
+/// in blocks of `block`, the targets taking turns `rounds` times.
 async fn throughput(
-    direct: &Runtime,
-    via: &Runtime,
+    targets: &[Runtime],
     inflight: usize,
     block: Duration,
     rounds: usize,
-) -> anyhow::Result<(f64, f64)> {
-    let mut totals = [(0u64, Duration::ZERO); 2];
-    for r in 0..rounds * 2 {
-        let agent = (r % 2 == 1) ^ (r / 2 % 2 == 1);
-        let client = if agent { via.clone() } else { direct.clone() };
+) -> anyhow::Result<Vec<f64>> {
+    let mut totals = vec![(0u64, Duration::ZERO); targets.len()];
+    for r in 0..rounds * targets.len() {
+        let which = (r + r / targets.len()) % targets.len();
+        let client = targets[which].clone();
         let start = Instant::now();
         let mut tasks = vec![];
         for _ in 0..inflight {
@@ -254,12 +327,14 @@ async fn throughput(
         for t in tasks {
             n += t.await??;
         }
-        let slot = &mut totals[agent as usize];
+        let slot = &mut totals[which];
         slot.0 += n;
         slot.1 += start.elapsed();
     }
-    let rate = |(n, t): (u64, Duration)| n as f64 / t.as_secs_f64();
-    Ok((rate(totals[0]), rate(totals[1])))
+    Ok(totals
+        .into_iter()
+        .map(|(n, t)| n as f64 / t.as_secs_f64())
+        .collect())
 }
 
 async fn pod_starts(

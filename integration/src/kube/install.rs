@@ -12,6 +12,16 @@ use std::path::{Path, PathBuf};
 /// The controller image the overlay names.
 pub const CONTROLLER_IMAGE: &str = "localhost/keelson/controller:test";
 
+/// The feature gates whose permissions ship apart from the base, and
+/// their directory under `deploy/rbac/optional/`.
+pub const OPTIONAL_RBAC: [(&str, &str); 2] = [
+    ("ResourceDistributionGate", "resource-distribution"),
+    (
+        "DeletionProtectionForCRDCascadingGate",
+        "crd-cascading-deletion",
+    ),
+];
+
 /// `deploy/` of this checkout.
 pub fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -22,7 +32,8 @@ pub fn deploy_dir() -> PathBuf {
 /// Writes the test overlay into `dir` and returns its directory: the
 /// shipped base, with the controller image, the API server address for
 /// in-cluster clients (`host`, `port`) and `feature_gates` (the
-/// controller's `--feature-gates` value) set, and no agent DaemonSet.
+/// controller's `--feature-gates` value) set, the optional roles of the
+/// gates it turns on ([`OPTIONAL_RBAC`]) added, and no agent DaemonSet.
 pub fn write_overlay(
     dir: &Path,
     host: &str,
@@ -36,13 +47,21 @@ pub fn write_overlay(
     let here = fs::canonicalize(&overlay)?;
     let up = "../".repeat(here.components().count() - 1);
     let base = PathBuf::from(up).join(base.strip_prefix("/")?);
+    // The roles of the gates that need more than the base grants
+    // (deploy/rbac/optional/), as a user enabling them adds them.
+    let mut resources = vec![base.display().to_string()];
+    for (gate, dir) in OPTIONAL_RBAC {
+        if feature_gates.contains(&format!("{gate}=true")) {
+            resources.push(base.join("rbac/optional").join(dir).display().to_string());
+        }
+    }
     let (name, tag) = CONTROLLER_IMAGE
         .rsplit_once(':')
         .unwrap_or((CONTROLLER_IMAGE, "latest"));
     let kustomization = serde_json::json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [base.display().to_string()],
+        "resources": resources,
         "images": [{"name": "keelson/controller", "newName": name, "newTag": tag}],
         "patches": [
             {"patch": serde_json::to_string(&serde_json::json!({

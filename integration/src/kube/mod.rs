@@ -39,10 +39,11 @@ pub const NODE: &str = "keelson-node";
 
 /// The controller's feature gates in the test cluster unless a test says
 /// otherwise: the shipped ones plus what OpenKruise ships off and the tests
-/// exercise: CloneSet's image pre-download, ResourceDistribution, the
+/// exercise: the image pre-download of CloneSet / Advanced StatefulSet and
+/// of Advanced DaemonSet, ResourceDistribution, the
 /// PodUnavailableBudget's guard on in-place updates, deletion protection,
 /// Advanced StatefulSet's `ordinals.start`.
-pub const DEFAULT_GATES: &str = "ImagePullJobGate=true,PreDownloadImageForInPlaceUpdate=true,ResourceDistributionGate=true,PodUnavailableBudgetUpdateGate=true,ResourcesDeletionProtection=true,StatefulSetStartOrdinal=true";
+pub const DEFAULT_GATES: &str = "ImagePullJobGate=true,PreDownloadImageForInPlaceUpdate=true,PreDownloadImageForDaemonSetUpdate=true,ResourceDistributionGate=true,PodUnavailableBudgetUpdateGate=true,ResourcesDeletionProtection=true,StatefulSetStartOrdinal=true";
 
 /// How to start a cluster.
 #[derive(Debug, Clone)]

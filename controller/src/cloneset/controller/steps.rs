@@ -69,6 +69,68 @@ async fn delete_claims(ctx: &Context, cs: &CloneSet, id: &str) -> Result<(), Rec
     Ok(())
 }
 
+/// Carries out the claim clean-up (`disablePVCReuse`).
+pub(super) async fn apply_claims(
+    ctx: &Context,
+    cs: &CloneSet,
+    api: &Api<PersistentVolumeClaim>,
+    steps: Vec<crate::cloneset::claims::ClaimStep>,
+) -> Result<(), ReconcileError> {
+    use crate::cloneset::claims::ClaimStep;
+    let (cs_name, ns) = (cs.name_any(), cs.namespace().unwrap_or_default());
+    for step in steps {
+        match step {
+            ClaimStep::Reown {
+                claim,
+                resource_version,
+                owners,
+            } => {
+                let patch = json!({"metadata": {"resourceVersion": resource_version, "ownerReferences": owners}});
+                match api
+                    .patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(cloneset = %cs_name, namespace = %ns, pvc = %claim, "claim handed to its pod (disablePVCReuse)")
+                    }
+                    Err(e) if crate::api_call::status_code(&e) == Some(404) => {}
+                    Err(e) => {
+                        publish(
+                            ctx,
+                            cs,
+                            true,
+                            "FailedUpdate",
+                            format!("failed to update PVC {claim}: {e}"),
+                        )
+                        .await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            ClaimStep::Delete { claim } => {
+                match api.delete(&claim, &DeleteParams::default()).await {
+                    Ok(_) => {
+                        tracing::info!(cloneset = %cs_name, namespace = %ns, pvc = %claim, "claim without a pod deleted (disablePVCReuse)")
+                    }
+                    Err(e) if crate::api_call::status_code(&e) == Some(404) => {}
+                    Err(e) => {
+                        publish(
+                            ctx,
+                            cs,
+                            true,
+                            "FailedDelete",
+                            format!("failed to clean up PVC {claim}: {e}"),
+                        )
+                        .await;
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn apply_step(
     ctx: &Context,
     cs: &CloneSet,
@@ -136,7 +198,7 @@ pub(super) async fn apply_step(
             };
             // Slow start: batches of 1, 2, 4, … stopping at the first failure.
             let owner = owner_of(cs);
-            let label = revision_label(cs, &revision);
+            let label = revision_label(&revision, ctx.gates.short_hash);
             let of = PodOf {
                 cs_name: &cs_name,
                 namespace: &ns,
@@ -256,6 +318,23 @@ pub(super) async fn apply_step(
             reason,
             message,
         } => publish(ctx, cs, warning, reason, message).await,
+        Step::Readiness {
+            pod,
+            key,
+            hold,
+            then,
+        } => {
+            let holder = crate::workload::lifecycle::not_ready_holder(key);
+            crate::podreadiness::set_held(pods_api, &pod, &holder, hold).await?;
+            tracing::debug!(cloneset = %cs_name, namespace = %ns, pod = %pod, key = %key, hold, "lifecycle markPodNotReady");
+            if let Some(patch) = then {
+                ignore_gone(
+                    pods_api
+                        .patch(&pod, &PatchParams::default(), &Patch::Strategic(&patch))
+                        .await,
+                )?;
+            }
+        }
     }
     Ok(())
 }
@@ -264,67 +343,19 @@ pub(super) async fn apply_step(
 pub(super) async fn apply_predownload(
     ctx: &Context,
     cs: &CloneSet,
-    revisions_api: &Api<ControllerRevision>,
     update: &ControllerRevision,
     decision: predownload::Decision,
 ) -> Result<(), kube::Error> {
     let ns = cs.namespace().unwrap_or_default();
-    let jobs: Api<ImagePullJob> = Api::namespaced(ctx.client.clone(), &ns);
     let uid = cs.metadata.uid.clone().unwrap_or_default();
-    match decision {
-        predownload::Decision::Nothing => {}
-        predownload::Decision::DeleteJobs => {
-            for j in jobs.list(&ListParams::default()).await?.items {
-                if crate::api_call::controlled_by(&j.metadata, &uid) {
-                    ignore_gone(
-                        jobs.delete(&j.name_any(), &DeleteParams::background())
-                            .await,
-                    )?;
-                }
-            }
-        }
-        predownload::Decision::Mark { label, jobs: new } => {
-            for job in &new {
-                match jobs.create(&PostParams::default(), job).await {
-                    Ok(_) => {
-                        publish(
-                            ctx,
-                            cs,
-                            false,
-                            "CreatedImagePullJob",
-                            format!(
-                                "created ImagePullJob {} for image: {}",
-                                job.name_any(),
-                                job.spec.image
-                            ),
-                        )
-                        .await;
-                    }
-                    Err(e) if crate::api_call::status_code(&e) == Some(409) => {}
-                    Err(e) => {
-                        publish(
-                            ctx,
-                            cs,
-                            true,
-                            "FailedCreateImagePullJob",
-                            format!("failed to create ImagePullJob {}: {e}", job.name_any()),
-                        )
-                        .await;
-                        return Err(e);
-                    }
-                }
-            }
-            let patch = json!({"metadata": {"labels": {label: "true"}}});
-            revisions_api
-                .patch(
-                    &update.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
-        }
-    }
-    Ok(())
+    let target = crate::workload::predownload::Target {
+        client: &ctx.client,
+        recorder: &ctx.recorder,
+        reference: cs.object_ref(&()),
+        namespace: &ns,
+        uid: &uid,
+    };
+    crate::workload::predownload::carry_out(&target, update, decision).await
 }
 
 pub(super) fn ignore_gone<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {

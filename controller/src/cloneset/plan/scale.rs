@@ -2,6 +2,7 @@
 //! hook, or picked by OpenKruise's ranking) and cancelled PreparingDeletes.
 
 use super::*;
+use crate::workload::lifecycle::PRE_DELETE_HOOK_KEY;
 
 fn deletion_cost(p: &Pod) -> i32 {
     p.metadata
@@ -51,10 +52,12 @@ fn delete_step(input: &Input, p: &Pod) -> Step {
         .as_ref()
         .and_then(|l| l.pre_delete.as_ref());
     if hooked(p, hook) {
-        Step::Patch {
-            pod: name(p),
-            patch: state_patch(LIFECYCLE_STATE_PREPARING_DELETE, &now_str(input.now)),
-        }
+        lifecycle_step(
+            p,
+            LIFECYCLE_STATE_PREPARING_DELETE,
+            state_patch(LIFECYCLE_STATE_PREPARING_DELETE, &now_str(input.now)),
+            marks(hook),
+        )
     } else {
         Step::Delete { pod: name(p) }
     }
@@ -114,6 +117,18 @@ pub(super) fn scale(input: &Input, diffs: &Diffs, plan: &mut Plan) {
     for p in &pre_deleting {
         if !hooked(p, hook) {
             plan.steps.push(Step::Delete { pod: name(p) });
+        } else if marks(hook)
+            && crate::podreadiness::has_gate(p)
+            && !crate::podreadiness::holds(p, &not_ready_holder(PRE_DELETE_HOOK_KEY))
+        {
+            // Held, and to be out of service meanwhile (OpenKruise applies
+            // the policy again on every pass).
+            plan.steps.push(Step::Readiness {
+                pod: name(p),
+                key: PRE_DELETE_HOOK_KEY,
+                hold: true,
+                then: None,
+            });
         }
     }
     if !plan.steps.is_empty() {

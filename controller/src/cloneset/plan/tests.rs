@@ -26,7 +26,20 @@ fn templates() -> BTreeMap<String, Value> {
     ])
 }
 
+/// Gates and revision annotations a test turns on.
+#[derive(Default)]
+struct With {
+    vct_hashes: BTreeMap<String, String>,
+    recreate_on_vct_change: bool,
+    short_hash: bool,
+    partition_rollback: bool,
+}
+
 fn run(cs: &CloneSet, pods: &[Pod], current: &str, update: &str) -> Plan {
+    run_with(cs, pods, current, update, &With::default())
+}
+
+fn run_with(cs: &CloneSet, pods: &[Pod], current: &str, update: &str, with: &With) -> Plan {
     let t = templates();
     plan(&Input {
         cs,
@@ -37,6 +50,10 @@ fn run(cs: &CloneSet, pods: &[Pod], current: &str, update: &str) -> Plan {
         now: "2026-01-01T01:00:00Z".parse().unwrap(),
         env_from_metadata: true,
         exclude_preparing_delete: false,
+        vct_hashes: &with.vct_hashes,
+        recreate_on_vct_change: with.recreate_on_vct_change,
+        short_hash: with.short_hash,
+        partition_rollback: with.partition_rollback,
     })
 }
 
@@ -359,3 +376,6 @@ fn scatter_spreads_the_matching_pods_through_the_update_order() {
         vec!["web-2", "web-3", "web-0", "web-4", "web-5", "web-1"]
     );
 }
+
+mod gates;
+mod lifecycle;

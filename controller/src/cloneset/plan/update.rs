@@ -28,9 +28,17 @@ fn scatter(cs: &CloneSet, candidates: &mut Vec<&Pod>) {
 
 pub(super) fn update(input: &Input, diffs: &Diffs, plan: &mut Plan) {
     let cs = input.cs;
-    if cs.spec.update_strategy.paused || diffs.update <= 0 {
+    if cs.spec.update_strategy.paused || diffs.update == 0 {
         return;
     }
+    // Negative: pods updated beyond the partition go back
+    // (`CloneSetPartitionRollback`).
+    let target_revision = if diffs.update > 0 {
+        input.update_revision
+    } else {
+        input.current_revision
+    };
+    let forward = diffs.update > 0;
     let min_ready = cs.spec.min_ready_seconds;
     let strategy = cs
         .spec
@@ -47,9 +55,13 @@ pub(super) fn update(input: &Input, diffs: &Diffs, plan: &mut Plan) {
         .pods
         .iter()
         .filter(|p| {
-            !pods::on_revision(p, input.update_revision)
-                && pods::lifecycle_state(p) != LIFECYCLE_STATE_PREPARING_DELETE
+            let state = pods::lifecycle_state(p);
+            pods::on_revision(p, input.update_revision) != forward
+                && state != LIFECYCLE_STATE_PREPARING_DELETE
                 && !numbers::is_specified_delete(cs, p)
+                // Still in an in-place grace period: its update is under way.
+                && (state == LIFECYCLE_STATE_UPDATED
+                    || keelson_api::apps::shared::get_in_place_update_grace(&p.metadata).is_none())
         })
         .collect();
     candidates.sort_by(|a, b| update_order(cs, a, b));
@@ -58,8 +70,7 @@ pub(super) fn update(input: &Input, diffs: &Diffs, plan: &mut Plan) {
         .pods
         .iter()
         .filter(|p| {
-            pods::on_revision(p, input.update_revision)
-                && !pods::is_available(p, min_ready, input.now)
+            pods::on_revision(p, target_revision) && !pods::is_available(p, min_ready, input.now)
         })
         .count() as i32;
     let mut unavailable = input
@@ -68,13 +79,14 @@ pub(super) fn update(input: &Input, diffs: &Diffs, plan: &mut Plan) {
         .filter(|p| !pods::is_available(p, min_ready, input.now))
         .count() as i32;
     let budget = diffs.update_max_unavailable;
-    let Some(target) = input.templates.get(input.update_revision) else {
-        plan.failed_update = Some(format!(
-            "revision {} has no template",
-            input.update_revision
-        ));
+    let Some(target) = input.templates.get(target_revision) else {
+        plan.failed_update = Some(format!("revision {target_revision} has no template"));
         return;
     };
+    let update_count = diffs.update.abs();
+    // InPlaceOnly ignores a claim-template difference (as upstream).
+    let vct_matters =
+        input.recreate_on_vct_change && strategy != IN_PLACE_ONLY_CLONE_SET_UPDATE_STRATEGY_TYPE;
     let in_place_hook = cs
         .spec
         .lifecycle
@@ -83,22 +95,35 @@ pub(super) fn update(input: &Input, diffs: &Diffs, plan: &mut Plan) {
     let now = now_str(input.now);
     let mut started = 0;
     for p in candidates {
-        if started >= diffs.update || updated_unavailable >= budget {
+        if started >= update_count || updated_unavailable >= budget {
             break;
         }
         let available = pods::is_available(p, min_ready, input.now);
         if available && unavailable >= budget {
             break;
         }
-        let from = pods::revision(p)
-            .and_then(|r| {
-                input
-                    .templates
-                    .iter()
-                    .find(|(n, _)| n.as_str() == r || short_hash(n) == r)
-            })
-            .map(|(_, t)| t);
+        let from = pods::revision(p).and_then(|r| {
+            input
+                .templates
+                .iter()
+                .find(|(n, _)| n.as_str() == r || short_hash(n) == r)
+        });
+        let vct_changed = from.is_some_and(|(name, _)| {
+            // Both must carry the hash (a revision from before it was kept
+            // does not force a recreate).
+            match (
+                input.vct_hashes.get(name),
+                input.vct_hashes.get(target_revision),
+            ) {
+                (Some(a), Some(b)) => a != b,
+                _ => false,
+            }
+        });
+        let from = from.map(|(_, t)| t);
         let diff = match from {
+            Some(_) if in_place_allowed && vct_matters && vct_changed => {
+                Diff::Recreate("volumeClaimTemplates changed".into())
+            }
             Some(t) if in_place_allowed => {
                 match inplace::diff(t, target, input.env_from_metadata) {
                     Ok(d) => d,
@@ -127,23 +152,40 @@ pub(super) fn update(input: &Input, diffs: &Diffs, plan: &mut Plan) {
                     ));
                     continue;
                 }
-                if state != LIFECYCLE_STATE_PREPARING_UPDATE && hooked(p, in_place_hook) {
+                if state == LIFECYCLE_STATE_UPDATED
+                    && let Some(hook) = in_place_hook
+                {
+                    // Updated before and to be updated again: the hook
+                    // holds it anew (its labels and finalizers back).
+                    plan.steps.push(lifecycle_step(
+                        p,
+                        LIFECYCLE_STATE_PREPARING_UPDATE,
+                        crate::workload::lifecycle::state_patch_with_hook(
+                            LIFECYCLE_STATE_PREPARING_UPDATE,
+                            &now,
+                            hook,
+                        ),
+                        marks(in_place_hook),
+                    ));
+                } else if state != LIFECYCLE_STATE_PREPARING_UPDATE && hooked(p, in_place_hook) {
                     // Hold it until the hook lets go.
-                    plan.steps.push(Step::Patch {
-                        pod: name(p),
-                        patch: state_patch(LIFECYCLE_STATE_PREPARING_UPDATE, &now),
-                    });
+                    plan.steps.push(lifecycle_step(
+                        p,
+                        LIFECYCLE_STATE_PREPARING_UPDATE,
+                        state_patch(LIFECYCLE_STATE_PREPARING_UPDATE, &now),
+                        marks(in_place_hook),
+                    ));
                 } else if state == LIFECYCLE_STATE_PREPARING_UPDATE && hooked(p, in_place_hook) {
                     // Still held.
                 } else {
                     let labels = BTreeMap::from([
                         (
                             POD_REVISION_LABEL.to_string(),
-                            revision_label(cs, input.update_revision),
+                            revision_label(target_revision, input.short_hash),
                         ),
                         (
                             POD_TEMPLATE_HASH_LABEL.to_string(),
-                            short_hash(input.update_revision).to_string(),
+                            short_hash(target_revision).to_string(),
                         ),
                     ]);
                     let extra = BTreeMap::from([(
@@ -153,7 +195,7 @@ pub(super) fn update(input: &Input, diffs: &Diffs, plan: &mut Plan) {
                     let mut start = inplace::start(
                         p,
                         &change,
-                        input.update_revision,
+                        target_revision,
                         &labels,
                         &extra,
                         cs.spec
@@ -193,8 +235,12 @@ pub(super) fn update(input: &Input, diffs: &Diffs, plan: &mut Plan) {
     }
 }
 
-/// The `controller-revision-hash` value for pods of `revision` (the full
-/// name; the short hash with the `CloneSetShortHash` gate, not offered).
-pub fn revision_label(_cs: &CloneSet, revision: &str) -> String {
-    revision.to_string()
+/// The `controller-revision-hash` value for pods of `revision`: the full
+/// name, or with `short` (the `CloneSetShortHash` gate) the hash alone.
+pub fn revision_label(revision: &str, short: bool) -> String {
+    if short {
+        short_hash(revision).to_string()
+    } else {
+        revision.to_string()
+    }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::testing::at;
+use k8s_openapi::api::core::v1::PodCondition;
 
 /// A request for container app of pod web-0 (uid pod-uid), made at t=1000.
 fn crr(extra_spec: &str, status: &str) -> ContainerRecreateRequest {

@@ -7,7 +7,7 @@ const NOW: i64 = 1_900_000_000;
 
 fn ds(extra: Value) -> DaemonSet {
     let mut v = json!({
-        "apiVersion": "apps.kruise.io/v1alpha1", "kind": "DaemonSet",
+        "apiVersion": "apps.kruise.io/v1beta1", "kind": "DaemonSet",
         "metadata": {"name": "d", "namespace": "ns", "uid": "u", "generation": 2},
         "spec": {"selector": {"matchLabels": {"app": "d"}},
             "template": {"metadata": {"labels": {"app": "d"}},
@@ -178,7 +178,7 @@ fn status_of(
     d: &DaemonSet,
     nodes: &[Node],
     pods: &[Pod],
-) -> keelson_api::apps::v1alpha1::daemonset::DaemonSetStatus {
+) -> keelson_api::apps::v1beta1::daemonset::DaemonSetStatus {
     let t = templates(d);
     let b = BTreeMap::new();
     status::compute(&Input {
@@ -381,8 +381,8 @@ fn partitioned_scaling_creates_only_above_the_partition() {
         vec!["a", "b"]
     );
     let d = ds(
-        json!({"metadata": {"annotations": {PROGRESSIVE_CREATE_POD_ANNOTATION: "true"}},
-        "spec": {"updateStrategy": {"rollingUpdate": {"partition": 3}}}}),
+        json!({"spec": {"scaleStrategy": {"partitionedScaling": true},
+            "updateStrategy": {"rollingUpdate": {"partition": 3}}}}),
     );
     assert_eq!(creates(&run(&d, &nodes(4), &[])), vec!["n1"]);
 }
@@ -411,5 +411,5 @@ fn status_counts_oldest_pod_per_node() {
         (4, 3, 3, 2, 1, 2, 0),
         "n1's oldest pod is old (surge undercounts, as upstream)"
     );
-    assert_eq!(s.daemon_set_hash.as_deref(), Some("h2"));
+    assert_eq!(s.update_revision.as_deref(), Some("h2"));
 }

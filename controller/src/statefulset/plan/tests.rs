@@ -27,7 +27,8 @@ fn merge(a: &mut Value, b: &Value) {
 
 fn pod(name: &str, revision: &str, ready: bool) -> Pod {
     serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"controller-revision-hash": revision, "app": "s"}},
+        "metadata": {"name": name, "labels": {"controller-revision-hash": revision, "app": "s",
+            "statefulset.kubernetes.io/pod-name": name}},
         "spec": {"containers": [{"name": "main", "image": "img:1"}]},
         "status": {"phase": "Running",
             "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
@@ -57,6 +58,7 @@ fn run(s: &StatefulSet, pods: &[Pod], update: &str, start_ordinal: bool) -> Plan
         now: Timestamp::from_second(1_900_000_000).unwrap(),
         start_ordinal,
         env_from_metadata: true,
+        pod_index_label: true,
     })
 }
 
@@ -207,6 +209,7 @@ fn recreate_policy_deletes_and_ordered_ready_updates_one_by_one() {
         now: Timestamp::from_second(1_900_000_000).unwrap(),
         start_ordinal: false,
         env_from_metadata: true,
+        pod_index_label: true,
     });
     assert!(
         p.failed_update
@@ -241,4 +244,33 @@ fn paused_and_on_delete_do_not_roll() {
     assert!(run(&s, &pods, "r2", false).steps.is_empty());
     let s = sts(json!({"replicas": 3, "updateStrategy": {"type": "OnDelete"}}));
     assert!(run(&s, &pods, "r2", false).steps.is_empty());
+}
+
+#[test]
+fn a_replica_whose_pod_name_label_is_off_is_repaired() {
+    let s = sts(json!({"replicas": 2}));
+    let mut off = pod("s-1", "r1", true);
+    off.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("statefulset.kubernetes.io/pod-name".into(), "other".into());
+    let p = run(&s, &[pod("s-0", "r1", true), off], "r1", false);
+    assert_eq!(
+        p.steps,
+        vec![Step::Repair {
+            pod: "s-1".into(),
+            patch: json!({"metadata": {"labels": {
+                "statefulset.kubernetes.io/pod-name": "s-1",
+                "apps.kubernetes.io/pod-index": "1"}}}),
+        }]
+    );
+    // Labels right: nothing to do.
+    let p = run(
+        &s,
+        &[pod("s-0", "r1", true), pod("s-1", "r1", true)],
+        "r1",
+        false,
+    );
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
 }

@@ -87,3 +87,61 @@ fn in_place_only_updates_may_change_images_only() {
             .any(|e| e.contains("updates to cloneset spec for fields other than"))
     );
 }
+
+#[test]
+fn pods_to_delete_must_be_live_pods_of_this_cloneset() {
+    let dup = validate(&cs("  scaleStrategy: {podsToDelete: [a, b, a]}\n"), None);
+    assert_eq!(
+        dup,
+        vec![
+            r#"spec.scaleStrategy.podsToDelete: Invalid value: []string{"a", "b", "a"}: duplicated items [a]"#
+        ]
+    );
+    // Only names new to the list are looked up, sorted; none while the
+    // list has duplicates.
+    let old = cs("  scaleStrategy: {podsToDelete: [web-a]}\n");
+    let new = cs("  scaleStrategy: {podsToDelete: [web-c, web-a, web-b]}\n");
+    assert_eq!(added_pods_to_delete(&new, Some(&old)), ["web-b", "web-c"]);
+    assert_eq!(
+        added_pods_to_delete(&new, None),
+        ["web-a", "web-b", "web-c"]
+    );
+    assert!(
+        added_pods_to_delete(&cs("  scaleStrategy: {podsToDelete: [x, x]}\n"), None).is_empty()
+    );
+
+    let pod = |owner: &str, deleting: bool| -> Lookup {
+        let mut p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "ownerReferences": [{"apiVersion": "apps.kruise.io/v1alpha1",
+                "kind": "CloneSet", "name": "web", "uid": owner, "controller": true}]},
+        }))
+        .unwrap();
+        if deleting {
+            p.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    "2026-01-01T00:00:00Z".parse().unwrap(),
+                ));
+        }
+        Lookup::Found(Box::new(p))
+    };
+    let errs = pods_to_delete_errors(
+        "uid-1",
+        &[
+            ("mine".into(), pod("uid-1", false)),
+            (
+                "gone".into(),
+                Lookup::Failed(r#"pods "gone" not found"#.into()),
+            ),
+            ("going".into(), pod("uid-1", true)),
+            ("theirs".into(), pod("uid-2", false)),
+        ],
+    );
+    assert_eq!(
+        errs,
+        vec![
+            r#"spec.scaleStrategy.podsToDelete: Invalid value: "gone": find pod gone failed: pods "gone" not found"#,
+            r#"spec.scaleStrategy.podsToDelete: Invalid value: "going": find pod going already terminating"#,
+            r#"spec.scaleStrategy.podsToDelete: Invalid value: "theirs": find pod theirs owner is not this CloneSet"#,
+        ]
+    );
+}

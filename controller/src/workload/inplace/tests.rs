@@ -1,4 +1,5 @@
 use super::*;
+use keelson_api::apps::shared::RUNTIME_CONTAINER_META_KEY;
 
 fn template(image: &str, config: &str, command: Option<&str>) -> Value {
     let mut c = json!({
@@ -197,6 +198,30 @@ fn a_retag_with_the_same_image_id_completes() {
         ),
     );
     assert_eq!(progress(&reported, &record(false)), Progress::Done);
+}
+
+#[test]
+fn the_agents_report_of_a_started_instance_is_enough_before_kubelets_status() {
+    // kubelet still shows the old container (its PLEG relist is to come);
+    // the agent reports the new instance the runtime started.
+    let old = "{name: main, image: 'nginx:1', imageID: 'sha256:one', containerID: 'containerd://c1', restartCount: 0, ready: true, state: {running: {}}}";
+    let started = r#"{"containers":[{"name":"main","containerID":"containerd://c2","restartCount":1,"hashes":{"plainHash":0},"image":"nginx:2"}]}"#;
+    assert_eq!(
+        progress(&with_status(old, Some(started)), &record(false)),
+        Progress::Done
+    );
+    // A new instance of the old image (a crash restart) is not the update.
+    let crashed = started.replace("nginx:2", "nginx:1");
+    assert!(matches!(
+        progress(&with_status(old, Some(&crashed)), &record(false)),
+        Progress::Waiting(w) if w.contains("not been restarted")
+    ));
+    // The old instance reported is not the update either.
+    let same = started.replace("c2", "c1");
+    assert!(matches!(
+        progress(&with_status(old, Some(&same)), &record(false)),
+        Progress::Waiting(_)
+    ));
 }
 
 #[test]

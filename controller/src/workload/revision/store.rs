@@ -41,7 +41,13 @@ pub async fn sync(
         match change {
             RevisionChange::Unchanged => return Ok((name, false)),
             RevisionChange::Renumber { name, revision } => {
-                let patch = json!({"revision": revision});
+                // The caller's annotations follow the reused revision (the
+                // CloneSet's claim-template hash may have changed since).
+                let patch = if extra_annotations.is_empty() {
+                    json!({"revision": revision})
+                } else {
+                    json!({"revision": revision, "metadata": {"annotations": extra_annotations}})
+                };
                 revisions
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;

@@ -222,20 +222,29 @@ impl NodeImageStatus {
     /// status calls this, so the counters are one function of the entries
     /// and two writers never disagree about them.
     pub fn recount(&mut self, spec: &NodeImageSpec) {
+        self.recount_tags(
+            spec.images
+                .iter()
+                .flat_map(|(name, i)| i.tags.iter().map(move |t| (name.as_str(), t.tag.as_str()))),
+        );
+    }
+
+    /// [`Self::recount`] over the spec's `(image, tag)` pairs, whichever
+    /// version's spec they come from.
+    pub fn recount_tags<'a>(&mut self, tags: impl IntoIterator<Item = (&'a str, &'a str)>) {
         let (mut desired, mut succeeded, mut failed, mut pulling, mut waiting) = (0, 0, 0, 0, 0);
-        for (name, image) in &spec.images {
-            let entries = self.image_statuses.get(name);
-            for tag in &image.tags {
-                desired += 1;
-                let phase = entries
-                    .and_then(|e| e.tags.iter().find(|s| s.tag == tag.tag))
-                    .map(|s| s.phase.as_str());
-                match phase {
-                    Some(IMAGE_PHASE_SUCCEEDED) => succeeded += 1,
-                    Some(IMAGE_PHASE_FAILED) => failed += 1,
-                    Some(IMAGE_PHASE_PULLING) => pulling += 1,
-                    _ => waiting += 1,
-                }
+        for (name, tag) in tags {
+            desired += 1;
+            let phase = self
+                .image_statuses
+                .get(name)
+                .and_then(|e| e.tags.iter().find(|s| s.tag == tag))
+                .map(|s| s.phase.as_str());
+            match phase {
+                Some(IMAGE_PHASE_SUCCEEDED) => succeeded += 1,
+                Some(IMAGE_PHASE_FAILED) => failed += 1,
+                Some(IMAGE_PHASE_PULLING) => pulling += 1,
+                _ => waiting += 1,
             }
         }
         self.desired = desired;

@@ -5,8 +5,10 @@
 //! one is Ready (sampled while it scales); an image change rolls in place
 //! above the partition, highest ordinal first, within `maxUnavailable`
 //! at every sample; scaling down removes the highest ordinals one at a
-//! time; claims are made per ordinal and, with `whenScaled: Delete`, go
-//! with their condemned pod.
+//! time; claims are made per ordinal (counted in `status.volumeClaims`)
+//! and, with `whenScaled: Delete`, go with their condemned pod; the new
+//! image of an in-place update held back by the partition is pulled by
+//! an ImagePullJob before any pod is updated.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use std::time::{Duration, Instant};
 use keelson_integration::images::BUSYBOX;
 use keelson_integration::kube::{self, Cluster};
 use serde_json::Value;
+
+mod predownload;
 
 const LIMIT: Duration = Duration::from_secs(150);
 
@@ -299,6 +303,18 @@ fn claims_per_ordinal_and_scaled_away_with_their_pod() {
         Ok((claims(c) == ["data-db-0", "data-db-1"] && pods(c, ns, "db").len() == 2).then_some(()))
     })
     .unwrap();
+    // Both claims match their template (requests as asked), none bound.
+    let volume_claims = |c: &Cluster| {
+        c.get_json(&["-n", ns, "asts", "db"]).unwrap()["status"]["volumeClaims"].clone()
+    };
+    c.wait_for("status.volumeClaims counts both", LIMIT, |c| {
+        let v = volume_claims(c);
+        Ok((v
+            == serde_json::json!([{"volumeClaimName": "data",
+            "compatibleReplicas": 2, "compatibleReadyReplicas": 0}]))
+        .then_some(()))
+    })
+    .unwrap();
     let pvc = c.get_json(&["-n", ns, "pvc", "data-db-1"]).unwrap();
     assert_eq!(
         pvc["metadata"]["labels"]["app"], "db",
@@ -312,6 +328,37 @@ fn claims_per_ordinal_and_scaled_away_with_their_pod() {
     c.kubectl(&["-n", ns, "scale", "asts", "db", "--replicas=1"])
         .unwrap();
     c.wait_for("the condemned pod's claim goes with it", LIMIT, |c| {
+        Ok((claims(c) == ["data-db-0"]).then_some(()))
+    })
+    .unwrap();
+    c.wait_for("status.volumeClaims counts the one left", LIMIT, |c| {
+        Ok((volume_claims(c)[0]["compatibleReplicas"] == 1).then_some(()))
+    })
+    .unwrap();
+    // whenDeleted: Retain — the set deleted, its pod goes, the claim stays.
+    c.kubectl(&["-n", ns, "delete", "asts", "db", "--wait=true"])
+        .unwrap();
+    c.wait_for("db's pods gone", LIMIT, |c| {
+        Ok(pods(c, ns, "db").is_empty().then_some(()))
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(claims(&c), ["data-db-0"], "Retain keeps the claim");
+    // whenDeleted: Delete — the set owns its claims; they go with it.
+    c.apply_stdin(&sts(
+        ns,
+        "cache",
+        1,
+        "  podManagementPolicy: Parallel\n  persistentVolumeClaimRetentionPolicy: {whenScaled: Retain, whenDeleted: Delete}\n  volumeClaimTemplates:\n  - metadata: {name: data}\n    spec:\n      accessModes: [ReadWriteOnce]\n      resources: {requests: {storage: 1Mi}}\n",
+    ))
+    .unwrap();
+    c.wait_for("cache's claim", LIMIT, |c| {
+        Ok((claims(c) == ["data-cache-0", "data-db-0"]).then_some(()))
+    })
+    .unwrap();
+    c.kubectl(&["-n", ns, "delete", "asts", "cache", "--wait=true"])
+        .unwrap();
+    c.wait_for("cache's claim deleted with the set", LIMIT, |c| {
         Ok((claims(c) == ["data-db-0"]).then_some(()))
     })
     .unwrap();
