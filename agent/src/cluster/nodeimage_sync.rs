@@ -212,11 +212,6 @@ impl NodeImageSync {
             }
         }
         let next = status(&node, &known);
-        eprintln!(
-            "DEBUG old={} new={}",
-            serde_json::to_string(&node.status).unwrap(),
-            serde_json::to_string(&next).unwrap()
-        );
         if !changes(&node, &next) {
             return Ok(false);
         }
