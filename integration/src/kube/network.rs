@@ -10,7 +10,13 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
+use anyhow::Context;
+
 use crate::proc::run;
+
+/// Bridges this harness makes are named `kc<hash>` and carry
+/// `keelson-test pid=<owner>` as their alias.
+const ALIAS_PREFIX: &str = "keelson-test pid=";
 
 /// The service range (ClusterIPs are allocated from it; no packet to it
 /// goes anywhere: there is no kube-proxy).
@@ -36,9 +42,15 @@ impl Network {
         let hash = tag
             .bytes()
             .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+        remove_abandoned_bridges();
+        let taken = octets_in_use();
+        let third_octet = (0..200)
+            .map(|i| 10 + ((hash + i) % 200) as u8)
+            .find(|o| !taken.contains(o))
+            .context("every 10.244.x.0/24 test range is in use")?;
         let me = Self {
             bridge: format!("kc{:08x}", hash),
-            third_octet: 10 + (hash % 200) as u8,
+            third_octet,
         };
         let _ = Command::new("ip")
             .args(["link", "del", &me.bridge])
@@ -50,6 +62,16 @@ impl Network {
             &format!("{}/24", me.node_ip()),
             "dev",
             &me.bridge,
+        ]))?;
+        // The owner's pid goes into the link's alias, so a later harness
+        // can tell a bridge left by a killed test from a live one.
+        run(Command::new("ip").args([
+            "link",
+            "set",
+            "dev",
+            &me.bridge,
+            "alias",
+            &format!("{ALIAS_PREFIX}{}", std::process::id()),
         ]))?;
         run(Command::new("ip").args(["link", "set", &me.bridge, "up"]))?;
         let conf = serde_json::json!({
@@ -98,6 +120,53 @@ impl Network {
     pub fn bridge(&self) -> &str {
         &self.bridge
     }
+}
+
+/// Deletes `kc*` bridges whose owning process is gone (a test killed by a
+/// timeout never runs its guard): their /24 route would shadow a new
+/// cluster's pods that happened to get the same range, and kubelet's probes
+/// would see "no route to host". A bridge without our alias is from an
+/// older harness and treated as abandoned too.
+fn remove_abandoned_bridges() {
+    let Ok(out) = Command::new("ip")
+        .args(["-o", "link", "show", "type", "bridge"])
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split(": ").nth(1).map(|n| n.trim()) else {
+            continue;
+        };
+        if !name.starts_with("kc") {
+            continue;
+        }
+        let owner = line
+            .split("alias ")
+            .nth(1)
+            .and_then(|a| a.trim().strip_prefix(ALIAS_PREFIX))
+            .and_then(|pid| pid.trim().parse::<u32>().ok());
+        let alive = owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = Command::new("ip").args(["link", "del", name]).output();
+        }
+    }
+}
+
+/// The third octets of every 10.244.x.0/24 some interface already routes.
+fn octets_in_use() -> Vec<u8> {
+    let Ok(out) = Command::new("ip")
+        .args(["-o", "-4", "route", "show"])
+        .output()
+    else {
+        return vec![];
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|dst| dst.strip_prefix("10.244."))
+        .filter_map(|rest| rest.split('.').next()?.parse().ok())
+        .collect()
 }
 
 impl Drop for Network {
