@@ -384,7 +384,7 @@ impl SidecarTerminator {
     }
 
     fn normalised(&self, id: &str) -> bool {
-        matches!(self.normalised.get(id), Ok(Some(_)))
+        self.normalised.contains(id)
     }
 }
 
@@ -414,6 +414,13 @@ impl Hook for StatusRewrite {
             before: vec![],
             after: vec![m::ContainerStatus],
         }
+    }
+
+    /// Only while some container is recorded (a Job's sidecar stopped by
+    /// the agent, or one whose exit code is ignored): otherwise kubelet's
+    /// hottest call is forwarded untouched.
+    fn engaged(&self) -> bool {
+        !self.0.normalised.is_empty()
     }
 
     fn wants_reply(&self, call: &Call) -> bool {
@@ -687,6 +694,38 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(30), "backed off");
         assert!(t.normalised("c1"), "remembered as stopped on purpose");
         server.abort();
+    }
+
+    /// With no container recorded the exit-code rewrite is disengaged, so
+    /// ContainerStatus takes the proxy's opaque path; one record engages it.
+    #[tokio::test]
+    async fn the_exit_code_rewrite_engages_only_while_a_container_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = terminator(dir.path(), dir.path().join("cri.sock"));
+        let hook = t.hook();
+        assert!(!hook.engaged());
+        let rec = Normalised {
+            sandbox_id: "s1".into(),
+            name: "proxy".into(),
+            stopped_by_agent: true,
+        };
+        t.normalised.put("c1", &rec).await.unwrap();
+        assert!(hook.engaged());
+        let call = |id: &str| {
+            let req = cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            };
+            Call::new(
+                m::ContainerStatus,
+                Default::default(),
+                req.encode_to_vec().into(),
+            )
+        };
+        assert!(hook.wants_reply(&call("c1")));
+        assert!(!hook.wants_reply(&call("c2")));
+        t.normalised.remove("c1").await.unwrap();
+        assert!(!hook.engaged());
     }
 
     #[tokio::test]

@@ -202,6 +202,12 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
         self.forget(key)
     }
 
+    /// Whether `key` is stored (no value decoded; a read error counts as
+    /// absent).
+    pub fn contains(&self, key: &str) -> bool {
+        self.tree.contains_key(key).unwrap_or(false)
+    }
+
     /// The value under `key`.
     pub fn get(&self, key: &str) -> Result<Option<V>, StoreError> {
         self.tree

@@ -626,3 +626,48 @@ async fn replies_no_hook_wants_are_relayed_without_after_hooks() {
     call(&proxy.socket, m::Status, &[], grpc::frame(b"s")).await;
     assert_eq!(picky.0.load(Ordering::SeqCst), 1);
 }
+
+/// Counts the calls it sees before the runtime, while switched on.
+struct Switchable {
+    on: std::sync::atomic::AtomicBool,
+    seen: AtomicUsize,
+}
+impl Hook for Switchable {
+    fn name(&self) -> &str {
+        "switchable"
+    }
+    fn interest(&self) -> Interest {
+        Interest {
+            before: vec![m::Version],
+            after: vec![m::Version],
+        }
+    }
+    fn engaged(&self) -> bool {
+        self.on.load(Ordering::SeqCst)
+    }
+    fn before<'a>(&'a self, _call: &'a Call) -> HookFuture<'a, Before> {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(Before::Pass) })
+    }
+}
+
+#[tokio::test]
+async fn a_disengaged_hook_leaves_its_method_on_the_opaque_path() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let hook = Arc::new(Switchable {
+        on: false.into(),
+        seen: AtomicUsize::new(0),
+    });
+    let mut hooks = HookSet::new();
+    hooks.register(hook.clone());
+    let proxy = RunningProxy::start(dir.path(), &rt.socket, hooks).await;
+    let body = grpc::frame(b"\x0a\x01v");
+    let got = call(&proxy.socket, m::Version, &[], body.clone()).await;
+    assert_eq!(hook.seen.load(Ordering::SeqCst), 0, "not shown to the hook");
+    assert_eq!(got.trailers.as_ref().unwrap()["x-trailer"], "t");
+    assert_eq!(rt.calls().last().unwrap().body, body, "relayed as is");
+    hook.on.store(true, Ordering::SeqCst);
+    call(&proxy.socket, m::Version, &[], grpc::frame(b"v")).await;
+    assert_eq!(hook.seen.load(Ordering::SeqCst), 1, "engaged again: seen");
+}

@@ -154,6 +154,15 @@ pub trait Hook: Send + Sync + 'static {
     /// The methods this hook wants to see, per phase.
     fn interest(&self) -> Interest;
 
+    /// Whether the hook has anything to do right now. A call whose
+    /// method's hooks are all disengaged takes the opaque path, exactly as
+    /// if no hook were registered for it (nothing buffered or decoded).
+    /// Must be quick (an atomic load, say): it runs on every call of the
+    /// hook's methods.
+    fn engaged(&self) -> bool {
+        true
+    }
+
     /// Called before the request is forwarded.
     fn before<'a>(&'a self, _call: &'a Call) -> HookFuture<'a, Before> {
         Box::pin(async { Ok(Before::Pass) })
@@ -178,6 +187,13 @@ pub trait Hook: Send + Sync + 'static {
 pub struct Chain {
     pub(crate) before: Vec<Arc<dyn Hook>>,
     pub(crate) after: Vec<Arc<dyn Hook>>,
+}
+
+impl Chain {
+    /// Whether any hook of the chain is engaged ([`Hook::engaged`]).
+    pub fn engaged(&self) -> bool {
+        self.before.iter().chain(&self.after).any(|h| h.engaged())
+    }
 }
 
 /// All registered hooks, indexed by method, plus the fault counter.
@@ -212,9 +228,9 @@ impl HookSet {
         }
     }
 
-    /// The chain for `method`, if any hook wants it.
+    /// The chain for `method`, if any hook wants it and is engaged now.
     pub fn chain(&self, method: &str) -> Option<&Chain> {
-        self.chains.get(method)
+        self.chains.get(method).filter(|c| c.engaged())
     }
 
     /// Whether no hook is registered at all.

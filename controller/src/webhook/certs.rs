@@ -102,8 +102,15 @@ pub fn generate_valid(
     let until = epoch + std::time::Duration::from_secs(secs) + lifetime;
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "keelson-webhook-ca");
+    // Each CA's own name (as kubeadm's self-signed `name@time`): during a
+    // rotation the bundle carries two CAs, and a verifier that picks the
+    // issuer by subject (OpenSSL does) must not take the other one.
+    let ca_key = rcgen::KeyPair::generate()?;
+    let key_id = super::ca_bundle::short(ca_key.public_key_raw());
+    ca.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("keelson-webhook-ca@{}-{key_id}", now.as_second()),
+    );
     ca.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
         rcgen::KeyUsagePurpose::CrlSign,
@@ -111,7 +118,6 @@ pub fn generate_valid(
     ];
     ca.not_before = from;
     ca.not_after = until;
-    let ca_key = rcgen::KeyPair::generate()?;
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = rcgen::Issuer::new(ca, &ca_key);
     let mut leaf = rcgen::CertificateParams::new(names.to_vec())?;
@@ -120,6 +126,8 @@ pub fn generate_valid(
         names.first().cloned().unwrap_or_default(),
     );
     leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    // Names its CA's key, too, for verifiers choosing among several.
+    leaf.use_authority_key_identifier_extension = true;
     leaf.not_before = from;
     leaf.not_after = until;
     let key = rcgen::KeyPair::generate()?;
@@ -614,6 +622,29 @@ mod tests {
         assert!(err.contains("the thing"), "{err}");
         let err = validity_der(&[0x30, 0x82, 0xff]).unwrap_err().to_string();
         assert!(err.contains("not a readable X.509"), "{err}");
+    }
+
+    #[test]
+    fn every_ca_has_a_name_of_its_own_and_its_certificates_name_its_key() {
+        // Two CAs share a bundle during a rotation; OpenSSL looks an
+        // issuer up by subject, so equal subjects would make it check a
+        // certificate against the wrong one.
+        let subject = |c: &Certs| {
+            let pem = &c.ca_cert;
+            let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+            let text = String::from_utf8_lossy(der.as_ref()).into_owned();
+            let at = text.find("keelson-webhook-ca@").unwrap();
+            text[at..at + 40].to_string()
+        };
+        let (a, b) = (
+            generate(&["x".into()]).unwrap(),
+            generate(&["x".into()]).unwrap(),
+        );
+        assert_ne!(subject(&a), subject(&b));
+        // The authority key identifier extension (2.5.29.35) is in the leaf.
+        let leaf = CertificateDer::from_pem_slice(a.cert.as_bytes()).unwrap();
+        let aki_oid = [0x06, 0x03, 0x55, 0x1d, 0x23];
+        assert!(leaf.as_ref().windows(5).any(|w| w == aki_oid));
     }
 
     #[test]

@@ -53,8 +53,12 @@ fn make(from: Duration, life: Duration) -> Made {
     let start = rcgen::date_time_ymd(1970, 1, 1) + now - from;
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "test-replacement-ca");
+    // A name of its own (see the controller's: verifiers pick an issuer
+    // by subject first).
+    ca.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("test-replacement-ca@{}", now.as_millis()),
+    );
     ca.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
         rcgen::KeyUsagePurpose::DigitalSignature,
@@ -69,6 +73,7 @@ fn make(from: Duration, life: Duration) -> Made {
         .to_vec();
     let mut leaf = rcgen::CertificateParams::new(names).unwrap();
     leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.use_authority_key_identifier_extension = true;
     leaf.not_before = start;
     leaf.not_after = start + life;
     let key = rcgen::KeyPair::generate().unwrap();
@@ -142,6 +147,11 @@ fn controller_ips(c: &Cluster) -> Vec<String> {
 /// The certificate served at `ip`:9443, if it verifies against `ca` for
 /// the Service's name (`openssl s_client`).
 fn served(c: &Cluster, ip: &str, ca: &str) -> Option<String> {
+    handshake(c, ip, ca).ok()
+}
+
+/// [`served`], or why not (openssl's verdict and the subject served).
+fn handshake(c: &Cluster, ip: &str, ca: &str) -> Result<String, String> {
     static N: AtomicUsize = AtomicUsize::new(0);
     let file = c
         .dir()
@@ -161,10 +171,20 @@ fn served(c: &Cluster, ip: &str, ca: &str) -> Option<String> {
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&file);
-    out.status
-        .success()
-        .then(|| first_pem(&String::from_utf8_lossy(&out.stdout)))
-        .flatten()
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match first_pem(&stdout) {
+        Some(cert) if out.status.success() => Ok(cert),
+        _ => {
+            let why = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .chain(stdout.lines())
+                .filter(|l| l.contains("verify") || l.contains("error") || l.contains("issuer="))
+                .take(4)
+                .collect::<Vec<_>>()
+                .join(" | ");
+            Err(why)
+        }
+    }
 }
 
 /// Waits until every Ready replica (two) serves `cert`, verified by `ca`.
@@ -296,6 +316,7 @@ impl Admissions {
         loops.push({
             let c = c.clone();
             let (stop, count, failed) = (stop.clone(), handshakes.clone(), failed.clone());
+            let began = Instant::now();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let Some(bundle) = published_bundle(&c) else {
@@ -303,9 +324,11 @@ impl Admissions {
                         continue;
                     };
                     for ip in controller_ips(&c) {
-                        if served(&c, &ip, &bundle).is_none() {
+                        if let Err(why) = handshake(&c, &ip, &bundle) {
                             failed.lock().unwrap().push(format!(
-                                "{ip} serves a certificate the published caBundle does not vouch for"
+                                "{ip} serves a certificate the published caBundle does not vouch for \
+                                 ({:.1}s in; {why})",
+                                began.elapsed().as_secs_f64()
                             ));
                         }
                         count.fetch_add(1, Ordering::Relaxed);
@@ -359,4 +382,50 @@ fn admitted_during(a: &Admissions, d: Duration) -> usize {
         std::thread::sleep(Duration::from_millis(200));
     }
     a.ok() - before
+}
+
+/// The controller replicas' log lines about certificates and the
+/// caBundle, for a failure's message.
+fn certificate_logs(c: &Cluster) -> String {
+    let pods = c
+        .get_json(&[
+            "-n",
+            NS,
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=keelson-controller",
+        ])
+        .unwrap_or_default();
+    let mut out = String::new();
+    for p in pods["items"].as_array().into_iter().flatten() {
+        let name = p["metadata"]["name"].as_str().unwrap_or_default();
+        let ip = p["status"]["podIP"].as_str().unwrap_or_default();
+        out += &format!("--- {name} ({ip})\n");
+        for l in c
+            .kubectl(&["-n", NS, "logs", name])
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("certificate") || l.contains("caBundle"))
+        {
+            out += l;
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The failures, first and last few, for an assertion's message.
+fn summary(failed: &[String]) -> String {
+    let n = failed.len();
+    let mut shown: Vec<&String> = failed.iter().take(3).collect();
+    if n > 6 {
+        shown.extend(&failed[n - 3..]);
+    } else {
+        shown.extend(failed.iter().skip(3));
+    }
+    shown
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join("\n  ")
 }
