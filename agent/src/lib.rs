@@ -39,6 +39,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let runtime = config.resolve_runtime()?;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    // Root-only: the journal holds unfinished pulls' secrets.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| {
+                format!("making state dir {} root-only", config.state_dir.display())
+            })?;
+    }
     let store = store::Store::open(&config.state_dir)?;
     let (hooks, features) = node::install(&config, &store, &runtime).await?;
     let admin = listener::bind(&config.admin_socket, &listener::SocketAccess::default())

@@ -135,6 +135,21 @@ impl Store {
         }
     }
 
+    /// Deletes table `name` with everything in it (a table a newer version
+    /// no longer keeps) and flushes; whether it existed.
+    pub fn drop_table(&self, name: &str) -> Result<bool, StoreError> {
+        let existed = self
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == name.as_bytes());
+        if existed {
+            self.db.drop_tree(name)?;
+            self.db.flush()?;
+        }
+        Ok(existed)
+    }
+
     /// The table `name`, holding at most `limit` entries. Open each name
     /// once: the entry count is kept per opened table.
     pub fn table<V: Serialize + DeserializeOwned>(

@@ -205,23 +205,78 @@ echo '{{"apiVersion":"{V1}","kind":"CredentialProviderResponse","cacheKeyType":"
         }
     }
 
+    /// Cached answers live in memory only: reused while the agent runs,
+    /// gone with it (the plugin runs again after a restart), and the
+    /// credentials never in the state directory.
     #[tokio::test]
-    async fn cached_answers_survive_a_restart() {
+    async fn cached_answers_stay_in_memory_and_never_reach_the_disk() {
         let dir = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
-        counting(dir.path(), "image", "Image", Some("1h"), "u", "0");
+        plugin(
+            dir.path(),
+            "image",
+            &format!(
+                r#"echo run >> {runs}; cat > /dev/null
+echo '{{"apiVersion":"{V1}","kind":"CredentialProviderResponse","cacheKeyType":"Image","cacheDuration":"1h","auth":{{"127.0.0.1:5000":{{"username":"u","password":"never-on-disk-7f3a"}}}}}}'"#,
+                runs = dir.path().join("image.runs").display()
+            ),
+        );
         {
             let c = creds(dir.path(), state.path(), &["image"]);
-            c.lookup("127.0.0.1:5000/a:1", &Keyring::default()).await;
+            for _ in 0..2 {
+                let found = c.lookup("127.0.0.1:5000/a:1", &Keyring::default()).await;
+                assert_eq!(found.candidates[0].1.password, "never-on-disk-7f3a");
+            }
+            assert_eq!(runs(dir.path(), "image"), 1, "cached while running");
         }
         let c = creds(dir.path(), state.path(), &["image"]);
         let found = c.lookup("127.0.0.1:5000/a:1", &Keyring::default()).await;
         assert_eq!(found.candidates.len(), 1);
-        assert_eq!(
-            runs(dir.path(), "image"),
-            1,
-            "served from sled after reopening"
-        );
+        assert_eq!(runs(dir.path(), "image"), 2, "not cached across a restart");
+        drop(c);
+        for entry in walk(state.path()) {
+            let bytes = std::fs::read(&entry).unwrap();
+            assert!(
+                !bytes.windows(18).any(|w| w == b"never-on-disk-7f3a"),
+                "a credential in {}",
+                entry.display()
+            );
+        }
+    }
+
+    /// Every file below `dir`.
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = vec![];
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// A cache an earlier version left in sled is dropped on opening.
+    #[tokio::test]
+    async fn an_earlier_versions_on_disk_cache_is_dropped() {
+        let state = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(state.path()).unwrap();
+            let t = store
+                .table::<String>("images.credential-cache", 10)
+                .unwrap();
+            t.put("image/127.0.0.1:5000/a", &"old".to_string())
+                .await
+                .unwrap();
+        }
+        let store = Store::open(state.path()).unwrap();
+        Credentials::new(vec![], Duration::from_secs(10), &store).unwrap();
+        let t = store
+            .table::<String>("images.credential-cache", 10)
+            .unwrap();
+        assert!(t.is_empty());
     }
 
     #[tokio::test]

@@ -47,6 +47,14 @@ fn config_file_json_logs_socket_mode_and_clean_stop() {
     assert!(fs::metadata(&sock).unwrap().file_type().is_socket());
     assert_eq!(mode(&sock), 0o600, "root only");
     assert!(dir.path().join("state").is_dir(), "state dir created");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("state"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "root-only: it journals pull secrets");
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -7,8 +7,9 @@
 //! pod to be deleted; the status counters as upstream. Placement across
 //! nodes uses extra Node objects with no kubelet (their pods stay
 //! Pending): only nodes matching the node selector with no untolerated
-//! taint get a pod, pinned to them. Surge and partition across many nodes
-//! are unit tests of the planner (`daemonset::plan::tests`). With
+//! taint get a pod, pinned to them. `maxSurge` on the real node starts the
+//! new pod beside the old one (sampled). Surge and partition across many
+//! nodes are unit tests of the planner (`daemonset::plan::tests`). With
 //! `PreDownloadImageForDaemonSetUpdate`, the new image of a held-back
 //! node is pulled by an ImagePullJob before its pod is updated in place.
 
@@ -572,4 +573,120 @@ fn the_new_image_is_pre_downloaded_before_the_in_place_update() {
             .then_some(()))
     })
     .unwrap();
+}
+
+/// `maxSurge: 1, maxUnavailable: 0` on the real node: a template change
+/// starts the new pod beside the old one and deletes the old one only once
+/// the new one is available (`minReadySeconds` past Ready). Sampled while
+/// it runs: never more than two live pods, never none Ready.
+#[test]
+fn max_surge_starts_the_new_pod_beside_the_old_one() {
+    let c = cluster();
+    let ns = c.namespace("ads-surge").unwrap();
+    let ns = ns.name.as_str();
+    let mut manifest = ads(
+        ns,
+        "surge",
+        "    type: RollingUpdate\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}\n",
+        "",
+    );
+    manifest = manifest.replace(
+        "spec:\n  selector:",
+        "spec:\n  minReadySeconds: 2\n  selector:",
+    );
+    c.apply_stdin(&manifest).unwrap();
+    let old = settled(&c, ns, "surge");
+    let old_uid = s(&old["metadata"]["uid"]);
+    let retag = "localhost/keelson/busybox:ads-surge";
+    c.tag_image(BUSYBOX, retag).unwrap();
+    set_image(&c, ns, "surge", retag);
+    let (mut most, mut both_ready_seen) = (0, false);
+    let mut new_ready_at: Option<Instant> = None;
+    let until = Instant::now() + LIMIT;
+    let old_gone_after = loop {
+        let ps = pods(&c, ns, "surge");
+        most = most.max(ps.len());
+        assert!(Instant::now() < until, "surge update did not finish");
+        assert!(ps.len() <= 2, "at most one surge pod: {}", ps.len());
+        let ready: Vec<&Value> = ps.iter().filter(|p| kube::condition(p, "Ready")).collect();
+        assert!(
+            !ready.is_empty(),
+            "maxUnavailable 0: a pod is Ready at every sample"
+        );
+        let old_live = ps.iter().any(|p| s(&p["metadata"]["uid"]) == old_uid);
+        let new_ready = ready.iter().any(|p| s(&p["metadata"]["uid"]) != old_uid);
+        if new_ready {
+            new_ready_at.get_or_insert_with(Instant::now);
+            both_ready_seen |= old_live;
+        }
+        if !old_live {
+            assert!(
+                new_ready,
+                "the old pod went only once the new one was Ready"
+            );
+            break new_ready_at.map(|t| t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(most, 2, "the new pod ran beside the old one");
+    assert!(
+        both_ready_seen,
+        "both Ready at once before the old one went"
+    );
+    let p = settled(&c, ns, "surge");
+    assert_ne!(s(&p["metadata"]["uid"]), old_uid, "recreated (Standard)");
+    assert_eq!(p["spec"]["containers"][0]["image"], retag);
+    assert_eq!(p["spec"]["nodeName"], NODE);
+    eprintln!("old pod deleted {old_gone_after:?} after the new one was seen Ready");
+}
+
+/// `rollingUpdate.selector`: only nodes whose labels match are updated; the
+/// real node is held back until it gets the label.
+#[test]
+fn the_rolling_update_selector_holds_the_node_back_until_it_matches() {
+    let c = cluster();
+    let ns = c.namespace("ads-selector").unwrap();
+    let ns = ns.name.as_str();
+    c.apply_stdin(&ads(
+        ns,
+        "picky",
+        "    type: RollingUpdate\n    rollingUpdate:\n      selector: {matchLabels: {keelson-test/ads-update: \"yes\"}}\n",
+        "",
+    ))
+    .unwrap();
+    let p = settled(&c, ns, "picky");
+    let uid = s(&p["metadata"]["uid"]);
+    let old_hash = s(&p["metadata"]["labels"]["controller-revision-hash"]);
+    let second = "localhost/keelson/busybox:ads-selector";
+    c.tag_image(BUSYBOX, second).unwrap();
+    set_image(&c, ns, "picky", second);
+    c.wait_for("new revision reported", LIMIT, |c| {
+        let st = status(c, ns, "picky");
+        Ok(
+            (st["daemonSetHash"] != old_hash.as_str() && st["updatedNumberScheduled"] == 0)
+                .then_some(()),
+        )
+    })
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let ps = pods(&c, ns, "picky");
+        assert_eq!(ps.len(), 1);
+        assert_eq!(s(&ps[0]["metadata"]["uid"]), uid, "the node does not match");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    c.kubectl(&["label", "node", NODE, "keelson-test/ads-update=yes"])
+        .unwrap();
+    let updated = c.wait_for("the node updated once labelled", LIMIT, |c| {
+        let ps = pods(c, ns, "picky");
+        let st = status(c, ns, "picky");
+        let done = ps.len() == 1
+            && s(&ps[0]["metadata"]["uid"]) != uid
+            && kube::condition(&ps[0], "Ready")
+            && st["updatedNumberScheduled"] == 1;
+        Ok(done.then(|| ps[0].clone()))
+    });
+    c.kubectl(&["label", "node", NODE, "keelson-test/ads-update-"])
+        .unwrap();
+    assert_eq!(updated.unwrap()["spec"]["containers"][0]["image"], second);
 }

@@ -61,6 +61,46 @@ fn agent_socket_and_service_verify() {
     );
 }
 
+/// `key=value` lines of section `[name]` of a unit file.
+fn section(unit: &str, name: &str) -> Vec<(String, String)> {
+    let mut inside = false;
+    let mut out = vec![];
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == format!("[{name}]");
+        } else if inside
+            && !line.starts_with('#')
+            && let Some((k, v)) = line.split_once('=')
+        {
+            out.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// A restart of the service leaves the socket alone (no `PartOf=` or
+/// `BindsTo=` tying the socket's lifetime to the service), and a runtime
+/// that comes up late cannot exhaust a start limit (`StartLimitIntervalSec=0`).
+#[test]
+fn restarting_the_service_keeps_the_socket_and_restarts_never_run_out() {
+    let socket = fs::read_to_string(Path::new(UNITS).join("keelson-agent.socket")).unwrap();
+    for (k, v) in section(&socket, "Unit") {
+        assert!(
+            !(matches!(k.as_str(), "PartOf" | "BindsTo") && v.contains("keelson-agent.service")),
+            "the socket must outlive service restarts: {k}={v}"
+        );
+    }
+    let service = fs::read_to_string(Path::new(UNITS).join("keelson-agent.service")).unwrap();
+    let unit = section(&service, "Unit");
+    assert!(
+        unit.iter()
+            .any(|(k, v)| k == "StartLimitIntervalSec" && (v == "0" || v == "infinity")),
+        "no start limit: {unit:?}"
+    );
+    let svc = section(&service, "Service");
+    assert!(svc.iter().any(|(k, v)| k == "Restart" && v == "always"));
+}
+
 #[test]
 fn kubelet_drop_in_verifies_and_points_at_the_agent() {
     let dir = tempfile::tempdir().unwrap();

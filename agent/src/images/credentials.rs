@@ -2,23 +2,31 @@
 //! secrets, then exec credential provider plugins (earlier providers
 //! first), then anonymous (the caller's last resort).
 //!
-//! Plugin responses are cached in sled per provider under the response's
+//! Plugin responses are cached per provider under the response's
 //! `cacheKeyType` (Image: registry + repository; Registry: host[:port];
 //! Global) until `cacheDuration` (absent → the provider's
-//! `defaultCacheDuration`; `0` → not cached) runs out; entries survive an
-//! agent restart. Concurrent lookups that would run the same plugin for
-//! the same image run it once.
+//! `defaultCacheDuration`; `0` → not cached) runs out — in memory only, as
+//! kubelet keeps them: credentials never reach the disk through the cache,
+//! and an agent restart costs one plugin run per image. (Earlier versions
+//! kept the cache in sled; that table is dropped when the agent opens.)
+//! At most [`CACHE_LIMIT`] entries; expired ones go first. Concurrent
+//! lookups that would run the same plugin for the same image run it once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::provider::{self, CacheKeyType, Provider, Response};
 use super::secrets::{Credential, Keyring};
-use crate::store::{Store, StoreError, Table};
+use crate::store::{Store, StoreError};
+
+/// Most cached plugin responses kept.
+pub const CACHE_LIMIT: usize = 10_000;
+
+/// The sled table earlier versions cached responses in.
+const LEGACY_CACHE_TABLE: &str = "images.credential-cache";
 
 /// Where a credential came from (for status messages; never the secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +43,7 @@ pub struct Lookup {
     pub errors: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone)]
 struct Cached {
     expires_unix_ms: u64,
     cache_key_type: CacheKeyType,
@@ -48,7 +56,7 @@ type Flight = Arc<OnceCell<Result<Response, String>>>;
 pub struct Credentials {
     providers: Vec<Provider>,
     timeout: Duration,
-    cache: Table<Cached>,
+    cache: Mutex<HashMap<String, Cached>>,
     flights: Mutex<HashMap<String, Flight>>,
 }
 
@@ -65,10 +73,16 @@ impl Credentials {
         timeout: Duration,
         store: &Store,
     ) -> Result<Self, StoreError> {
+        if store.drop_table(LEGACY_CACHE_TABLE)? {
+            tracing::info!(
+                table = LEGACY_CACHE_TABLE,
+                "dropped the on-disk credential cache of an earlier version"
+            );
+        }
         Ok(Self {
             providers,
             timeout,
-            cache: store.table("images.credential-cache", 10_000)?,
+            cache: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
         })
     }
@@ -109,7 +123,7 @@ impl Credentials {
                     .await
                     .map_err(|e| e.to_string());
                 if let Ok(resp) = &r {
-                    self.remember(p, image, resp).await;
+                    self.remember(p, image, resp);
                 }
                 r
             })
@@ -131,7 +145,8 @@ impl Credentials {
             CacheKeyType::Global,
         ] {
             let key = format!("{}/{}", p.name, provider::cache_key(kind, image));
-            if let Ok(Some(entry)) = self.cache.get(&key)
+            let entry = self.cache().get(&key).cloned();
+            if let Some(entry) = entry
                 && entry.cache_key_type == kind
                 && entry.expires_unix_ms > now
             {
@@ -150,7 +165,7 @@ impl Credentials {
         None
     }
 
-    async fn remember(&self, p: &Provider, image: &str, resp: &Response) {
+    fn remember(&self, p: &Provider, image: &str, resp: &Response) {
         let ttl = resp.cache_duration.unwrap_or(p.default_cache_duration);
         if ttl.is_zero() {
             return;
@@ -169,11 +184,24 @@ impl Credentials {
                 .map(|(k, c)| (k.clone(), c.username.clone(), c.password.clone()))
                 .collect(),
         };
-        if let Err(e) = self.cache.put(&key, &entry).await {
-            tracing::warn!(provider = %p.name, error = %e, "cannot cache credential provider response");
-        }
-        // Expired entries go when the cache is written to.
+        let mut cache = self.cache();
+        // Expired entries go when the cache is written to; when it is
+        // still full, the entry closest to expiry.
         let now = now_ms();
-        let _ = self.cache.retain(|_, v| v.expires_unix_ms > now).await;
+        cache.retain(|_, v| v.expires_unix_ms > now);
+        if cache.len() >= CACHE_LIMIT && !cache.contains_key(&key) {
+            let soonest = cache
+                .iter()
+                .min_by_key(|(_, v)| v.expires_unix_ms)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = soonest {
+                cache.remove(&k);
+            }
+        }
+        cache.insert(key, entry);
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

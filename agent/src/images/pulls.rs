@@ -376,6 +376,11 @@ impl PullEngine {
                 return Some(r);
             }
             f(&mut r.status);
+            if matches!(r.status.phase, Phase::Succeeded | Phase::Failed) {
+                // Finished: its credentials are not needed any more and
+                // leave the journal in the same write.
+                r.spec.secrets.clear();
+            }
             if let Err(e) = self.journal.put_lazy(id, &r) {
                 tracing::warn!(pull = %id, error = %e, "cannot journal pull status");
             }

@@ -301,3 +301,36 @@ fn credential_identity_is_what_the_secrets_offer_for_the_image() {
         "unparsable documents are told apart by their bytes"
     );
 }
+
+/// The journal holds a pull's secrets while it may still need them (a
+/// crash resumes it with them) and drops them in the write that ends it,
+/// succeeded or failed.
+#[tokio::test]
+async fn a_finished_pulls_secrets_leave_the_journal() {
+    let s = setup(Runtime {
+        delay: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let ok = s
+        .engine
+        .submit(spec(PASSWORD, PullPolicy::Always))
+        .await
+        .unwrap();
+    let bad = s
+        .engine
+        .submit(spec("wrong-password", PullPolicy::Always))
+        .await
+        .unwrap();
+    let held = s.engine.journal.get(&ok).unwrap().unwrap();
+    assert_eq!(held.spec.secrets.len(), 1, "kept while unfinished");
+    for id in [&ok, &bad] {
+        s.engine.wait(id).await.unwrap();
+        let r = s.engine.journal.get(id).unwrap().unwrap();
+        assert!(
+            matches!(r.status.phase, Phase::Succeeded | Phase::Failed),
+            "{:?}",
+            r.status
+        );
+        assert!(r.spec.secrets.is_empty(), "secrets gone once finished");
+    }
+}
