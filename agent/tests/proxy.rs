@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use http::Request;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use cri_proto as cri;
 use keelson_agent::cri::grpc::{self, Code, Status};
@@ -670,4 +672,72 @@ async fn a_disengaged_hook_leaves_its_method_on_the_opaque_path() {
     hook.on.store(true, Ordering::SeqCst);
     call(&proxy.socket, m::Version, &[], grpc::frame(b"v")).await;
     assert_eq!(hook.seen.load(Ordering::SeqCst), 1, "engaged again: seen");
+}
+
+/// Callers that stop reading big replies hold only their own connection's
+/// flow-control windows: each caller connection has a runtime connection
+/// of its own, so five stalled 6 MiB replies (more than one HTTP/2
+/// connection window) do not stall a call on another connection — as with
+/// the runtime called directly, where each caller has its own connection.
+#[tokio::test]
+async fn callers_that_stop_reading_do_not_stall_other_connections() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    rt.set(Answer::Message(Bytes::from(vec![7u8; 6 << 20])));
+    let proxy = RunningProxy::start(dir.path(), &rt.socket, HookSet::new()).await;
+    let mut stalled = vec![];
+    for _ in 0..5 {
+        let mut send = connect(&proxy.socket).await;
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("http://localhost{}", m::ListContainers))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(grpc::frame(b"")))
+            .unwrap();
+        // The reply's head arrives; its body is never read.
+        let resp = send.send_request(req).await.unwrap();
+        stalled.push((send, resp));
+    }
+    // Let the stalled replies fill every window they can.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other = tokio::time::timeout(
+        Duration::from_secs(20),
+        call(&proxy.socket, m::ListContainers, &[], grpc::frame(b"")),
+    )
+    .await
+    .expect("a call on another connection completes while others stall");
+    assert_eq!(other.body.len(), grpc::FRAME_HEADER_LEN + (6 << 20));
+    drop(stalled);
+}
+
+/// A caller connection's runtime connection goes with it: fifty callers
+/// that connect, call and leave leave no descriptors behind (the test
+/// process holds the proxy, the fake runtime and the callers).
+#[tokio::test]
+async fn a_callers_runtime_connection_closes_with_it() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let proxy = RunningProxy::start(dir.path(), &rt.socket, HookSet::new()).await;
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    // The first caller takes the connection opened at start-up.
+    call(&proxy.socket, m::Version, &[], grpc::frame(b"v")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = fds();
+    for _ in 0..50 {
+        call(&proxy.socket, m::Version, &[], grpc::frame(b"v")).await;
+    }
+    let mut after = fds();
+    for _ in 0..50 {
+        if after <= before + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = fds();
+    }
+    assert!(
+        after <= before + 2,
+        "{before} descriptors before, {after} after"
+    );
+    assert_eq!(rt.calls().len(), 51);
 }

@@ -8,6 +8,7 @@ pub mod crds;
 pub mod crr;
 pub mod daemonset;
 pub mod events;
+pub mod follow;
 pub mod gates;
 pub mod imagelistpulljob;
 pub mod imagepulljob;

@@ -2,7 +2,9 @@
 //! node and nothing changes, neither the agent nor the controller writes
 //! the NodeImage again (counted in kube-apiserver's own
 //! `apiserver_request_total` for `nodeimages`, every writing verb), and an
-//! image dropped from the NodeImage's spec really leaves its status.
+//! image dropped from the NodeImage's spec really leaves its status. The
+//! job's reconciles read NodeImages from the controller's watch: no LIST of
+//! NodeImages while it runs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +37,17 @@ fn nodeimage_writes(c: &Cluster) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// kube-apiserver's count of LISTs of NodeImages (watches' initial lists
+/// included).
+fn nodeimage_lists(c: &Cluster) -> f64 {
+    let text = c.kubectl(&["get", "--raw", "/metrics"]).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains("resource=\"nodeimages\"") && l.contains("verb=\"LIST\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 fn total(m: &BTreeMap<String, f64>) -> f64 {
     m.values().sum()
 }
@@ -56,6 +69,7 @@ fn a_settled_nodeimage_is_written_by_nobody_and_dropped_images_leave_its_status(
         Ok(c.get_json(&["nodeimage", kube::NODE]).ok().map(|_| ()))
     })
     .unwrap();
+    let lists_before = nodeimage_lists(&c);
     c.apply_stdin(&format!(
         r#"
 apiVersion: apps.kruise.io/v1alpha1
@@ -83,6 +97,10 @@ spec:
         Ok((job["status"]["succeeded"] == 1).then_some(()))
     })
     .unwrap();
+    // The job's reconciles read NodeImages from the controller's watch,
+    // not from a LIST each.
+    let lists = nodeimage_lists(&c) - lists_before;
+    assert_eq!(lists, 0.0, "NodeImages LISTed {lists} times during the job");
     let node_image = c.get_json(&["nodeimage", kube::NODE]).unwrap();
     let tag = &node_image["status"]["imageStatuses"][&repo]["tags"][0];
     assert_eq!(tag["phase"], "Succeeded", "{node_image}");

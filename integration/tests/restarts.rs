@@ -438,6 +438,42 @@ async fn sigkill_between_two_ordered_stops_is_exactly_once() {
     w.stop().await.unwrap();
 }
 
+/// A request's `key` is its identity: submitted again after the agent
+/// was killed (-9) — what a ContainerRecreateRequest sync does when it
+/// crashed before noting the id — it answers with the first request's id
+/// and restarts nothing again, `forceRecreate` or not; another key is
+/// another restart.
+#[tokio::test]
+async fn a_keyed_request_submitted_again_after_a_crash_restarts_once() {
+    let mut node = Node::start();
+    let w = start(&node, PodSpec::new("keyed", vec![prompt("a")])).await;
+    let body = |key: &str| {
+        json!({"key": key, "pod": pod_ref(&w), "containers": [{"name": "a"}],
+               "strategy": {"forceRecreate": true}})
+    };
+    let id = submit(&node, body("crr/1d2c")).await.unwrap();
+    assert_eq!(
+        submit(&node, body("crr/1d2c")).await.unwrap(),
+        id,
+        "same key, same request"
+    );
+    let s = done(&node, &id, WAIT).await;
+    assert_eq!(phases(&s), vec![("a".into(), Phase::Succeeded, true)]);
+    let runtime = node.containerd.socket();
+    node.agent.kill_and_restart(&runtime, &[]).unwrap();
+    assert_eq!(submit(&node, body("crr/1d2c")).await.unwrap(), id);
+    assert_eq!(status(&node, &id).await.phase, Phase::Completed);
+    let snap = settled(&w).await;
+    assert_eq!(attempt(&snap, "a"), 1, "restarted once");
+    let other = submit(&node, body("crr/9f00")).await.unwrap();
+    assert_ne!(other, id);
+    done(&node, &other, WAIT).await;
+    assert_eq!(attempt(&settled(&w).await, "a"), 2, "another key restarts");
+    let bad = submit(&node, body("no spaces")).await.unwrap_err();
+    assert!(bad.starts_with("400") && bad.contains("key"), "{bad}");
+    w.stop().await.unwrap();
+}
+
 // ctl blocks its thread; the pod worker needs another one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_annotation_change_restarts_only_the_containers_reading_it() {

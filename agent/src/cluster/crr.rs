@@ -14,6 +14,11 @@ use crate::restart::spec::{
     RestartStatus, StatusContext, Strategy,
 };
 
+/// The restart key of the ContainerRecreateRequest with `uid`.
+pub fn key_of(uid: &str) -> String {
+    format!("crr/{uid}")
+}
+
 /// The restart request `crr` stands for.
 pub fn restart_spec(crr: &ContainerRecreateRequest) -> Result<RestartSpec, String> {
     let uid = crr
@@ -35,6 +40,9 @@ pub fn restart_spec(crr: &ContainerRecreateRequest) -> Result<RestartSpec, Strin
         Some(other) => return Err(format!("unknown failurePolicy {other}")),
     };
     let spec = RestartSpec {
+        // The CRR's uid is the restart's identity: submitted again (after
+        // a crash before its id was noted), it restarts nothing twice.
+        key: crr.metadata.uid.as_ref().map(|u| key_of(u)),
         pod,
         containers: crr
             .spec

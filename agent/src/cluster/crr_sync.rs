@@ -1,6 +1,9 @@
 //! Cluster mode for in-place restarts: the active ContainerRecreateRequests
-//! of this node (label `crr.apps.kruise.io/node-name`) become restart
-//! requests — each once (CRR uid → restart id is journaled in sled) — and
+//! of this node (label `crr.apps.kruise.io/node-name`, read from the
+//! watch's store: no LIST per round) become restart
+//! requests — each once: the CRR's uid is the restart's key, so a crash
+//! between the restart's journal write and the noting of CRR uid → restart
+//! id here resubmits into the same restart — and
 //! their status is written back through the status subresource. A request
 //! the node can never carry out (bad spec, pod or container not here) is
 //! completed with the reason; a runtime that cannot be reached is only
@@ -14,7 +17,7 @@ use keelson_api::apps::v1alpha1::containerrecreaterequest::{
     ContainerRecreateRequest, ContainerRecreateRequestStatus, LABEL_ACTIVE, LABEL_NODE_NAME,
 };
 use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 
 use super::crr::{Unready, acquiring_status, crr_status, restart_spec, unready};
 use super::nodeimage_sync::SyncError;
@@ -27,6 +30,8 @@ pub struct CrrSync {
     node: String,
     restarts: Arc<RestartEngine>,
     requests: Table<String>,
+    last_written:
+        std::sync::Mutex<std::collections::HashMap<String, ContainerRecreateRequestStatus>>,
 }
 
 fn completed(message: String) -> ContainerRecreateRequestStatus {
@@ -52,6 +57,7 @@ impl CrrSync {
             node: node.to_string(),
             restarts,
             requests: store.table("cluster.crr-restarts", 100_000)?,
+            last_written: Default::default(),
         })
     }
 
@@ -60,14 +66,28 @@ impl CrrSync {
         format!("{LABEL_NODE_NAME}={},{LABEL_ACTIVE}=true", self.node)
     }
 
-    /// One round; returns how many statuses were written.
-    pub async fn sync_once(&self) -> Result<usize, SyncError> {
-        let all: Api<ContainerRecreateRequest> = Api::all(self.client.clone());
-        let list = all
-            .list(&ListParams::default().labels(&self.selector()))
-            .await?;
+    /// One round over this node's active requests as the watch has them
+    /// (`listed`, from its store: no LIST per round); returns how many
+    /// statuses were written.
+    pub async fn sync_once(
+        &self,
+        listed: &[Arc<ContainerRecreateRequest>],
+    ) -> Result<usize, SyncError> {
+        // What this agent wrote last, per uid: the store's copy may not
+        // show a write yet (its watch event is on the way), and writing
+        // the same status again would only churn.
+        let mut last = self
+            .last_written
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        last.retain(|uid, _| {
+            listed
+                .iter()
+                .any(|c| c.metadata.uid.as_deref() == Some(uid))
+        });
         let mut written = 0;
-        for crr in list.items {
+        for crr in listed.iter().map(|c| ContainerRecreateRequest::clone(c)) {
             let (Some(uid), Some(ns), Some(name)) = (
                 crr.metadata.uid.clone(),
                 crr.metadata.namespace.clone(),
@@ -75,7 +95,8 @@ impl CrrSync {
             ) else {
                 continue;
             };
-            if crr.status.as_ref().is_some_and(|s| s.phase == "Completed") {
+            let completed_here = last.get(&uid).is_some_and(|s| s.phase == "Completed");
+            if completed_here || crr.status.as_ref().is_some_and(|s| s.phase == "Completed") {
                 continue;
             }
             let next = match self.requests.get(&uid)? {
@@ -98,14 +119,18 @@ impl CrrSync {
                                 .status
                                 .as_ref()
                                 .map(|s| (s.phase.as_str(), s.message.as_deref()));
-                            if shown != Some((waiting.phase.as_str(), waiting.message.as_deref())) {
+                            let wanted = Some((waiting.phase.as_str(), waiting.message.as_deref()));
+                            if shown != wanted && last.get(&uid) != Some(&waiting) {
                                 self.write_status(&ns, &name, &waiting).await?;
+                                last.insert(uid, waiting);
                                 written += 1;
                             }
                             continue;
                         }
                         Unready::Bad(m) => {
-                            self.write_status(&ns, &name, &completed(m)).await?;
+                            let done = completed(m);
+                            self.write_status(&ns, &name, &done).await?;
+                            last.insert(uid, done);
                             written += 1;
                             continue;
                         }
@@ -141,11 +166,15 @@ impl CrrSync {
                     }
                 }
             };
-            if crr.status.as_ref() == Some(&next) {
+            if crr.status.as_ref() == Some(&next) || last.get(&uid) == Some(&next) {
                 continue;
             }
             self.write_status(&ns, &name, &next).await?;
+            last.insert(uid, next);
             written += 1;
+        }
+        if let Ok(mut l) = self.last_written.lock() {
+            *l = last;
         }
         Ok(written)
     }
@@ -180,6 +209,11 @@ mod tests {
             .unwrap()
     }
 
+    /// A request as the watch's store holds it.
+    fn listed(v: serde_json::Value) -> Arc<ContainerRecreateRequest> {
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
     fn crr(name: &str, uid: &str, policy: &str) -> serde_json::Value {
         serde_json::json!({
             "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ContainerRecreateRequest",
@@ -209,20 +243,6 @@ mod tests {
         .unwrap();
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let server = tokio::spawn(async move {
-            let (req, send) = handle.next_request().await.unwrap();
-            assert_eq!(req.method(), Method::GET);
-            assert_eq!(
-                req.uri().path(),
-                "/apis/apps.kruise.io/v1alpha1/containerrecreaterequests"
-            );
-            let query = req.uri().query().unwrap_or_default().to_string();
-            assert!(
-                query.contains("labelSelector=crr.apps.kruise.io%2Fnode-name%3Dnode-a%2Ccrr.apps.kruise.io%2Factive%3Dtrue"),
-                "{query}"
-            );
-            send.send_response(reply(serde_json::json!({
-                "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ContainerRecreateRequestList",
-                "metadata": {}, "items": [crr("bad", "u1", "Sometimes"), crr("good", "u2", "Fail")]})));
             // Only the impossible one gets a status: the other waits for
             // the runtime.
             let (req, send) = handle.next_request().await.unwrap();
@@ -250,11 +270,18 @@ mod tests {
             &store,
         )
         .unwrap();
-        assert_eq!(sync.sync_once().await.unwrap(), 1);
+        let listed = [
+            listed(crr("bad", "u1", "Sometimes")),
+            listed(crr("good", "u2", "Fail")),
+        ];
+        assert_eq!(sync.sync_once(&listed).await.unwrap(), 1);
         assert!(
             engine.list().is_empty(),
             "nothing accepted without the runtime"
         );
+        // The store may still show the request without the status just
+        // written: not written again.
+        assert_eq!(sync.sync_once(&listed).await.unwrap(), 0);
         server.await.unwrap();
     }
 
@@ -277,39 +304,18 @@ mod tests {
         let mut waiting = crr("r", "u1", "Fail");
         waiting["spec"]["strategy"]["unreadyGracePeriodSeconds"] = 5.into();
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let listed = waiting.clone();
         let server = tokio::spawn(async move {
-            let mut patches: Vec<serde_json::Value> = vec![];
-            for round in 0..2 {
-                let (req, send) = handle.next_request().await.unwrap();
-                assert_eq!(req.method(), Method::GET);
-                let mut item = listed.clone();
-                if round == 1 {
-                    // The status written in round 0 is what is listed now,
-                    // with a field left over from someone else's write.
-                    item["status"] = patches[0]["status"].clone();
-                    item["status"]["containerRecreateStates"] =
-                        serde_json::json!([{"name": "app", "phase": "Pending"}]);
-                }
-                send.send_response(reply(serde_json::json!({
-                    "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ContainerRecreateRequestList",
-                    "metadata": {}, "items": [item]})));
-                if round == 0 {
-                    let (req, send) = handle.next_request().await.unwrap();
-                    assert_eq!(req.method(), Method::PATCH);
-                    assert!(
-                        req.uri()
-                            .path()
-                            .ends_with("/containerrecreaterequests/r/status")
-                    );
-                    let body: serde_json::Value =
-                        serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap())
-                            .unwrap();
-                    patches.push(body);
-                    send.send_response(reply(listed.clone()));
-                }
-            }
-            patches
+            let (req, send) = handle.next_request().await.unwrap();
+            assert_eq!(req.method(), Method::PATCH);
+            assert!(
+                req.uri()
+                    .path()
+                    .ends_with("/containerrecreaterequests/r/status")
+            );
+            let body: serde_json::Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+            send.send_response(reply(crr("r", "u1", "Fail")));
+            vec![body]
         });
         let sync = CrrSync::new(
             Client::new(service, "default"),
@@ -318,8 +324,23 @@ mod tests {
             &store,
         )
         .unwrap();
-        assert_eq!(sync.sync_once().await.unwrap(), 1);
-        assert_eq!(sync.sync_once().await.unwrap(), 0, "written once");
+        assert_eq!(sync.sync_once(&[listed(waiting.clone())]).await.unwrap(), 1);
+        // The status written is what the watch shows now, with a field
+        // left over from someone else's write: nothing to write.
+        let shown_now = {
+            let mut item = waiting.clone();
+            item["status"] = serde_json::json!({"phase": "Recreating",
+                "message": "waiting for the pod to be made not-ready",
+                "containerRecreateStates": [{"name": "app", "phase": "Pending"}]});
+            item
+        };
+        assert_eq!(
+            sync.sync_once(&[listed(shown_now)]).await.unwrap(),
+            0,
+            "written once"
+        );
+        // Nor while the store still has the copy from before the write.
+        assert_eq!(sync.sync_once(&[listed(waiting)]).await.unwrap(), 0);
         let patches = server.await.unwrap();
         assert_eq!(patches[0]["status"]["phase"], "Recreating");
         assert_eq!(

@@ -145,13 +145,18 @@ async fn follow(
     let mut pod_events = watcher(pods, on_node).boxed();
     let requests: Api<ContainerRecreateRequest> = Api::all(client);
     let by_node = watcher::Config::default().labels(&crrs.selector());
-    let mut crr_events = watcher(requests, by_node).boxed();
+    // This node's active requests, kept by the watch: a round reads them
+    // from the store, not from a LIST.
+    let (crr_store, crr_writer) = kube::runtime::reflector::store();
+    let mut crr_events = kube::runtime::reflector(crr_writer, watcher(requests, by_node)).boxed();
     let mut pull_changes = pulls.changes();
     let mut restart_changes = restarts.changes();
     tracing::info!(node = %c.node_name, "cluster mode: following this node's NodeImage and ContainerRecreateRequests");
     loop {
         images.sync_once().await.map_err(|e| e.to_string())?;
-        crrs.sync_once().await.map_err(|e| e.to_string())?;
+        crrs.sync_once(&crr_store.state())
+            .await
+            .map_err(|e| e.to_string())?;
         if !*synced {
             *synced = true;
             tracing::info!(node = %c.node_name, "cluster mode: in sync with the API server");

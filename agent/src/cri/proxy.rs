@@ -49,9 +49,16 @@ enum Ready {
     Answer(Reply, Option<HeaderMap>),
 }
 
-/// Forwards calls from the agent's socket to the runtime.
+/// Forwards calls from the agent's socket to the runtime. Each caller
+/// connection gets a runtime connection of its own
+/// ([`Proxy::connection_upstream`]), as it would calling the runtime
+/// directly: a caller that stops reading fills only its own connection's
+/// flow-control windows, never those of kubelet's calls.
 pub struct Proxy {
-    upstream: Upstream,
+    /// The runtime's socket.
+    runtime: std::path::PathBuf,
+    /// The connection opened at start-up, for the first caller.
+    spare: std::sync::Mutex<Option<Arc<Upstream>>>,
     hooks: HookSet,
     buffer_limit: usize,
 }
@@ -60,15 +67,22 @@ impl Proxy {
     /// A proxy to `upstream` running `hooks`.
     pub fn new(upstream: Upstream, hooks: HookSet) -> Self {
         Self {
-            upstream,
+            runtime: upstream.path().to_path_buf(),
+            spare: std::sync::Mutex::new(Some(Arc::new(upstream))),
             hooks,
             buffer_limit: DEFAULT_BUFFER_LIMIT,
         }
     }
 
-    /// The runtime side.
-    pub fn upstream(&self) -> &Upstream {
-        &self.upstream
+    /// The runtime connection for a new caller connection: the one opened
+    /// at start-up for the first caller, a new one (connected on its first
+    /// call) for each later caller.
+    pub fn connection_upstream(&self) -> Arc<Upstream> {
+        self.spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| Arc::new(Upstream::new(&self.runtime)))
     }
 
     /// The registered hooks (and their fault count).
@@ -79,6 +93,7 @@ impl Proxy {
     /// Handles one call until its reply is complete.
     pub async fn serve(
         self: Arc<Self>,
+        upstream: Arc<Upstream>,
         req: Request<RecvStream>,
         mut respond: SendResponse<Bytes>,
     ) {
@@ -88,7 +103,7 @@ impl Proxy {
                 tracing::debug!(reason = ?reset.ok(), "caller reset the call before its reply");
                 return;
             }
-            ready = self.decide(req) => ready,
+            ready = self.decide(&upstream, req) => ready,
         };
         let result = match ready {
             Ok(ready) => send(&mut respond, ready).await,
@@ -107,10 +122,10 @@ impl Proxy {
 
     /// Runs hooks and the runtime call up to the point where the reply can
     /// be sent. `Err` is a message for an UNAVAILABLE status.
-    async fn decide(&self, req: Request<RecvStream>) -> Result<Ready, String> {
+    async fn decide(&self, up: &Upstream, req: Request<RecvStream>) -> Result<Ready, String> {
         let chain = match self.hooks.chain(req.uri().path()) {
             Some(chain) if grpc::is_grpc(req.headers()) => chain,
-            _ => return self.forward(req).await,
+            _ => return self.forward(up, req).await,
         };
         let (parts, mut body) = req.into_parts();
         let method: Arc<str> = parts.uri.path().into();
@@ -118,7 +133,7 @@ impl Proxy {
             Ok(Limited::Complete(c)) => c,
             Ok(Limited::TooLarge(head)) => {
                 tracing::debug!(%method, "request larger than the hook buffer; forwarding without hooks");
-                return self.forward_parts(parts, Some(head), body).await;
+                return self.forward_parts(up, parts, Some(head), body).await;
             }
             Err(e) => return Err(format!("keelson-agent: reading request: {e}")),
         };
@@ -126,7 +141,7 @@ impl Proxy {
             Ok(m) => m,
             Err(why) => {
                 tracing::debug!(%method, %why, "request is not one plain gRPC message; forwarding without hooks");
-                return self.forward_whole(&parts, collected, None).await;
+                return self.forward_whole(up, &parts, collected, None).await;
             }
         };
 
@@ -156,26 +171,26 @@ impl Proxy {
         };
         let wanted = chain.after.iter().any(|h| h.wants_reply(&call));
         let after = wanted.then_some((&call, chain));
-        self.forward_whole(&parts, collected, after).await
+        self.forward_whole(up, &parts, collected, after).await
     }
 
     /// The opaque path: relay everything.
-    async fn forward(&self, req: Request<RecvStream>) -> Result<Ready, String> {
+    async fn forward(&self, up: &Upstream, req: Request<RecvStream>) -> Result<Ready, String> {
         let (parts, body) = req.into_parts();
-        self.forward_parts(parts, None, body).await
+        self.forward_parts(up, parts, None, body).await
     }
 
     /// Opens the runtime stream and relays the request (after `head`, bytes
     /// already read from it) while waiting for the reply's head.
     async fn forward_parts(
         &self,
+        up: &Upstream,
         parts: http::request::Parts,
         head: Option<Bytes>,
         body: RecvStream,
     ) -> Result<Ready, String> {
         let eos = head.is_none() && body.is_end_stream();
-        let (resp, mut up_send) = self
-            .upstream
+        let (resp, mut up_send) = up
             .open(upstream_request(&parts), eos)
             .await
             .map_err(|e| unreachable_runtime(&e))?;
@@ -210,13 +225,13 @@ impl Proxy {
     /// for the reply, running after-hooks on it when given.
     async fn forward_whole(
         &self,
+        up: &Upstream,
         parts: &http::request::Parts,
         body: Collected,
         after: Option<(&Call, &Chain)>,
     ) -> Result<Ready, String> {
         let eos = body.data.is_empty() && body.trailers.is_none();
-        let (resp, mut up_send) = self
-            .upstream
+        let (resp, mut up_send) = up
             .open(upstream_request(parts), eos)
             .await
             .map_err(|e| unreachable_runtime(&e))?;

@@ -1,6 +1,6 @@
 //! Accepting callers on the agent's socket: one HTTP/2 connection task per
-//! caller, one task per call, and a graceful stop that finishes in-flight
-//! calls.
+//! caller (with a runtime connection of its own), one task per call, and a
+//! graceful stop that finishes in-flight calls.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -125,6 +125,7 @@ async fn connection(
             return;
         }
     };
+    let upstream = proxy.connection_upstream();
     let mut shutting_down = *stopping.borrow();
     if shutting_down {
         conn.graceful_shutdown();
@@ -140,7 +141,7 @@ async fn connection(
             }
             next = conn.accept() => match next {
                 Some(Ok((req, respond))) => {
-                    tokio::spawn(proxy.clone().serve(req, respond));
+                    tokio::spawn(proxy.clone().serve(upstream.clone(), req, respond));
                 }
                 Some(Err(err)) => {
                     tracing::debug!(error = %err, "caller connection error");

@@ -1,6 +1,6 @@
-//! The connection to the container runtime: one multiplexed HTTP/2
+//! A connection to the container runtime: one multiplexed HTTP/2
 //! connection over its unix socket, re-established when the runtime
-//! restarts.
+//! restarts. The proxy keeps one per caller connection.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -211,6 +211,7 @@ pub async fn restart(socket: &Path, a: RestartArgs, json: bool) -> anyhow::Resul
             tcp_socket: None,
         });
     let spec = RestartSpec {
+        key: None,
         pod: pod_ref(&a.pod)?,
         containers: a
             .containers

@@ -74,8 +74,18 @@ pub enum SubmitError {
     Store(#[from] StoreError),
 }
 
+/// The id of the restart submitted under `key` ([`RestartSpec::key`]).
+pub fn id_for_key(key: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("restart-k{hex}")
+}
+
 /// The node's in-place restart engine.
 pub struct RestartEngine {
+    /// Makes "not yet journaled under this key, so journal it" atomic.
+    keyed: Mutex<()>,
     config: EngineConfig,
     journal: Table<Record>,
     book: Arc<PodBook>,
@@ -114,6 +124,7 @@ impl RestartEngine {
             .max()
             .unwrap_or(0);
         let engine = Arc::new(Self {
+            keyed: Mutex::new(()),
             slots: Semaphore::new(config.pods_at_once.max(1)),
             config,
             journal,
@@ -145,6 +156,12 @@ impl RestartEngine {
     /// instances, journals it, and returns its id.
     pub async fn submit(self: &Arc<Self>, spec: RestartSpec) -> Result<String, SubmitError> {
         spec.validate()?;
+        if let Some(id) = spec.key.as_deref().map(id_for_key)
+            && self.journal.contains(&id)
+        {
+            tracing::debug!(restart = %id, "restart already accepted under this key");
+            return Ok(id);
+        }
         let mut rt = runtime::connect(&self.config.runtime)
             .await
             .map_err(SubmitError::Runtime)?;
@@ -175,7 +192,10 @@ impl RestartEngine {
         }
         let now = now_ms();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let id = format!("restart-{now:x}-{seq:x}");
+        let id = match spec.key.as_deref() {
+            Some(key) => id_for_key(key),
+            None => format!("restart-{now:x}-{seq:x}"),
+        };
         let uid = pod.uid.clone();
         let status = RestartStatus {
             id: id.clone(),
@@ -188,7 +208,16 @@ impl RestartEngine {
             container_recreate_states: vec![],
         };
         let record = plan::new_record(spec, status, baselines, seq);
-        self.journal.put(&id, &record).await?;
+        {
+            // Two submissions of one key racing: the first to get here
+            // journals it, the other returns its id.
+            let _one = self.keyed.lock().unwrap_or_else(|e| e.into_inner());
+            if record.spec.key.is_some() && self.journal.contains(&id) {
+                return Ok(id);
+            }
+            self.journal.put_lazy(&id, &record)?;
+        }
+        self.journal.flush().await?;
         tracing::info!(restart = %id, pod = %record.status.pod.name, containers = ?names, "restart accepted");
         self.changed.send_modify(|v| *v += 1);
         self.ensure_worker(uid);
@@ -245,6 +274,7 @@ impl RestartEngine {
         }
         tracing::info!(pod = %name, namespace = %namespace, containers = ?containers, "pod metadata changed env; restarting");
         let spec = RestartSpec {
+            key: None,
             pod: PodRef {
                 uid: Some(pod.uid),
                 ..Default::default()
@@ -541,6 +571,7 @@ mod tests {
         // An unfinished request in the journal: the engine resumes it.
         let journal: Table<Record> = store.table("restarts.requests", 100_000).unwrap();
         let spec = RestartSpec {
+            key: None,
             pod: PodRef {
                 namespace: Some("team".into()),
                 name: Some("web".into()),

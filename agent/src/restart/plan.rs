@@ -379,6 +379,7 @@ mod tests {
 
     fn record(names: &[&str], strategy: Strategy, deadline: Option<i64>) -> Record {
         let spec = RestartSpec {
+            key: None,
             pod: PodRef {
                 uid: Some("u1".into()),
                 ..Default::default()

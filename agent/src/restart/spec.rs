@@ -29,6 +29,12 @@ pub struct PodRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestartSpec {
+    /// The caller's identity for this request (a ContainerRecreateRequest's
+    /// uid, say): submitting again with the same key — after a crash, or
+    /// from a restarted client — returns the first request's id and
+    /// restarts nothing again. Letters, digits and `-._/:`, at most 253.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub pod: PodRef,
     pub containers: Vec<RestartContainer>,
     #[serde(default)]
@@ -184,6 +190,8 @@ pub struct RestartStatus {
 /// Why a request is refused before anything is journaled.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
+    #[error("key: {0:?} is not 1 to 253 letters, digits and -._/:")]
+    BadKey(String),
     #[error("pod: give namespace and name, a uid, or a sandboxId")]
     NoPod,
     #[error("containers: name at least one container")]
@@ -203,6 +211,15 @@ pub enum SpecError {
 impl RestartSpec {
     /// Checks what can be checked without the runtime.
     pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(k) = &self.key
+            && (k.is_empty()
+                || k.len() > 253
+                || !k
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._/:".contains(c)))
+        {
+            return Err(SpecError::BadKey(k.clone()));
+        }
         let p = &self.pod;
         let named = p.namespace.is_some() && p.name.is_some();
         if !named && p.uid.is_none() && p.sandbox_id.is_none() {

@@ -29,6 +29,8 @@ pub struct ReconcileError(#[from] kube::Error);
 /// Shared state of the controller.
 pub struct State {
     pub client: Client,
+    /// Every NodeImage, kept by a watch (no LIST per reconcile).
+    pub node_images: kube::runtime::reflector::Store<NodeImage>,
 }
 
 /// The jobs a NodeImage names as tag owners.
@@ -92,8 +94,17 @@ async fn reconcile_one(
     if job.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let nodes: Api<NodeImage> = Api::all(state.client.clone());
-    let all = nodes.list(&ListParams::default()).await?.items;
+    // Decided only on a complete picture: before the first full list an
+    // empty store would look like a cluster without nodes.
+    if state.node_images.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let all: Vec<NodeImage> = state
+        .node_images
+        .state()
+        .iter()
+        .map(|n| NodeImage::clone(n))
+        .collect();
     let pods = if job.spec.template.pod_selector.is_some() {
         let ns = job.metadata.namespace.clone().unwrap_or_default();
         Api::<Pod>::namespaced(state.client.clone(), &ns)
@@ -132,12 +143,23 @@ fn on_error(job: Arc<ImagePullJob>, error: &ReconcileError, _: Arc<State>) -> Ac
     Action::requeue(Duration::from_secs(5))
 }
 
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs until the task is dropped.
 pub async fn run(client: Client) {
     crate::metrics::register_controller("imagepulljob");
     let jobs: Api<ImagePullJob> = Api::all(client.clone());
     let nodes: Api<NodeImage> = Api::all(client.clone());
     let secrets: Api<Secret> = Api::all(client.clone());
+    let (node_images, following) = crate::follow::follow(nodes.clone(), "NodeImages");
+    let _following = AbortOnDrop(following);
     let controller = Controller::new(jobs, watcher::Config::default());
     let store = controller.store();
     controller
@@ -145,7 +167,14 @@ pub async fn run(client: Client) {
         .watches(secrets, watcher::Config::default(), move |s: Secret| {
             secret_users(&store, &s)
         })
-        .run(reconcile_one, on_error, Arc::new(State { client }))
+        .run(
+            reconcile_one,
+            on_error,
+            Arc::new(State {
+                client,
+                node_images,
+            }),
+        )
         .for_each(|r| async move {
             crate::metrics::reconciled("imagepulljob", r.is_ok());
             if let Err(e) = r {

@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use keelson_api::apps::v1beta1::sidecarset::SidecarSet;
 use keelson_api::policy::v1alpha1::podunavailablebudget::PodUnavailableBudget;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
+
+use crate::follow::follow;
 
 /// The watched objects.
 #[derive(Clone)]
@@ -20,32 +20,6 @@ pub struct Caches {
     pub sidecarsets: Store<SidecarSet>,
     pub namespaces: Store<Namespace>,
     pub budgets: Store<PodUnavailableBudget>,
-}
-
-fn watch<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store::<K>();
-    let task = tokio::spawn(async move {
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .applied_objects();
-        futures_util::pin_mut!(stream);
-        while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                tracing::warn!(error = %e, "webhook cache watch failed; retrying");
-            }
-        }
-    });
-    (reader, task)
 }
 
 impl Caches {
@@ -81,9 +55,12 @@ impl Caches {
 
     /// Starts the watches; the tasks run until aborted.
     pub fn start(client: &Client) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
-        let (sidecarsets, a) = watch(Api::<SidecarSet>::all(client.clone()));
-        let (namespaces, b) = watch(Api::<Namespace>::all(client.clone()));
-        let (budgets, c) = watch(Api::<PodUnavailableBudget>::all(client.clone()));
+        let (sidecarsets, a) = follow(Api::<SidecarSet>::all(client.clone()), "SidecarSets");
+        let (namespaces, b) = follow(Api::<Namespace>::all(client.clone()), "Namespaces");
+        let (budgets, c) = follow(
+            Api::<PodUnavailableBudget>::all(client.clone()),
+            "PodUnavailableBudgets",
+        );
         (
             Self {
                 sidecarsets,
