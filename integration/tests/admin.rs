@@ -65,6 +65,13 @@ async fn ctl_pulls_through_the_admin_api() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     let id = list[0]["id"].as_str().unwrap().to_string();
     assert_eq!(list[0]["phase"], "Succeeded");
+    // `-o` after the subcommand, as kubectl users type it.
+    let (ok, after, err) = ctl(&node, &["pulls", "-o", "json"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&after).unwrap(),
+        list
+    );
 
     let (ok, out, _) = ctl(&node, &["-o", "json", "pull-status", &id]);
     assert!(ok);

@@ -14,11 +14,12 @@ use crate::images::pulls::{Phase, PullPolicy, PullSpec, PullStatus};
 /// `ctl` options.
 #[derive(clap::Args, Debug)]
 pub struct CtlArgs {
-    /// Admin socket of the agent.
-    #[arg(long, default_value = DEFAULT_ADMIN_SOCKET)]
+    /// Admin socket of the agent (before or after the subcommand).
+    #[arg(long, global = true, default_value = DEFAULT_ADMIN_SOCKET)]
     admin_socket: PathBuf,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    /// Output format (before or after the subcommand, as kubectl users
+    /// type it: `ctl pulls -o json`).
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "text")]
     output: Output,
     #[command(subcommand)]
     op: Op,

@@ -80,7 +80,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use crate::workload::predownload::fixtures;
     use keelson_api::apps::v1alpha1::cloneset::IMAGE_PRE_DOWNLOAD_IGNORED_KEY;
     use serde_json::json;
 
@@ -96,31 +96,13 @@ mod tests {
     }
 
     fn rev(labels: &[(&str, &str)]) -> ControllerRevision {
-        let mut l: std::collections::BTreeMap<String, String> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        l.insert("controller.kubernetes.io/hash".into(), "h2".into());
-        ControllerRevision {
-            metadata: ObjectMeta {
-                name: Some("agent-h2".into()),
-                labels: Some(l),
-                ..Default::default()
-            },
-            data: None,
-            revision: 2,
-        }
+        let mut l = labels.to_vec();
+        l.push(("controller.kubernetes.io/hash", "h2"));
+        fixtures::revision("agent-h2", &l)
     }
 
     fn owner() -> OwnerReference {
-        OwnerReference {
-            api_version: "apps.kruise.io/v1beta1".into(),
-            kind: "DaemonSet".into(),
-            name: "agent".into(),
-            uid: "u".into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }
+        fixtures::owner("apps.kruise.io/v1beta1", "DaemonSet", "agent")
     }
 
     fn run(d: &DaemonSet, update: &ControllerRevision) -> Decision {

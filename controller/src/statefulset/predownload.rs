@@ -107,7 +107,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use crate::workload::predownload::fixtures;
     use keelson_api::apps::v1alpha1::cloneset::IMAGE_PRE_DOWNLOAD_IGNORED_KEY;
     use serde_json::json;
 
@@ -125,31 +125,11 @@ mod tests {
     }
 
     fn rev(labels: &[(&str, &str)]) -> ControllerRevision {
-        ControllerRevision {
-            metadata: ObjectMeta {
-                name: Some("web-h2".into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
-                ..Default::default()
-            },
-            data: None,
-            revision: 2,
-        }
+        fixtures::revision("web-h2", labels)
     }
 
     fn owner() -> OwnerReference {
-        OwnerReference {
-            api_version: "apps.kruise.io/v1beta1".into(),
-            kind: "StatefulSet".into(),
-            name: "web".into(),
-            uid: "u".into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }
+        fixtures::owner("apps.kruise.io/v1beta1", "StatefulSet", "web")
     }
 
     fn run(s: &StatefulSet, new: &Value) -> Decision {

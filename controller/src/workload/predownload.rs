@@ -454,3 +454,40 @@ mod tests {
         );
     }
 }
+
+/// What the workloads' pre-download tests build their cases from.
+#[cfg(test)]
+pub mod fixtures {
+    use k8s_openapi::api::apps::v1::ControllerRevision;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    /// Revision `name` (revision number 2) with `labels`.
+    pub fn revision(name: &str, labels: &[(&str, &str)]) -> ControllerRevision {
+        ControllerRevision {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            data: None,
+            revision: 2,
+        }
+    }
+
+    /// The controller reference of workload `kind`/`name` (uid `u`).
+    pub fn owner(api_version: &str, kind: &str, name: &str) -> OwnerReference {
+        OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: "u".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+}
