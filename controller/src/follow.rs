@@ -7,11 +7,21 @@ use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
-/// A store of every object `api` lists, kept current by a task (abort it
-/// to stop). `what` names the objects in the warning a failed watch logs
-/// before it retries. Readers wait for the first full list with
+/// A background watch, stopped when this is dropped (with the task that
+/// holds it, e.g. when leadership is lost).
+pub struct Watch(tokio::task::JoinHandle<()>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A store of every object `api` lists, kept current while the returned
+/// [`Watch`] lives. `what` names the objects in the warning a failed watch
+/// logs before it retries. Readers wait for the first full list with
 /// [`Store::wait_until_ready`].
-pub fn follow<K>(api: Api<K>, what: &'static str) -> (Store<K>, tokio::task::JoinHandle<()>)
+pub fn follow<K>(api: Api<K>, what: &'static str) -> (Store<K>, Watch)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -34,5 +44,5 @@ where
             }
         }
     });
-    (reader, task)
+    (reader, Watch(task))
 }

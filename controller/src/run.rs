@@ -338,9 +338,7 @@ async fn run_webhook(
     crate::webhook::serve(listener, tls, ctx).await;
     keeper.abort();
     scope.abort();
-    for w in watches {
-        w.abort();
-    }
+    drop(watches);
 }
 
 /// Runs the controller until SIGTERM/SIGINT.

@@ -143,23 +143,13 @@ fn on_error(job: Arc<ImagePullJob>, error: &ReconcileError, _: Arc<State>) -> Ac
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Aborts the task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Runs until the task is dropped.
 pub async fn run(client: Client) {
     crate::metrics::register_controller("imagepulljob");
     let jobs: Api<ImagePullJob> = Api::all(client.clone());
     let nodes: Api<NodeImage> = Api::all(client.clone());
     let secrets: Api<Secret> = Api::all(client.clone());
-    let (node_images, following) = crate::follow::follow(nodes.clone(), "NodeImages");
-    let _following = AbortOnDrop(following);
+    let (node_images, _following) = crate::follow::follow(nodes.clone(), "NodeImages");
     let controller = Controller::new(jobs, watcher::Config::default());
     let store = controller.store();
     controller

@@ -16,8 +16,8 @@ use keelson_api::policy::v1alpha1::podunavailablebudget::PodUnavailableBudget;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
 use super::availability;
@@ -225,24 +225,9 @@ pub async fn run(client: Client, identity: String) {
     crate::metrics::register_controller("podunavailablebudget");
     let budgets: Api<PodUnavailableBudget> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    let (pod_store, writer) = reflector::store::<Pod>();
-    let pod_watch = tokio::spawn({
-        let pods = pods.clone();
-        async move {
-            let stream = watcher(pods, watcher::Config::default())
-                .default_backoff()
-                .reflect(writer)
-                .applied_objects();
-            futures_util::pin_mut!(stream);
-            while let Some(item) = stream.next().await {
-                if let Err(e) = item {
-                    tracing::warn!(error = %e, "PodUnavailableBudget pod watch failed; retrying");
-                }
-            }
-        }
-    });
     // Stopped with this task (leadership lost), not left running.
-    let _pod_watch = super::guard::Watch::from(pod_watch);
+    let (pod_store, _pod_watch) =
+        crate::follow::follow(pods.clone(), "pods (for PodUnavailableBudgets)");
     let _ = pod_store.wait_until_ready().await;
     let recorder = Recorder::new(
         client.clone(),

@@ -32,42 +32,12 @@ const ATTEMPTS: usize = 4;
 /// Pause after a conflict.
 const CONFLICT_PAUSE: Duration = Duration::from_millis(500);
 
-/// A background watch, stopped when this is dropped (with the task that
-/// holds it, e.g. when leadership is lost).
-pub struct Watch(tokio::task::JoinHandle<()>);
-
-impl From<tokio::task::JoinHandle<()>> for Watch {
-    fn from(task: tokio::task::JoinHandle<()>) -> Self {
-        Self(task)
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+pub use crate::follow::Watch;
 
 /// A store of every PodUnavailableBudget, kept by a watch that runs while
 /// the returned [`Watch`] lives.
 pub fn watch_budgets(client: &Client) -> (Store<PodUnavailableBudget>, Watch) {
-    use futures_util::StreamExt;
-    use kube::runtime::{WatchStreamExt, reflector, watcher};
-    let (store, writer) = reflector::store::<PodUnavailableBudget>();
-    let api: Api<PodUnavailableBudget> = Api::all(client.clone());
-    let task = tokio::spawn(async move {
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .applied_objects();
-        futures_util::pin_mut!(stream);
-        while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                tracing::warn!(error = %e, "PodUnavailableBudget watch failed; retrying");
-            }
-        }
-    });
-    (store, Watch(task))
+    crate::follow::follow(Api::all(client.clone()), "PodUnavailableBudgets")
 }
 
 /// The answer.

@@ -53,8 +53,8 @@ impl Caches {
         }
     }
 
-    /// Starts the watches; the tasks run until aborted.
-    pub fn start(client: &Client) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+    /// Starts the watches; they run while the returned guards live.
+    pub fn start(client: &Client) -> (Self, Vec<crate::follow::Watch>) {
         let (sidecarsets, a) = follow(Api::<SidecarSet>::all(client.clone()), "SidecarSets");
         let (namespaces, b) = follow(Api::<Namespace>::all(client.clone()), "Namespaces");
         let (budgets, c) = follow(
