@@ -29,8 +29,6 @@ pub struct ReconcileError(#[from] kube::Error);
 /// Shared state of the controller.
 pub struct State {
     pub client: Client,
-    /// Every NodeImage, kept by a watch (no LIST per reconcile).
-    pub node_images: kube::runtime::reflector::Store<NodeImage>,
 }
 
 /// The jobs a NodeImage names as tag owners.
@@ -94,17 +92,13 @@ async fn reconcile_one(
     if job.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    // Decided only on a complete picture: before the first full list an
-    // empty store would look like a cluster without nodes.
-    if state.node_images.wait_until_ready().await.is_err() {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    let all: Vec<NodeImage> = state
-        .node_images
-        .state()
-        .iter()
-        .map(|n| NodeImage::clone(n))
-        .collect();
+    // A LIST per reconcile, not a reflector store: a store fed by a watch
+    // of its own can lag the NodeImage event that triggered this
+    // reconcile, and a job deciding on the stale copy would then wait for
+    // a change that already happened (seen in CI). One stream feeding both
+    // needs kube-runtime's unstable stream API.
+    let nodes: Api<NodeImage> = Api::all(state.client.clone());
+    let all = nodes.list(&ListParams::default()).await?.items;
     let pods = if job.spec.template.pod_selector.is_some() {
         let ns = job.metadata.namespace.clone().unwrap_or_default();
         Api::<Pod>::namespaced(state.client.clone(), &ns)
@@ -149,7 +143,6 @@ pub async fn run(client: Client) {
     let jobs: Api<ImagePullJob> = Api::all(client.clone());
     let nodes: Api<NodeImage> = Api::all(client.clone());
     let secrets: Api<Secret> = Api::all(client.clone());
-    let (node_images, _following) = crate::follow::follow(nodes.clone(), "NodeImages");
     let controller = Controller::new(jobs, watcher::Config::default());
     let store = controller.store();
     controller
@@ -157,14 +150,7 @@ pub async fn run(client: Client) {
         .watches(secrets, watcher::Config::default(), move |s: Secret| {
             secret_users(&store, &s)
         })
-        .run(
-            reconcile_one,
-            on_error,
-            Arc::new(State {
-                client,
-                node_images,
-            }),
-        )
+        .run(reconcile_one, on_error, Arc::new(State { client }))
         .for_each(|r| async move {
             crate::metrics::reconciled("imagepulljob", r.is_ok());
             if let Err(e) = r {
