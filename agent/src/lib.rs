@@ -10,6 +10,7 @@ pub mod cri;
 pub mod ctl;
 pub mod events;
 pub mod images;
+pub mod install;
 pub mod kruise;
 pub mod listener;
 pub mod logging;
@@ -59,13 +60,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             admin_listening,
         )
     };
+    let exit = Arc::new(tokio::sync::Notify::new());
     let admin_task = tokio::spawn(admin::serve(
         admin_listener.0,
         admin::Services {
             pulls: features.pulls.clone(),
             restarts: features.restarts.clone(),
+            readiness: features.readiness.clone(),
+            book: features.book.clone(),
+            feed: Arc::new(admin::feed::Feed::start(
+                &features.pulls,
+                &features.restarts,
+                features.book.clone(),
+            )),
+            exit: exit.clone(),
         },
     ));
+    // Cluster mode in this process: the cluster side drives the node
+    // features through the admin API, as the DaemonSet pod does.
+    let cluster_task = config.cluster.clone().map(|c| {
+        tokio::spawn(cluster::run(
+            c,
+            cluster::node::NodeClient::new(&config.admin_socket),
+        ))
+    });
+    let stop = async move {
+        tokio::select! {
+            () = stop => {}
+            () = exit.notified() => {}
+        }
+    };
 
     let mut listening = listener::open(
         &config.listen,
@@ -98,6 +122,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     admin_task.abort();
+    if let Some(t) = cluster_task {
+        t.abort();
+    }
     drop(admin_listener.1);
     drop(listening);
     Ok(())
@@ -114,7 +141,7 @@ pub fn unix_micros() -> u64 {
 /// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives
 /// during start-up is not fatal) and returns a future that resolves on the
 /// first of them.
-fn stop_signal() -> impl std::future::Future<Output = ()> {
+pub fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let handlers = (
         signal(SignalKind::terminate()),

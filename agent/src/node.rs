@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::readiness::PodReadiness;
 use crate::config::Config;
 use crate::cri::HookSet;
 use crate::events::RuntimeEvents;
@@ -14,7 +15,7 @@ use crate::images::credentials::Credentials;
 use crate::images::provider;
 use crate::images::pulls::{EngineConfig, PullEngine};
 use crate::pods::{self, PodBook, PodBookHook};
-use crate::priority::{LaunchGate, RunningIsReady};
+use crate::priority::LaunchGate;
 use crate::restart::engine::{EngineConfig as RestartConfig, RestartEngine};
 use crate::sidecar::SidecarTerminator;
 use crate::store::Store;
@@ -30,6 +31,8 @@ pub struct Features {
     pub book: Arc<PodBook>,
     pub pulls: Arc<PullEngine>,
     pub restarts: Arc<RestartEngine>,
+    /// Pod specs and readiness as the cluster side reports them.
+    pub readiness: Arc<PodReadiness>,
     _events: RuntimeEvents,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -85,18 +88,14 @@ pub async fn install(
         credentials,
         store,
     )?;
-    // Standalone, running counts as ready; cluster mode reads the pods.
-    let pod_readiness = config
-        .cluster
-        .as_ref()
-        .map(|_| Arc::new(crate::cluster::readiness::PodReadiness::new(book.clone())));
-    let readiness: Arc<dyn crate::priority::Readiness> = match &pod_readiness {
-        Some(p) => p.clone(),
-        None => Arc::new(RunningIsReady),
-    };
-    if let Some(p) = &pod_readiness {
-        terminator.use_specs(p.clone());
+    // Until a cluster side reports pods (this process's cluster mode, or
+    // the DaemonSet pod through the admin API), running counts as ready.
+    let pod_readiness = Arc::new(PodReadiness::new(book.clone()));
+    if config.cluster.is_some() {
+        pod_readiness.attach();
     }
+    let readiness: Arc<dyn crate::priority::Readiness> = pod_readiness.clone();
+    terminator.use_specs(pod_readiness.clone());
     let restarts = RestartEngine::start(
         RestartConfig {
             runtime: runtime.to_path_buf(),
@@ -109,15 +108,6 @@ pub async fn install(
         store,
     )?;
     let mut tasks = tasks;
-    if let (Some(cluster), Some(pods)) = (&config.cluster, &pod_readiness) {
-        tasks.push(tokio::spawn(crate::cluster::run(
-            cluster.clone(),
-            pulls.clone(),
-            restarts.clone(),
-            pods.clone(),
-            store.clone(),
-        )));
-    }
     let (gc_pulls, gc_restarts) = (pulls.clone(), restarts.clone());
     tasks.push(tokio::spawn(async move {
         loop {
@@ -145,6 +135,7 @@ pub async fn install(
             book,
             pulls,
             restarts,
+            readiness: pod_readiness,
             _events: events,
             tasks,
         },

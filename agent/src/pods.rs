@@ -54,7 +54,7 @@ pub struct Container {
 }
 
 /// A container's runtime state as far as the agent knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
     Created,
     /// Its StartContainer is on its way to the runtime.
@@ -95,7 +95,7 @@ pub struct PodBook {
 }
 
 /// A snapshot of one pod: its sandbox and containers with their states.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PodView {
     pub sandbox: Sandbox,
     /// Every container instance of the pod, in creation order.
@@ -186,6 +186,19 @@ impl PodBook {
     /// Ids of every known sandbox.
     pub fn sandbox_ids(&self) -> Vec<String> {
         self.lock().sandboxes.keys().cloned().collect()
+    }
+
+    /// Snapshots of every sandbox of pod `uid` (an in-place restart or a
+    /// recreated sandbox leaves more than one).
+    pub fn views_of(&self, uid: &str) -> Vec<PodView> {
+        let ids: Vec<String> = self
+            .lock()
+            .sandboxes
+            .values()
+            .filter(|s| s.uid == uid)
+            .map(|s| s.id.clone())
+            .collect();
+        ids.iter().filter_map(|id| self.pod(id)).collect()
     }
 
     /// A snapshot of the pod with sandbox `sandbox_id`.

@@ -65,7 +65,8 @@ pub trait Readiness: Send + Sync {
 }
 
 /// A container of a pod's spec, as the launch gate needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SpecContainer {
     pub name: String,
     /// `KRUISE_CONTAINER_PRIORITY` as written (a plain `value`).

@@ -59,6 +59,28 @@ pub enum StoreError {
 /// of it hot and bounds the cache's share of the agent's memory.
 pub const CACHE_CAPACITY_BYTES: u64 = 16 << 20;
 
+/// Whether `key` can be a caller's identity for a request
+/// ([`keyed_id`]): 1 to 253 letters, digits and `-._/:`.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._/:".contains(c))
+}
+
+/// The journal id of the request a caller submitted under `key`
+/// (`<prefix>-k` and 24 hex digits of its SHA-256): the same key always
+/// names the same record, so a caller that lost the answer (a crash, a
+/// restarted client, another process) finds it again without keeping a
+/// map of its own.
+pub fn keyed_id(prefix: &str, key: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-k{hex}")
+}
+
 /// How the agent opens sled at `path`: the bounded cache, the fsync
 /// period.
 pub fn sled_config(path: &Path) -> sled::Config {

@@ -48,3 +48,100 @@ pub fn fake_runtime(
     });
     (calls, task)
 }
+
+/// The admin API serving real engines on a socket in a temporary
+/// directory: the node as the cluster side's unit tests reach it.
+pub struct AdminNode {
+    pub client: crate::cluster::node::NodeClient,
+    pub readiness: Arc<crate::cluster::readiness::PodReadiness>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for AdminNode {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `pulls` and `restarts` (with the book `restarts` reads) over the
+/// admin API.
+pub fn admin_node(
+    pulls: Arc<crate::images::pulls::PullEngine>,
+    restarts: Arc<crate::restart::engine::RestartEngine>,
+    book: Arc<crate::pods::PodBook>,
+) -> AdminNode {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let readiness = Arc::new(crate::cluster::readiness::PodReadiness::new(book.clone()));
+    let feed = Arc::new(crate::admin::feed::Feed::start(
+        &pulls,
+        &restarts,
+        book.clone(),
+    ));
+    let task = tokio::spawn(crate::admin::serve(
+        listener,
+        crate::admin::Services {
+            pulls,
+            restarts,
+            readiness: readiness.clone(),
+            book,
+            feed,
+            exit: Arc::new(tokio::sync::Notify::new()),
+        },
+    ));
+    AdminNode {
+        client: crate::cluster::node::NodeClient::new(&socket),
+        readiness,
+        task,
+        _dir: dir,
+    }
+}
+
+/// [`admin_node`] over engines whose runtime socket (`state/no-runtime.sock`)
+/// answers nothing: requests are taken and journaled, none runs.
+pub fn node_without_runtime(
+    state: &Path,
+    store: &crate::store::Store,
+) -> (
+    AdminNode,
+    Arc<crate::images::pulls::PullEngine>,
+    Arc<crate::restart::engine::RestartEngine>,
+) {
+    use std::time::Duration;
+    let runtime = state.join("no-runtime.sock");
+    let creds = Arc::new(
+        crate::images::credentials::Credentials::new(vec![], Duration::from_secs(5), store)
+            .unwrap(),
+    );
+    let pulls = crate::images::pulls::PullEngine::start(
+        crate::images::pulls::EngineConfig {
+            runtime: runtime.clone(),
+            parallelism: 1,
+            backoff_base: Duration::from_secs(60),
+            ttl: Duration::from_secs(60),
+        },
+        creds,
+        store,
+    )
+    .unwrap();
+    let book = crate::pods::PodBook::open(store).unwrap();
+    let restarts = crate::restart::engine::RestartEngine::start(
+        crate::restart::engine::EngineConfig {
+            runtime,
+            pods_at_once: 1,
+            default_ttl: Duration::from_secs(60),
+        },
+        book.clone(),
+        tokio::sync::broadcast::channel(4).0,
+        Arc::new(crate::priority::RunningIsReady),
+        store,
+    )
+    .unwrap();
+    (
+        admin_node(pulls.clone(), restarts.clone(), book),
+        pulls,
+        restarts,
+    )
+}

@@ -26,6 +26,12 @@ impl ActivatedAgent {
     /// Starts the activator for an agent in front of `runtime` with `extra`
     /// arguments, and waits until the first agent serves.
     pub fn start(runtime: &Path, extra: &[&str]) -> crate::Result<Self> {
+        Self::start_binary(&crate::agent::binary()?, runtime, extra)
+    }
+
+    /// [`Self::start`] of `binary` (read at every start, as systemd's
+    /// `ExecStart`: an installer that replaces it upgrades the next start).
+    pub fn start_binary(binary: &Path, runtime: &Path, extra: &[&str]) -> crate::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("keelson-agent-")
             .tempdir()?;
@@ -53,7 +59,7 @@ impl ActivatedAgent {
         let me_paths = Paths::of(d);
         // systemd-socket-activate passes only the environment given with -E.
         let env = [
-            ("AGENT", crate::agent::binary()?),
+            ("AGENT", binary.to_path_buf()),
             ("SOCK", me_paths.socket.clone()),
             ("RT", runtime.to_path_buf()),
             ("STATE", me_paths.state.clone()),

@@ -1,6 +1,7 @@
 //! The local admin API: a root-only unix socket (mode 0600, and the peer's
 //! uid checked with SO_PEERCRED) serving versioned HTTP/1.1 + JSON, used by
-//! `keelson-agent ctl` on bare-metal nodes (and later by cluster mode).
+//! `keelson-agent ctl` on bare-metal nodes and by the cluster side
+//! ([`crate::cluster`], in this process or in the DaemonSet pod).
 //!
 //! | request | answer |
 //! |---|---|
@@ -12,11 +13,21 @@
 //! | `GET /v1/restarts` | `200 [RestartStatus…]` |
 //! | `GET /v1/restarts/{id}` | `200 RestartStatus`, `404` |
 //! | `POST /v1/pods/{namespace}/{name}/metadata` with a [`MetadataUpdate`] | `200 {"containers": […], "restart": id or null}` (env-from-metadata restarts) |
+//! | `PUT /v1/readiness/{pod uid}` with a [`PodReport`] | `204` (the launch gate's pod spec and readiness, from the cluster side) |
+//! | `DELETE /v1/readiness/{pod uid}` | `204` |
+//! | `GET /v1/book/{pod uid}` | `200 [PodView…]` (the pod's sandboxes and containers as the runtime reported them) |
+//! | `GET /v1/changes?boot=B&generation=G&wait=S` | `200 {"boot", "generation"}`, at once when not at (B, G), else when it moves or after S s (≤ 60) ([`feed`]) |
+//! | `GET /v1/version` | `200 {"version", "binarySha256"}` (of the running binary, which an install may have replaced on disk since) |
+//! | `POST /v1/exit` | `202`, then the agent drains and exits 0 (its service manager starts the binary again: how an upgrade takes effect) |
 
 pub mod client;
+pub mod feed;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+
+use std::path::Path;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -26,10 +37,34 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 
 use crate::backoff::{Backoff, Retry};
+use crate::cluster::readiness::{PodReadiness, PodReport};
 use crate::images::pulls::{PullEngine, PullSpec};
+use crate::pods::PodBook;
 use crate::restart::engine::{RestartEngine, SubmitError};
 use crate::restart::envdeps::MetadataUpdate;
 use crate::restart::spec::RestartSpec;
+
+/// What binary the agent runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentVersion {
+    pub version: String,
+    /// SHA-256 of the running executable (`/proc/self/exe`, which stays
+    /// the running one when the file on disk is replaced).
+    pub binary_sha256: String,
+}
+
+async fn running_version() -> Result<AgentVersion, String> {
+    let digest = tokio::task::spawn_blocking(|| {
+        crate::install::digest_of(Path::new("/proc/self/exe")).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    Ok(AgentVersion {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        binary_sha256: digest,
+    })
+}
 
 /// Largest request body accepted (a pull spec with its secrets).
 const MAX_BODY: usize = 1 << 20;
@@ -39,6 +74,11 @@ const MAX_BODY: usize = 1 << 20;
 pub struct Services {
     pub pulls: Arc<PullEngine>,
     pub restarts: Arc<RestartEngine>,
+    pub readiness: Arc<PodReadiness>,
+    pub book: Arc<PodBook>,
+    pub feed: Arc<feed::Feed>,
+    /// Notified by `POST /v1/exit`.
+    pub exit: Arc<tokio::sync::Notify>,
 }
 
 /// Waiting after a failed accept (out of file descriptors, …) before the
@@ -144,6 +184,41 @@ async fn body<T: serde::de::DeserializeOwned>(
     })
 }
 
+fn empty(status: StatusCode) -> Reply {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// `boot=B&generation=G&wait=S` of `GET /v1/changes`: the feed position
+/// seen (none without `boot`), and how long to wait (0 without `wait`).
+fn changes_query(query: Option<&str>) -> Result<(Option<feed::Changes>, Duration), String> {
+    let (mut boot, mut generation, mut wait) = (None, 0u64, 0u64);
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "boot" => boot = Some(v.to_string()),
+            "generation" => {
+                generation = v
+                    .parse()
+                    .map_err(|_| format!("generation: {v:?} is not a number"))?
+            }
+            "wait" => {
+                wait = v
+                    .parse()
+                    .map_err(|_| format!("wait: {v:?} is not a number of seconds"))?
+            }
+            other => return Err(format!("unknown query parameter {other:?}")),
+        }
+    }
+    let seen = boot.map(|boot| feed::Changes { boot, generation });
+    Ok((seen, Duration::from_secs(wait)))
+}
+
 fn restart_error(e: SubmitError) -> Reply {
     let code = match &e {
         SubmitError::Spec(_) | SubmitError::Metadata(_) => StatusCode::BAD_REQUEST,
@@ -155,6 +230,7 @@ fn restart_error(e: SubmitError) -> Reply {
 
 async fn handle(services: Services, req: Request<Incoming>) -> Result<Reply, Infallible> {
     let path = req.uri().path().trim_end_matches('/').to_string();
+    let query = req.uri().query().map(str::to_string);
     let method = req.method().clone();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let pulls = &services.pulls;
@@ -164,6 +240,9 @@ async fn handle(services: Services, req: Request<Incoming>) -> Result<Reply, Inf
             Err(r) => r,
             Ok(spec) => match pulls.submit(spec).await {
                 Ok(id) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
+                Err(e @ crate::images::pulls::SubmitError::Store(_)) => {
+                    error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                }
                 Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
             },
         },
@@ -202,6 +281,40 @@ async fn handle(services: Services, req: Request<Incoming>) -> Result<Reply, Inf
                     Err(e) => restart_error(e),
                 },
             }
+        }
+        (Method::PUT, ["v1", "readiness", uid]) => {
+            let uid = uid.to_string();
+            match body::<PodReport>(req, "pod report", false).await {
+                Err(r) => r,
+                Ok(report) => {
+                    services.readiness.report(&uid, report);
+                    empty(StatusCode::NO_CONTENT)
+                }
+            }
+        }
+        (Method::DELETE, ["v1", "readiness", uid]) => {
+            services.readiness.forget(uid);
+            empty(StatusCode::NO_CONTENT)
+        }
+        (Method::GET, ["v1", "book", uid]) => json(StatusCode::OK, &services.book.views_of(uid)),
+        (Method::GET, ["v1", "changes"]) => match changes_query(query.as_deref()) {
+            Ok((seen, wait)) => json(
+                StatusCode::OK,
+                &services.feed.wait(seen.as_ref(), wait).await,
+            ),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
+        (Method::GET, ["v1", "version"]) => match running_version().await {
+            Ok(v) => json(StatusCode::OK, &v),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        },
+        (Method::POST, ["v1", "exit"]) => {
+            tracing::info!("admin API: exit asked for (upgrade); draining");
+            services.exit.notify_one();
+            json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({ "exiting": true }),
+            )
         }
         _ => error(
             StatusCode::NOT_FOUND,

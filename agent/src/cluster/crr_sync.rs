@@ -1,9 +1,9 @@
 //! Cluster mode for in-place restarts: the active ContainerRecreateRequests
 //! of this node (label `crr.apps.kruise.io/node-name`, read from the
 //! watch's store: no LIST per round) become restart
-//! requests — each once: the CRR's uid is the restart's key, so a crash
-//! between the restart's journal write and the noting of CRR uid → restart
-//! id here resubmits into the same restart — and
+//! requests of the host agent — each once: the CRR's uid is the restart's
+//! key, and the restart's id follows from the key, so this side keeps no
+//! state and a crash on either side resubmits into the same restart — and
 //! their status is written back through the status subresource. A request
 //! the node can never carry out (bad spec, pod or container not here) is
 //! completed with the reason; a runtime that cannot be reached is only
@@ -19,17 +19,16 @@ use keelson_api::apps::v1alpha1::containerrecreaterequest::{
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 
-use super::crr::{Unready, acquiring_status, crr_status, restart_spec, unready};
+use super::crr::{Unready, acquiring_status, crr_status, key_of, restart_spec, unready};
+use super::node::NodeClient;
 use super::nodeimage_sync::SyncError;
-use crate::restart::engine::{RestartEngine, SubmitError};
-use crate::store::{Store, StoreError, Table};
+use crate::restart::engine::id_for_key;
 
 /// The CRR side of cluster mode.
 pub struct CrrSync {
     client: Client,
     node: String,
-    restarts: Arc<RestartEngine>,
-    requests: Table<String>,
+    restarts: NodeClient,
     last_written:
         std::sync::Mutex<std::collections::HashMap<String, ContainerRecreateRequestStatus>>,
 }
@@ -46,19 +45,13 @@ fn completed(message: String) -> ContainerRecreateRequestStatus {
 }
 
 impl CrrSync {
-    pub fn new(
-        client: Client,
-        node: &str,
-        restarts: Arc<RestartEngine>,
-        store: &Store,
-    ) -> Result<Self, StoreError> {
-        Ok(Self {
+    pub fn new(client: Client, node: &str, restarts: NodeClient) -> Self {
+        Self {
             client,
             node: node.to_string(),
             restarts,
-            requests: store.table("cluster.crr-restarts", 100_000)?,
             last_written: Default::default(),
-        })
+        }
     }
 
     /// The label selector of this node's active requests.
@@ -99,11 +92,8 @@ impl CrrSync {
             if completed_here || crr.status.as_ref().is_some_and(|s| s.phase == "Completed") {
                 continue;
             }
-            let next = match self.requests.get(&uid)? {
-                Some(id) => match self.restarts.status(&id) {
-                    Some(s) => crr_status(&s),
-                    None => continue,
-                },
+            let next = match self.restarts.restart(&id_for_key(&key_of(&uid))).await? {
+                Some(s) => crr_status(&s),
                 None => {
                     let now_s = k8s_openapi::jiff::Timestamp::now().as_second();
                     let grace_left = match unready(&crr, now_s) {
@@ -143,21 +133,19 @@ impl CrrSync {
                         spec
                     }) {
                         Err(e) => Err(e),
-                        Ok(spec) => match self.restarts.submit(spec).await {
+                        Ok(spec) => match self.restarts.submit_restart(&spec).await {
                             Ok(id) => Ok(id),
-                            Err(SubmitError::Runtime(e)) => {
-                                tracing::warn!(crr = %name, error = %e, "runtime unreachable; will retry");
+                            Err(e) if e.transient() => {
+                                tracing::warn!(crr = %name, error = %e, "runtime or agent unreachable; will retry");
                                 continue;
                             }
-                            Err(SubmitError::Store(e)) => return Err(e.into()),
                             Err(e) => Err(e.to_string()),
                         },
                     };
                     match submitted {
                         Ok(id) => {
-                            self.requests.put(&uid, &id).await?;
                             tracing::info!(crr = %name, namespace = %ns, restart = %id, "ContainerRecreateRequest accepted");
-                            match self.restarts.status(&id) {
+                            match self.restarts.restart(&id).await? {
                                 Some(s) => crr_status(&s),
                                 None => continue,
                             }
@@ -196,11 +184,8 @@ impl CrrSync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pods::PodBook;
-    use crate::restart::engine::EngineConfig;
     use http::{Method, Request, Response};
     use kube::client::Body;
-    use std::time::Duration;
 
     fn reply(body: serde_json::Value) -> Response<Body> {
         Response::builder()
@@ -227,20 +212,8 @@ mod tests {
     #[tokio::test]
     async fn impossible_requests_complete_with_the_reason_transient_ones_wait() {
         let state = tempfile::tempdir().unwrap();
-        let store = Store::open(state.path()).unwrap();
-        let book = PodBook::open(&store).unwrap();
-        let engine = RestartEngine::start(
-            EngineConfig {
-                runtime: state.path().join("no-runtime.sock"),
-                pods_at_once: 1,
-                default_ttl: Duration::from_secs(60),
-            },
-            book,
-            tokio::sync::broadcast::channel(4).0,
-            Arc::new(crate::priority::RunningIsReady),
-            &store,
-        )
-        .unwrap();
+        let store = crate::store::Store::open(state.path()).unwrap();
+        let (node, _, engine) = crate::testing::node_without_runtime(state.path(), &store);
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let server = tokio::spawn(async move {
             // Only the impossible one gets a status: the other waits for
@@ -266,10 +239,8 @@ mod tests {
         let sync = CrrSync::new(
             Client::new(service, "default"),
             "node-a",
-            engine.clone(),
-            &store,
-        )
-        .unwrap();
+            node.client.clone(),
+        );
         let listed = [
             listed(crr("bad", "u1", "Sometimes")),
             listed(crr("good", "u2", "Fail")),
@@ -288,19 +259,8 @@ mod tests {
     #[tokio::test]
     async fn unready_grace_waits_showing_recreating_until_the_pod_is_made_not_ready() {
         let state = tempfile::tempdir().unwrap();
-        let store = Store::open(state.path()).unwrap();
-        let engine = RestartEngine::start(
-            EngineConfig {
-                runtime: state.path().join("no-runtime.sock"),
-                pods_at_once: 1,
-                default_ttl: Duration::from_secs(60),
-            },
-            PodBook::open(&store).unwrap(),
-            tokio::sync::broadcast::channel(4).0,
-            Arc::new(crate::priority::RunningIsReady),
-            &store,
-        )
-        .unwrap();
+        let store = crate::store::Store::open(state.path()).unwrap();
+        let (node, _, engine) = crate::testing::node_without_runtime(state.path(), &store);
         let mut waiting = crr("r", "u1", "Fail");
         waiting["spec"]["strategy"]["unreadyGracePeriodSeconds"] = 5.into();
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -320,10 +280,8 @@ mod tests {
         let sync = CrrSync::new(
             Client::new(service, "default"),
             "node-a",
-            engine.clone(),
-            &store,
-        )
-        .unwrap();
+            node.client.clone(),
+        );
         assert_eq!(sync.sync_once(&[listed(waiting.clone())]).await.unwrap(), 1);
         // The status written is what the watch shows now, with a field
         // left over from someone else's write: nothing to write.

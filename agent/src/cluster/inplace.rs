@@ -24,7 +24,7 @@
 //!   computes `Ready` in the same sync that reports the new container.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Pod;
 use keelson_api::apps::shared::{
@@ -36,8 +36,8 @@ use keelson_api::inplace::{Progress, progress, record_is_current};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::pods::{PodBook, PodView, State};
-use crate::restart::engine::RestartEngine;
+use super::node::NodeClient;
+use crate::pods::{PodView, State};
 use crate::restart::envdeps::MetadataUpdate;
 
 /// Reason of `InPlaceUpdateReady=False` while an update is in flight.
@@ -196,32 +196,33 @@ fn ready_patch(pod: &Pod) -> serde_json::Value {
 /// started instance at once) and the runtime meta it last wrote.
 pub struct InPlaceSync {
     client: Client,
-    restarts: Arc<RestartEngine>,
-    book: Arc<PodBook>,
+    node: NodeClient,
     submitted: Mutex<HashMap<String, u64>>,
     in_flight: Mutex<HashMap<String, Pod>>,
     written: Mutex<HashMap<String, String>>,
 }
 
 impl InPlaceSync {
-    pub fn new(client: Client, restarts: Arc<RestartEngine>, book: Arc<PodBook>) -> Self {
+    pub fn new(client: Client, node: NodeClient) -> Self {
         Self {
             client,
-            restarts,
-            book,
+            node,
             submitted: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
         }
     }
 
-    fn views(&self, uid: &str) -> Vec<PodView> {
-        self.book
-            .sandbox_ids()
-            .iter()
-            .filter_map(|id| self.book.pod(id))
-            .filter(|v| v.sandbox.uid == uid)
-            .collect()
+    /// The pod's sandboxes as the host agent's book has them (`None`
+    /// while the agent does not answer: the next event tries again).
+    async fn views(&self, uid: &str) -> Option<Vec<PodView>> {
+        match self.node.views_of(uid).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::debug!(pod_uid = %uid, error = %e, "reading the pod book failed");
+                None
+            }
+        }
     }
 
     /// Takes in one pod event.
@@ -239,7 +240,7 @@ impl InPlaceSync {
             };
             if fresh {
                 match self
-                    .restarts
+                    .node
                     .update_metadata(&ns, &name, &metadata_update(pod))
                     .await
                 {
@@ -299,7 +300,10 @@ impl InPlaceSync {
     /// have it sync on that older copy and see the condition one PLEG
     /// relist later.
     async fn report(&self, pod: &Pod, uid: &str, fresh: bool) {
-        let Some(meta) = runtime_meta(pod, &self.views(uid)) else {
+        let Some(views) = self.views(uid).await else {
+            return;
+        };
+        let Some(meta) = runtime_meta(pod, &views) else {
             return;
         };
         let Ok(text) = serde_json::to_string(&meta) else {

@@ -1,32 +1,39 @@
 //! Cluster mode: with `--node-name` (and `--kubeconfig`, or in-cluster
-//! credentials) the agent also follows this node's NodeImage and writes its
-//! status ([`nodeimage`] is the mapping, [`nodeimage_sync`] the API side).
-//! The API server being away (at start-up or later) only delays this: the
-//! node features keep working standalone, and the agent reconnects with
-//! backoff. This node's active ContainerRecreateRequests become restarts
-//! ([`crr`] is the mapping, [`crr_sync`] the API side). A watch on this
-//! node's pods feeds container readiness to the launch gate
-//! ([`readiness`]) and the node's half of in-place updates ([`inplace`]).
+//! credentials) the cluster side follows this node's NodeImage and writes
+//! its status ([`nodeimage`] is the mapping, [`nodeimage_sync`] the API
+//! side), turns this node's active ContainerRecreateRequests into restarts
+//! ([`crr`], [`crr_sync`]), and watches this node's pods for the launch
+//! gate's readiness ([`readiness`]) and the node's half of in-place
+//! updates ([`inplace`]). It drives the node features only through the
+//! host agent's admin API ([`node`]): inside the host agent, or as
+//! `keelson-agent cluster` in the DaemonSet pod, where the cluster
+//! credentials live (the host unit holds none). The API server or the
+//! host agent being away (at start-up, during an upgrade) only delays
+//! this: the node features keep working standalone, and the cluster side
+//! reconnects with backoff.
 
 pub mod crr;
 pub mod crr_sync;
 pub mod inplace;
+pub mod node;
 pub mod nodeimage;
 pub mod nodeimage_sync;
 pub mod readiness;
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher;
 use kube::{Api, Client, Config};
 
-use crate::images::pulls::PullEngine;
-use crate::restart::engine::RestartEngine;
-use crate::store::Store;
+use crate::admin::feed::Changes;
 use keelson_api::apps::v1alpha1::containerrecreaterequest::ContainerRecreateRequest;
+use node::NodeClient;
+use readiness::PodReport;
 
 /// How to reach the API server.
 #[derive(Debug, Clone)]
@@ -39,6 +46,8 @@ pub struct ClusterConfig {
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Longest between two status writes while nothing signals a change.
 const RESYNC: Duration = Duration::from_secs(30);
+/// How long one long-poll of the host agent's change feed is held.
+const FEED_WAIT: Duration = Duration::from_secs(30);
 
 async fn connect(c: &ClusterConfig) -> Result<Client, String> {
     let config = match &c.kubeconfig {
@@ -54,19 +63,14 @@ async fn connect(c: &ClusterConfig) -> Result<Client, String> {
     Client::try_from(config).map_err(|e| e.to_string())
 }
 
-/// Follows this node's NodeImage and ContainerRecreateRequests until the
-/// task is dropped.
-pub async fn run(
-    c: ClusterConfig,
-    pulls: Arc<PullEngine>,
-    restarts: Arc<RestartEngine>,
-    readiness: Arc<readiness::PodReadiness>,
-    store: Store,
-) {
+/// Follows this node's NodeImage, ContainerRecreateRequests and pods,
+/// driving the host agent behind `node`, until the task is dropped.
+pub async fn run(c: ClusterConfig, node: NodeClient) {
+    let reports = Arc::new(Reports::new(node.clone()));
     let mut backoff = Duration::from_millis(500);
     loop {
         let mut synced = false;
-        let result = follow(&c, &pulls, &restarts, &readiness, &store, &mut synced).await;
+        let result = follow(&c, &node, &reports, &mut synced).await;
         if synced {
             // It worked for a while: a later loss starts the backoff afresh.
             backoff = Duration::from_millis(500);
@@ -74,7 +78,7 @@ pub async fn run(
         match result {
             Ok(()) => backoff = Duration::from_millis(500),
             Err(e) => {
-                tracing::warn!(node = %c.node_name, error = %e, retry_in_ms = backoff.as_millis() as u64, "cluster mode: API server not usable; node features go on standalone");
+                tracing::warn!(node = %c.node_name, error = %e, retry_in_ms = backoff.as_millis() as u64, "cluster mode: API server or host agent not usable; node features go on standalone");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -92,25 +96,148 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Hands every change of the pod book (a container created, started or
-/// exited) to the in-place sync, which reports new instances of pods being
-/// updated at once. Armed before each pass, so no change is missed.
-async fn report_started(in_place: Arc<inplace::InPlaceSync>, book: Arc<crate::pods::PodBook>) {
+/// The pod reports the host agent's launch gate has from this side, kept
+/// so an agent that restarted (a new boot in its change feed: it keeps
+/// them in memory only) gets them all again.
+struct Reports {
+    node: NodeClient,
+    sent: Mutex<HashMap<String, PodReport>>,
+    /// Pods seen in the watch's current initial listing.
+    listing: Mutex<Option<HashSet<String>>>,
+}
+
+impl Reports {
+    fn new(node: NodeClient) -> Self {
+        Self {
+            node,
+            sent: Mutex::new(HashMap::new()),
+            listing: Mutex::new(None),
+        }
+    }
+
+    fn sent(&self) -> std::sync::MutexGuard<'_, HashMap<String, PodReport>> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends pod `pod`'s report when it differs from the one sent.
+    async fn update(&self, pod: &Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        if let Some(l) = self
+            .listing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            l.insert(uid.clone());
+        }
+        let report = PodReport::of(pod);
+        if self.sent().get(&uid) == Some(&report) {
+            return;
+        }
+        match self.node.report(&uid, &report).await {
+            Ok(()) => {
+                self.sent().insert(uid, report);
+            }
+            Err(e) => {
+                // Sent again with the agent's next boot, or the pod's next event.
+                tracing::debug!(pod_uid = %uid, error = %e, "reporting pod readiness failed");
+                self.sent().remove(&uid);
+            }
+        }
+    }
+
+    async fn remove(&self, uid: &str) {
+        self.sent().remove(uid);
+        if let Err(e) = self.node.forget(uid).await {
+            tracing::debug!(pod_uid = %uid, error = %e, "forgetting pod readiness failed");
+        }
+    }
+
+    /// The watch lists afresh: pods missing from the listing are gone.
+    fn listing_starts(&self) {
+        *self.listing.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashSet::new());
+    }
+
+    async fn listing_done(&self) {
+        let Some(seen) = self
+            .listing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let gone: Vec<String> = self
+            .sent()
+            .keys()
+            .filter(|uid| !seen.contains(*uid))
+            .cloned()
+            .collect();
+        for uid in gone {
+            self.remove(&uid).await;
+        }
+    }
+
+    /// The agent restarted: everything again.
+    async fn resend(&self) {
+        let all: Vec<(String, PodReport)> = self.sent().drain().collect();
+        for (uid, report) in all {
+            match self.node.report(&uid, &report).await {
+                Ok(()) => {
+                    self.sent().insert(uid, report);
+                }
+                Err(e) => {
+                    tracing::debug!(pod_uid = %uid, error = %e, "reporting pod readiness failed")
+                }
+            }
+        }
+    }
+}
+
+/// Long-polls the host agent's change feed: every move goes to the
+/// in-place sync (new instances of pods being updated are reported at
+/// once) and to `moved`; a new boot gets the pod reports sent again.
+async fn follow_feed(
+    node: NodeClient,
+    in_place: Arc<inplace::InPlaceSync>,
+    reports: Arc<Reports>,
+    moved: tokio::sync::watch::Sender<()>,
+) {
+    let mut seen: Option<Changes> = None;
+    let mut failures = 0u32;
     loop {
-        let changed = book.changed();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        in_place.on_book_change().await;
-        changed.await;
+        match node.changes(seen.as_ref(), FEED_WAIT).await {
+            Ok(now) => {
+                failures = 0;
+                if seen.as_ref() == Some(&now) {
+                    continue;
+                }
+                let rebooted = seen.as_ref().is_some_and(|s| s.boot != now.boot);
+                if rebooted {
+                    tracing::info!(boot = %now.boot, "host agent restarted; sending pod readiness again");
+                    reports.resend().await;
+                }
+                seen = Some(now);
+                in_place.on_book_change().await;
+                moved.send_replace(());
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(error = %e, "host agent's change feed unreachable; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
+            }
+        }
     }
 }
 
 async fn follow(
     c: &ClusterConfig,
-    pulls: &Arc<PullEngine>,
-    restarts: &Arc<RestartEngine>,
-    readiness: &Arc<readiness::PodReadiness>,
-    store: &Store,
+    node: &NodeClient,
+    reports: &Arc<Reports>,
     synced: &mut bool,
 ) -> Result<(), String> {
     let client = connect(c).await?;
@@ -119,28 +246,20 @@ async fn follow(
         .await
         .map_err(|e| format!("discovering the NodeImage version: {e}"))?;
     let image_api = node_images.api();
-    let images = nodeimage_sync::NodeImageSync::new(
-        client.clone(),
-        node_images,
-        &c.node_name,
-        pulls.clone(),
-        store,
-    )
-    .map_err(|e| e.to_string())?;
-    let crrs = crr_sync::CrrSync::new(client.clone(), &c.node_name, restarts.clone(), store)
-        .map_err(|e| e.to_string())?;
+    let images =
+        nodeimage_sync::NodeImageSync::new(client.clone(), node_images, &c.node_name, node.clone());
+    let crrs = crr_sync::CrrSync::new(client.clone(), &c.node_name, node.clone());
     let by_name = watcher::Config::default().fields(&format!("metadata.name={}", c.node_name));
     let mut image_events = watcher(image_api, by_name).boxed();
-    let in_place = Arc::new(inplace::InPlaceSync::new(
-        client.clone(),
-        restarts.clone(),
-        readiness.book(),
-    ));
-    let _reporting = AbortOnDrop(tokio::spawn(report_started(
+    let in_place = Arc::new(inplace::InPlaceSync::new(client.clone(), node.clone()));
+    let (moved_tx, mut moved) = tokio::sync::watch::channel(());
+    let _feed = AbortOnDrop(tokio::spawn(follow_feed(
+        node.clone(),
         in_place.clone(),
-        readiness.book(),
+        reports.clone(),
+        moved_tx,
     )));
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
     let on_node = watcher::Config::default().fields(&format!("spec.nodeName={}", c.node_name));
     let mut pod_events = watcher(pods, on_node).boxed();
     let requests: Api<ContainerRecreateRequest> = Api::all(client);
@@ -149,9 +268,7 @@ async fn follow(
     // from the store, not from a LIST.
     let (crr_store, crr_writer) = kube::runtime::reflector::store();
     let mut crr_events = kube::runtime::reflector(crr_writer, watcher(requests, by_node)).boxed();
-    let mut pull_changes = pulls.changes();
-    let mut restart_changes = restarts.changes();
-    tracing::info!(node = %c.node_name, "cluster mode: following this node's NodeImage and ContainerRecreateRequests");
+    tracing::info!(node = %c.node_name, admin_socket = %node.socket().display(), "cluster mode: following this node's NodeImage, ContainerRecreateRequests and pods");
     loop {
         images.sync_once().await.map_err(|e| e.to_string())?;
         crrs.sync_once(&crr_store.state())
@@ -169,14 +286,17 @@ async fn follow(
             },
             ev = pod_events.next() => match ev {
                 Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
-                    readiness.update(&p);
+                    reports.update(&p).await;
                     in_place.on_pod(&p).await;
                 }
                 Some(Ok(watcher::Event::Delete(p))) => {
-                    readiness.remove(&p);
+                    if let Some(uid) = &p.metadata.uid {
+                        reports.remove(uid).await;
+                    }
                     in_place.remove(&p);
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(watcher::Event::Init)) => reports.listing_starts(),
+                Some(Ok(watcher::Event::InitDone)) => reports.listing_done().await,
                 Some(Err(e)) => return Err(format!("watching pods: {e}")),
                 None => return Err("pod watch ended".into()),
             },
@@ -185,18 +305,13 @@ async fn follow(
                 Some(Err(e)) => return Err(format!("watching ContainerRecreateRequests: {e}")),
                 None => return Err("ContainerRecreateRequest watch ended".into()),
             },
-            r = pull_changes.changed() => {
+            r = moved.changed() => {
                 if r.is_err() {
-                    return Ok(());
+                    return Err("host agent's change feed follower ended".into());
                 }
                 // Let a burst of updates settle into one write.
                 tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            r = restart_changes.changed() => {
-                if r.is_err() {
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                moved.borrow_and_update();
             }
             _ = tokio::time::sleep(RESYNC) => {}
         }

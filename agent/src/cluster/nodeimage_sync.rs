@@ -1,9 +1,11 @@
 //! Cluster mode for image pulls: keeps this node's NodeImage and the pull
 //! engine in step. One [`NodeImageSync::sync_once`] reads the NodeImage,
-//! submits every tag round it asks for that was not submitted before (the
-//! round → pull id map is in sled, so a restart submits nothing twice),
-//! with the referenced pull secrets read from the API, and writes the
-//! status the pulls make through the status subresource when it changed.
+//! submits every tag round it asks for to the host agent under a key
+//! naming the round ([`round_key`]: the agent answers a key it knows with
+//! the pull it made, so a restart on either side pulls nothing twice and
+//! this side keeps no state), with the referenced pull secrets read from
+//! the API, and writes the status the pulls make through the status
+//! subresource when it changed.
 //!
 //! The NodeImage is read and written in the version the cluster stores
 //! ([`NodeImages::discover`]: v1beta1 with Keelson's and OpenKruise v1.9's
@@ -13,7 +15,6 @@
 //! v1alpha1.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use keelson_api::apps::v1beta1::nodeimage::NodeImage;
@@ -22,9 +23,8 @@ use kube::api::{Api, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, Resource};
 
-use super::nodeimage::{changes, finished, status, wanted};
-use crate::images::pulls::PullEngine;
-use crate::store::{Store, StoreError, Table};
+use super::node::{NodeClient, NodeError};
+use super::nodeimage::{TagPull, changes, finished, status, wanted};
 
 /// Why a sync round failed (the caller retries with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,7 @@ pub enum SyncError {
     #[error("API server: {0}")]
     Api(#[from] kube::Error),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Node(#[from] NodeError),
     #[error("NodeImage not convertible: {0}")]
     Convert(#[from] ConversionError),
     #[error("NodeImage not understood: {0}")]
@@ -114,30 +114,32 @@ impl NodeImages {
     }
 }
 
+/// The key the pull of tag round `want` of the NodeImage with `uid` is
+/// submitted under: a new NodeImage object (the node joined again) starts
+/// its versions afresh and must not be answered with an old pull.
+pub fn round_key(uid: &str, want: &TagPull) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(want.key().as_bytes());
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("nodeimage/{uid}/{hex}")
+}
+
 /// The NodeImage side of cluster mode.
 pub struct NodeImageSync {
     client: Client,
     images: NodeImages,
     node: String,
-    pulls: Arc<PullEngine>,
-    rounds: Table<String>,
+    pulls: NodeClient,
 }
 
 impl NodeImageSync {
-    pub fn new(
-        client: Client,
-        images: NodeImages,
-        node: &str,
-        pulls: Arc<PullEngine>,
-        store: &Store,
-    ) -> Result<Self, StoreError> {
-        Ok(Self {
+    pub fn new(client: Client, images: NodeImages, node: &str, pulls: NodeClient) -> Self {
+        Self {
             client,
             images,
             node: node.to_string(),
             pulls,
-            rounds: store.table("cluster.nodeimage-rounds", 100_000)?,
-        })
+        }
     }
 
     /// The `.dockerconfigjson` documents of the referenced secrets (missing
@@ -181,6 +183,7 @@ impl NodeImageSync {
         let Some(node) = self.images.get_opt(&self.node).await? else {
             return Ok(false);
         };
+        let uid = node.metadata.uid.clone().unwrap_or_default();
         let mut known = BTreeMap::new();
         for want in wanted(&node) {
             let key = want.key();
@@ -189,17 +192,23 @@ impl NodeImageSync {
                 // by the controller's timeouts): its entry stays as it is.
                 continue;
             }
-            let id = match self.rounds.get(&key)? {
-                Some(id) => id,
+            let round = round_key(&uid, &want);
+            let id = crate::images::pulls::id_for_key(&round);
+            let status = match self.pulls.pull(&id).await? {
+                Some(s) => s,
                 None => {
                     let mut spec = want.spec.clone();
+                    spec.key = Some(round);
                     spec.secrets = self.secrets(&want.secrets).await?;
-                    match self.pulls.submit(spec).await {
+                    match self.pulls.submit_pull(&spec).await {
                         Ok(id) => {
-                            self.rounds.put(&key, &id).await?;
                             tracing::info!(round = %key, pull = %id, "NodeImage pull submitted");
-                            id
+                            match self.pulls.pull(&id).await? {
+                                Some(s) => s,
+                                None => continue,
+                            }
                         }
+                        Err(e) if e.transient() => return Err(e.into()),
                         Err(e) => {
                             tracing::warn!(round = %key, error = %e, "NodeImage pull refused");
                             continue;
@@ -207,9 +216,7 @@ impl NodeImageSync {
                     }
                 }
             };
-            if let Some(s) = self.pulls.status(&id) {
-                known.insert(key, s);
-            }
+            known.insert(key, status);
         }
         let next = status(&node, &known);
         if !changes(&node, &next) {
@@ -236,11 +243,8 @@ impl NodeImageSync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::images::credentials::Credentials;
-    use crate::images::pulls::EngineConfig;
     use http::{Method, Request, Response};
     use kube::client::Body;
-    use std::time::Duration;
 
     fn reply(code: u16, body: serde_json::Value) -> Response<Body> {
         Response::builder()
@@ -325,32 +329,16 @@ mod tests {
         seen
     }
 
-    /// A pull engine with no runtime behind it (nothing is pulled).
-    fn engine(state: &std::path::Path, store: &Store) -> Arc<PullEngine> {
-        let creds = Arc::new(Credentials::new(vec![], Duration::from_secs(5), store).unwrap());
-        PullEngine::start(
-            EngineConfig {
-                runtime: state.join("no-runtime.sock"),
-                parallelism: 1,
-                backoff_base: Duration::from_secs(60),
-                ttl: Duration::from_secs(60),
-            },
-            creds,
-            store,
-        )
-        .unwrap()
-    }
-
     #[tokio::test]
     async fn unreadable_and_missing_secrets_are_skipped_not_fatal() {
         let state = tempfile::tempdir().unwrap();
-        let store = Store::open(state.path()).unwrap();
-        let engine = engine(state.path(), &store);
+        let store = crate::store::Store::open(state.path()).unwrap();
+        let (node, _, _) = crate::testing::node_without_runtime(state.path(), &store);
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let server = tokio::spawn(serve(handle));
         let client = Client::new(service, "default");
         let images = NodeImages::at(client.clone(), "v1alpha1");
-        let sync = NodeImageSync::new(client, images, "node-a", engine, &store).unwrap();
+        let sync = NodeImageSync::new(client, images, "node-a", node.client.clone());
         let r = |ns: &str, name: &str| keelson_api::apps::v1beta1::nodeimage::ReferenceObject {
             namespace: ns.into(),
             name: name.into(),
@@ -372,13 +360,13 @@ mod tests {
     #[tokio::test]
     async fn submits_each_round_once_reads_its_secret_and_writes_status() {
         let state = tempfile::tempdir().unwrap();
-        let store = Store::open(state.path()).unwrap();
-        let engine = engine(state.path(), &store);
+        let store = crate::store::Store::open(state.path()).unwrap();
+        let (node, engine, _) = crate::testing::node_without_runtime(state.path(), &store);
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let server = tokio::spawn(serve(handle));
         let client = Client::new(service, "default");
         let images = NodeImages::at(client.clone(), "v1alpha1");
-        let sync = NodeImageSync::new(client, images, "node-a", engine.clone(), &store).unwrap();
+        let sync = NodeImageSync::new(client, images, "node-a", node.client.clone());
         assert!(sync.sync_once().await.unwrap(), "status written");
         // Nothing changes: no more writes (what was written reads back
         // the same, times in whole seconds).

@@ -1,9 +1,11 @@
 //! Container readiness from the pods' status (cluster mode): the launch
-//! gate's "ready" for OpenKruise's launch priority, fed by a watch on this
-//! node's pods. Pods it has not seen answer "unknown" (running counts, as
-//! standalone).
+//! gate's "ready" for OpenKruise's launch priority, fed by [`PodReport`]s
+//! the cluster side makes from its watch on this node's pods (in this
+//! process, or over the admin API from the DaemonSet pod). Pods it has
+//! not seen answer "unknown" (running counts, as standalone).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -15,6 +17,55 @@ use crate::priority::{Readiness, SpecContainer};
 /// runtime's id) the status is about.
 type Statuses = HashMap<String, HashMap<String, (bool, String)>>;
 
+/// What the launch gate needs of one pod, as the cluster side reports it
+/// (in the agent's own process, or from the DaemonSet pod over the admin
+/// API): its regular containers as the spec lists them, and per container
+/// its readiness with the instance the status is about.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodReport {
+    pub containers: Vec<SpecContainer>,
+    #[serde(default)]
+    pub statuses: HashMap<String, ContainerReadiness>,
+}
+
+/// One container's readiness in a [`PodReport`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerReadiness {
+    pub ready: bool,
+    /// The runtime's id of the instance the status is about (no scheme).
+    pub container_id: String,
+}
+
+impl PodReport {
+    /// The report of `pod` as the API server has it.
+    pub fn of(pod: &Pod) -> Self {
+        let status = pod.status.clone().unwrap_or_default();
+        let statuses = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .chain(status.init_container_statuses.iter().flatten())
+            .map(|c| {
+                let id = c.container_id.as_deref().unwrap_or_default();
+                let bare = id.split_once("://").map_or(id, |(_, b)| b);
+                (
+                    c.name.clone(),
+                    ContainerReadiness {
+                        ready: c.ready,
+                        container_id: bare.to_string(),
+                    },
+                )
+            })
+            .collect();
+        Self {
+            containers: spec_containers(pod),
+            statuses,
+        }
+    }
+}
+
 /// Container readiness of this node's pods, and their regular containers
 /// as the spec lists them (the launch gate then knows siblings kubelet has
 /// not created yet).
@@ -22,6 +73,8 @@ pub struct PodReadiness {
     ready: RwLock<Statuses>,
     specs: RwLock<HashMap<String, Vec<SpecContainer>>>,
     book: Arc<PodBook>,
+    /// Whether a cluster side has reported (so specs are worth waiting for).
+    attached: AtomicBool,
 }
 
 /// The spec's regular containers with their plain-value
@@ -51,11 +104,13 @@ fn spec_containers(pod: &Pod) -> Vec<SpecContainer> {
 }
 
 impl PodReadiness {
+    /// No pod known yet; specs count as known once a cluster side reports.
     pub fn new(book: Arc<PodBook>) -> Self {
         Self {
             ready: RwLock::new(HashMap::new()),
             specs: RwLock::new(HashMap::new()),
             book,
+            attached: AtomicBool::new(false),
         }
     }
 
@@ -64,31 +119,35 @@ impl PodReadiness {
         self.book.clone()
     }
 
+    /// Marks a cluster side present before its first report (the agent's
+    /// own cluster mode), so the gate waits briefly for specs from the
+    /// start.
+    pub fn attach(&self) {
+        self.attached.store(true, Ordering::Relaxed);
+    }
+
     /// Takes in a pod's status; wakes the gate when readiness changed.
     pub fn update(&self, pod: &Pod) {
-        let Some(uid) = pod.metadata.uid.clone() else {
-            return;
-        };
-        let spec = spec_containers(pod);
+        if let Some(uid) = &pod.metadata.uid {
+            self.report(uid, PodReport::of(pod));
+        }
+    }
+
+    /// Takes in the report of pod `uid`; wakes the gate when it changed.
+    pub fn report(&self, uid: &str, report: PodReport) {
+        self.attach();
         let spec_changed = {
             let mut all = self.specs.write().unwrap_or_else(|e| e.into_inner());
-            all.insert(uid.clone(), spec.clone()) != Some(spec)
+            all.insert(uid.to_string(), report.containers.clone()) != Some(report.containers)
         };
-        let status = pod.status.clone().unwrap_or_default();
-        let now: HashMap<String, (bool, String)> = status
-            .container_statuses
-            .iter()
-            .flatten()
-            .chain(status.init_container_statuses.iter().flatten())
-            .map(|c| {
-                let id = c.container_id.as_deref().unwrap_or_default();
-                let bare = id.split_once("://").map_or(id, |(_, b)| b);
-                (c.name.clone(), (c.ready, bare.to_string()))
-            })
+        let now: HashMap<String, (bool, String)> = report
+            .statuses
+            .into_iter()
+            .map(|(name, r)| (name, (r.ready, r.container_id)))
             .collect();
         let changed = {
             let mut all = self.ready.write().unwrap_or_else(|e| e.into_inner());
-            all.insert(uid, now.clone()) != Some(now)
+            all.insert(uid.to_string(), now.clone()) != Some(now)
         };
         if changed || spec_changed {
             self.book.poke();
@@ -98,15 +157,20 @@ impl PodReadiness {
     /// Forgets a pod that left the node.
     pub fn remove(&self, pod: &Pod) {
         if let Some(uid) = &pod.metadata.uid {
-            self.ready
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(uid);
-            self.specs
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(uid);
+            self.forget(uid);
         }
+    }
+
+    /// Forgets pod `uid`.
+    pub fn forget(&self, uid: &str) {
+        self.ready
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+        self.specs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
     }
 }
 
@@ -145,7 +209,7 @@ impl Readiness for PodReadiness {
     }
 
     fn knows_specs(&self) -> bool {
-        true
+        self.attached.load(Ordering::Relaxed)
     }
 
     fn spec_containers(&self, uid: &str) -> Option<Vec<SpecContainer>> {
@@ -191,7 +255,20 @@ status:
             ever_started: vec![],
         };
         assert_eq!(r.ready(&view("uid-1"), "app"), None, "not seen yet");
+        assert!(!r.knows_specs(), "no cluster side has reported");
         r.update(&pod);
+        assert!(r.knows_specs());
+        // The same report through the admin API's JSON gives the same answers.
+        let wire = serde_json::to_string(&PodReport::of(&pod)).unwrap();
+        let remote = PodReadiness::new(PodBook::open(&store).unwrap());
+        remote.report("uid-1", serde_json::from_str(&wire).unwrap());
+        for name in ["app", "proxy", "other"] {
+            assert_eq!(
+                remote.ready(&view("uid-1"), name),
+                r.ready(&view("uid-1"), name)
+            );
+        }
+        assert_eq!(remote.instance_ready("uid-1", "app", "abc"), Some(false));
         assert_eq!(r.ready(&view("uid-1"), "app"), Some(false));
         assert_eq!(r.ready(&view("uid-1"), "proxy"), Some(true));
         assert_eq!(r.ready(&view("uid-2"), "app"), None);
@@ -233,6 +310,7 @@ status:
 "#,
         )
         .unwrap();
+        r.attach();
         assert!(r.knows_specs());
         assert_eq!(r.spec_containers("uid-1"), None);
         r.update(&pod);

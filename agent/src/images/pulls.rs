@@ -44,6 +44,11 @@ pub enum PullPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PullSpec {
+    /// The caller's identity for this pull (a NodeImage tag round, say):
+    /// submitting again with the same key returns the first pull's id and
+    /// pulls nothing again. Letters, digits and `-._/:`, at most 253.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub image: String,
     /// `.dockerconfigjson` documents (kept in the journal so a resumed pull
     /// still has them; the state dir is root-only).
@@ -73,6 +78,7 @@ impl PullSpec {
     /// IfNotPresent).
     pub fn new(image: &str) -> Self {
         Self {
+            key: None,
             image: image.to_string(),
             secrets: vec![],
             timeout_seconds: default_timeout(),
@@ -117,6 +123,8 @@ struct Record {
 /// Why a pull was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
+    #[error("key: {0:?} is not 1 to 253 letters, digits and -._/:")]
+    BadKey(String),
     #[error(transparent)]
     Reference(#[from] BadReference),
     #[error(transparent)]
@@ -217,6 +225,13 @@ pub struct PullEngine {
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// Makes read-modify-write of one record atomic.
     writing: Mutex<()>,
+    /// Makes check-and-journal of a keyed pull atomic.
+    keyed: Mutex<()>,
+}
+
+/// The id of the pull submitted under `key` ([`PullSpec::key`]).
+pub fn id_for_key(key: &str) -> String {
+    crate::store::keyed_id("pull", key)
 }
 
 fn now_ms() -> u64 {
@@ -242,6 +257,7 @@ impl PullEngine {
             seq: std::sync::atomic::AtomicU64::new(0),
             running: Mutex::new(HashMap::new()),
             writing: Mutex::new(()),
+            keyed: Mutex::new(()),
         });
         for entry in engine.journal.entries() {
             match entry {
@@ -258,6 +274,11 @@ impl PullEngine {
 
     /// Validates and journals a pull, starts it, and returns its id.
     pub async fn submit(self: &Arc<Self>, spec: PullSpec) -> Result<String, SubmitError> {
+        if let Some(k) = &spec.key
+            && !crate::store::valid_key(k)
+        {
+            return Err(SubmitError::BadKey(k.clone()));
+        }
         reference::validate(&spec.image)?;
         let mut keyring = Keyring::default();
         for s in &spec.secrets {
@@ -265,7 +286,10 @@ impl PullEngine {
         }
         let now = now_ms();
         let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("pull-{now:x}-{n:x}");
+        let id = match spec.key.as_deref() {
+            Some(key) => id_for_key(key),
+            None => format!("pull-{now:x}-{n:x}"),
+        };
         let status = PullStatus {
             id: id.clone(),
             image: spec.image.clone(),
@@ -277,7 +301,18 @@ impl PullEngine {
             image_id: None,
             message: "waiting for a pull slot".into(),
         };
-        self.journal.put(&id, &Record { spec, status }).await?;
+        let keyed = spec.key.is_some();
+        {
+            // Two submissions of one key racing: the first to get here
+            // journals it, the other returns its id.
+            let _one = self.keyed.lock().unwrap_or_else(|e| e.into_inner());
+            if keyed && self.journal.contains(&id) {
+                tracing::debug!(pull = %id, "pull already accepted under this key");
+                return Ok(id);
+            }
+            self.journal.put_lazy(&id, &Record { spec, status })?;
+        }
+        self.journal.flush().await?;
         self.spawn(id.clone());
         Ok(id)
     }

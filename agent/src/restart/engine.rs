@@ -76,10 +76,7 @@ pub enum SubmitError {
 
 /// The id of the restart submitted under `key` ([`RestartSpec::key`]).
 pub fn id_for_key(key: &str) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(key.as_bytes());
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("restart-k{hex}")
+    crate::store::keyed_id("restart", key)
 }
 
 /// The node's in-place restart engine.

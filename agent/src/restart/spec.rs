@@ -212,11 +212,7 @@ impl RestartSpec {
     /// Checks what can be checked without the runtime.
     pub fn validate(&self) -> Result<(), SpecError> {
         if let Some(k) = &self.key
-            && (k.is_empty()
-                || k.len() > 253
-                || !k
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-._/:".contains(c)))
+            && !crate::store::valid_key(k)
         {
             return Err(SpecError::BadKey(k.clone()));
         }

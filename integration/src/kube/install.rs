@@ -9,8 +9,23 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 /// The controller image the overlay names.
 pub const CONTROLLER_IMAGE: &str = "localhost/keelson/controller:test";
+/// The agent image the overlay names (when it keeps the DaemonSet).
+pub const AGENT_IMAGE: &str = "localhost/keelson/agent:test";
+
+/// The agent DaemonSet as the test overlay keeps it: its host paths moved
+/// under the test's own directories.
+#[derive(Debug, Clone)]
+pub struct AgentDaemonSet {
+    /// Stands for the host's `/` (`usr/local/bin`, `etc/systemd/system`).
+    pub host_root: PathBuf,
+    /// The host agent's admin socket (its directory stands for
+    /// `/run/keelson`).
+    pub admin_socket: PathBuf,
+}
 
 /// The feature gates whose permissions ship apart from the base, and
 /// their directory under `deploy/rbac/optional/`.
@@ -39,6 +54,7 @@ pub fn write_overlay(
     host: &str,
     port: u16,
     feature_gates: &str,
+    agent: Option<&AgentDaemonSet>,
 ) -> crate::Result<PathBuf> {
     let overlay = dir.join("overlay");
     fs::create_dir_all(&overlay)?;
@@ -58,18 +74,28 @@ pub fn write_overlay(
     let (name, tag) = CONTROLLER_IMAGE
         .rsplit_once(':')
         .unwrap_or((CONTROLLER_IMAGE, "latest"));
+    let (agent_name, agent_tag) = AGENT_IMAGE
+        .rsplit_once(':')
+        .unwrap_or((AGENT_IMAGE, "latest"));
+    let agent_patch = match agent {
+        None => serde_json::json!({
+            "$patch": "delete",
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "keelson-agent", "namespace": "keelson-system"},
+        }),
+        Some(a) => agent_daemonset_patch(a, host, port)?,
+    };
     let kustomization = serde_json::json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": resources,
-        "images": [{"name": "keelson/controller", "newName": name, "newTag": tag}],
+        "images": [
+            {"name": "keelson/controller", "newName": name, "newTag": tag},
+            {"name": "keelson/agent", "newName": agent_name, "newTag": agent_tag},
+        ],
         "patches": [
-            {"patch": serde_json::to_string(&serde_json::json!({
-                "$patch": "delete",
-                "apiVersion": "apps/v1",
-                "kind": "DaemonSet",
-                "metadata": {"name": "keelson-agent", "namespace": "keelson-system"},
-            }))?},
+            {"patch": serde_json::to_string(&agent_patch)?},
             {"patch": serde_json::to_string(&serde_json::json!({
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
@@ -94,4 +120,49 @@ pub fn write_overlay(
         serde_json::to_vec_pretty(&kustomization)?,
     )?;
     Ok(overlay)
+}
+
+/// The strategic-merge patch that points the DaemonSet's host paths at
+/// the test's directories, its admin socket at the host agent's, and its
+/// in-cluster clients at the API server (no kube-proxy here).
+fn agent_daemonset_patch(
+    a: &AgentDaemonSet,
+    host: &str,
+    port: u16,
+) -> crate::Result<serde_json::Value> {
+    let run_dir = a
+        .admin_socket
+        .parent()
+        .context("admin socket without a directory")?;
+    let socket_name = a
+        .admin_socket
+        .file_name()
+        .context("admin socket without a name")?
+        .to_string_lossy();
+    let in_pod = format!("--admin-socket=/run/keelson/{socket_name}");
+    let path = |p: &str| a.host_root.join(p).display().to_string();
+    Ok(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "keelson-agent", "namespace": "keelson-system"},
+        "spec": {"template": {"spec": {
+            "initContainers": [{
+                "name": "install",
+                "args": ["install", "--root=/host", in_pod, "--wait-seconds=60"],
+            }],
+            "containers": [{
+                "name": "cluster",
+                "args": ["cluster", in_pod, "--logging-format=json"],
+                "env": [
+                    {"name": "KUBERNETES_SERVICE_HOST", "value": host},
+                    {"name": "KUBERNETES_SERVICE_PORT", "value": port.to_string()},
+                ],
+            }],
+            "volumes": [
+                {"name": "run-keelson", "hostPath": {"path": run_dir.display().to_string(), "type": "Directory"}},
+                {"name": "host-bin", "hostPath": {"path": path("usr/local/bin"), "type": "DirectoryOrCreate"}},
+                {"name": "host-units", "hostPath": {"path": path("etc/systemd/system"), "type": "DirectoryOrCreate"}},
+            ],
+        }}},
+    }))
 }

@@ -55,6 +55,14 @@ pub struct Options {
     /// Put keelson-agent on kubelet's CRI path (else kubelet talks to
     /// containerd directly: the benchmark's baseline).
     pub agent: bool,
+    /// The node as `deploy/` ships it: the host agent run as systemd runs
+    /// it (its socket held by the activator, its binary installed under
+    /// [`Cluster::host_root`] as node provisioning puts it there) with no
+    /// cluster side of its own, and the agent DaemonSet applied (its
+    /// image built here): the DaemonSet's pod brings the cluster side and
+    /// upgrades the host binary. Otherwise the host agent runs the
+    /// cluster side itself with a ServiceAccount token.
+    pub agent_daemonset: bool,
 }
 
 impl Default for Options {
@@ -63,6 +71,7 @@ impl Default for Options {
             feature_gates: DEFAULT_GATES.into(),
             controller: true,
             agent: true,
+            agent_daemonset: false,
         }
     }
 }
@@ -72,6 +81,8 @@ pub struct Cluster {
     pub bins: Bins,
     kubelet: Option<Kubelet>,
     agent: Mutex<Option<Agent>>,
+    /// The host agent under its activator ([`Options::agent_daemonset`]).
+    activated: Option<crate::activated::ActivatedAgent>,
     containerd: Option<Containerd>,
     control_plane: Option<ControlPlane>,
     network: Option<Network>,
@@ -100,6 +111,7 @@ impl Cluster {
             bins,
             kubelet: None,
             agent: Mutex::new(None),
+            activated: None,
             containerd: None,
             control_plane: None,
             network: None,
@@ -141,12 +153,47 @@ impl Cluster {
 
         // Keelson as a user installs it: CRDs, RBAC, the controller.
         let t = Instant::now();
+        // Node provisioning's part: the host agent installed and started
+        // under its service manager before kubelet (the DaemonSet cannot
+        // run before kubelet can start pods).
+        let daemonset = if opts.agent_daemonset {
+            let host_root = me.dir.path().join("host");
+            let installed = host_root.join("usr/local/bin/keelson-agent");
+            std::fs::create_dir_all(installed.parent().context("no parent")?)?;
+            std::fs::copy(crate::agent::binary()?, &installed)?;
+            let level = std::env::var("KEELSON_AGENT_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+            let agent = crate::activated::ActivatedAgent::start_binary(
+                &installed,
+                &me.containerd()?.socket(),
+                &["--log-level", &level],
+            )?;
+            let spec = install::AgentDaemonSet {
+                host_root,
+                admin_socket: agent.admin_socket(),
+            };
+            me.activated = Some(agent);
+            me.startup
+                .push(("host agent (activated)".into(), t.elapsed()));
+            Some(spec)
+        } else {
+            None
+        };
+        let t = Instant::now();
         let overlay = install::write_overlay(
             me.dir.path(),
             &node_ip.to_string(),
             port,
             &opts.feature_gates,
+            daemonset.as_ref(),
         )?;
+        if daemonset.is_some() {
+            let tar = crate::images::build_program(
+                &crate::image_cache(),
+                &crate::agent::binary()?,
+                install::AGENT_IMAGE,
+            )?;
+            crate::images::import(&me.containerd()?.socket(), &tar)?;
+        }
         if opts.controller {
             let binary = crate::controller::binary()?;
             let tar = crate::images::build_program(
@@ -168,7 +215,9 @@ impl Cluster {
         me.startup
             .push(("install (kubectl apply -k)".into(), t.elapsed()));
 
-        let runtime_socket = if opts.agent {
+        let runtime_socket = if let Some(a) = &me.activated {
+            a.socket()
+        } else if opts.agent {
             let t = Instant::now();
             let token = me
                 .kubectl(&[
@@ -230,6 +279,20 @@ impl Cluster {
         me.startup
             .push(("kubelet (node Ready)".into(), t.elapsed()));
 
+        if daemonset.is_some() {
+            let t = Instant::now();
+            me.kubectl(&[
+                "-n",
+                "keelson-system",
+                "rollout",
+                "status",
+                "daemonset/keelson-agent",
+                "--timeout=180s",
+            ])
+            .with_context(|| me.diagnostics())?;
+            me.startup
+                .push(("keelson-agent DaemonSet (rolled out)".into(), t.elapsed()));
+        }
         if opts.controller {
             let t = Instant::now();
             me.kubectl(&[
@@ -266,6 +329,9 @@ impl Cluster {
 
     /// The agent's log so far.
     pub fn agent_log(&self) -> String {
+        if let Some(a) = &self.activated {
+            return a.log_text();
+        }
         self.agent_guard()
             .as_ref()
             .map(Agent::log_text)
@@ -433,6 +499,9 @@ impl Cluster {
             k.daemon.stop(Duration::from_secs(10));
         }
         *self.agent_guard() = None;
+        if let Some(mut a) = self.activated.take() {
+            a.shut_down();
+        }
         if let Some(mut c) = self.containerd.take() {
             c.teardown();
         }
@@ -457,6 +526,16 @@ impl Cluster {
         if let Some(c) = &self.containerd {
             let _ = std::fs::copy(c.log(), to.join("containerd.log"));
         }
+    }
+
+    /// The host agent under its activator ([`Options::agent_daemonset`]).
+    pub fn activated(&self) -> Option<&crate::activated::ActivatedAgent> {
+        self.activated.as_ref()
+    }
+
+    /// What stands for the host's `/` ([`Options::agent_daemonset`]).
+    pub fn host_root(&self) -> PathBuf {
+        self.dir.path().join("host")
     }
 
     /// Where the cluster's files are.

@@ -334,3 +334,34 @@ async fn a_finished_pulls_secrets_leave_the_journal() {
         assert!(r.spec.secrets.is_empty(), "secrets gone once finished");
     }
 }
+
+#[tokio::test]
+async fn a_keyed_pull_submitted_again_pulls_once() {
+    let s = setup(Runtime::default());
+    let mut keyed = spec(PASSWORD, PullPolicy::Always);
+    keyed.key = Some("nodeimage/node-a/app:1/3".into());
+    let first = s.engine.submit(keyed.clone()).await.unwrap();
+    assert_eq!(first, id_for_key("nodeimage/node-a/app:1/3"));
+    // Concurrent and later submissions of the key: the same pull.
+    let (a, b) = tokio::join!(
+        s.engine.submit(keyed.clone()),
+        s.engine.submit(keyed.clone())
+    );
+    assert_eq!((a.unwrap(), b.unwrap()), (first.clone(), first.clone()));
+    let done = s.engine.wait(&first).await.unwrap();
+    assert_eq!(done.phase, Phase::Succeeded, "{}", done.message);
+    assert_eq!(s.engine.submit(keyed.clone()).await.unwrap(), first);
+    assert_eq!(s.runtime.pulls(), [PASSWORD], "one key, one pull");
+    // Another key pulls again; a bad key is refused.
+    let mut other = keyed.clone();
+    other.key = Some("nodeimage/node-a/app:1/4".into());
+    let second = s.engine.submit(other).await.unwrap();
+    assert_ne!(second, first);
+    s.engine.wait(&second).await.unwrap();
+    assert_eq!(s.runtime.pulls().len(), 2);
+    keyed.key = Some("spaces are not allowed".into());
+    assert!(matches!(
+        s.engine.submit(keyed).await,
+        Err(SubmitError::BadKey(_))
+    ));
+}
