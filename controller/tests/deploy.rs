@@ -1,7 +1,8 @@
 //! `deploy/` renders with `kubectl kustomize` (Debian's kubernetes-client
 //! has it; `integration/scripts/setup-debian` installs it) and holds what
 //! it promises: every generated CRD, the controller's two replicas, the
-//! privileged agent DaemonSet with its host paths, and an agent role that
+//! agent DaemonSet (an installer and the cluster side, unprivileged, off the
+//! CRI path) with its host paths, and an agent role that
 //! writes nothing but status.
 
 use std::path::Path;
@@ -44,23 +45,30 @@ fn renders_every_crd_and_the_workloads() {
     assert_eq!(controller["spec"]["replicas"], 2);
     assert_eq!(controller["metadata"]["namespace"], "keelson-system");
 
+    // The agent DaemonSet is off the CRI path: an installer and the
+    // cluster side, neither privileged, neither touching the runtime.
     let agent = find(&docs, "DaemonSet", "keelson-agent");
     let pod = &agent["spec"]["template"]["spec"];
-    assert_eq!(pod["containers"][0]["securityContext"]["privileged"], true);
+    let install = &pod["initContainers"][0];
+    assert_eq!(install["name"], "install");
+    assert_eq!(install["args"][0], "install");
+    let cluster = &pod["containers"][0];
+    assert_eq!(cluster["name"], "cluster");
+    assert_eq!(cluster["args"][0], "cluster");
+    for c in [install, cluster] {
+        assert_ne!(c["securityContext"]["privileged"], true, "{c}");
+    }
     let host_paths: Vec<&str> = pod["volumes"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|v| v["hostPath"]["path"].as_str())
         .collect();
-    for p in [
-        "/run/keelson",
-        "/run/containerd",
-        "/var/lib/keelson",
-        "/etc/kubernetes/credential-provider",
-    ] {
-        assert!(host_paths.contains(&p), "{p} not mounted: {host_paths:?}");
-    }
+    assert_eq!(
+        host_paths,
+        ["/run/keelson", "/usr/local/bin", "/etc/systemd/system"],
+        "the admin socket's directory and where the installer writes; never the runtime's socket"
+    );
     find(&docs, "Service", "keelson-webhook");
     find(
         &docs,

@@ -18,7 +18,10 @@ use crate::proc::{pids_with_arg, signal, wait_until};
 
 /// The activator (later the restart loop) and its agent.
 pub struct ActivatedAgent {
-    child: Option<Child>,
+    child: std::sync::Mutex<Option<Child>>,
+    /// The activator's environment (the `-E` list) and its restart loop.
+    env: Vec<(&'static str, PathBuf)>,
+    restart_loop: PathBuf,
     dir: tempfile::TempDir,
 }
 
@@ -67,26 +70,40 @@ impl ActivatedAgent {
             ("EXEC", exec),
             ("LOG", me_paths.log.clone()),
         ];
+        let me = Self {
+            child: std::sync::Mutex::new(None),
+            env: env.to_vec(),
+            restart_loop,
+            dir,
+        };
+        me.spawn()?;
+        Ok(me)
+    }
+
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the activator (which binds the socket) and waits until the
+    /// first agent runs.
+    fn spawn(&self) -> crate::Result<()> {
+        let sock = self.socket();
         let mut cmd = Command::new("systemd-socket-activate");
-        cmd.arg("-l").arg(&me_paths.socket);
-        for (k, v) in &env {
+        cmd.arg("-l").arg(&sock);
+        for (k, v) in &self.env {
             cmd.arg("-E").arg(format!("{k}={}", v.display()));
         }
         let child = {
             use std::os::unix::process::CommandExt;
             cmd.arg("--")
-                .arg(&restart_loop)
+                .arg(&self.restart_loop)
                 .process_group(0)
                 .stdin(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .context("starting systemd-socket-activate (package systemd)")?
         };
-        let me = Self {
-            child: Some(child),
-            dir,
-        };
-        let sock = me.socket();
+        *self.child() = Some(child);
         // The file appears at bind(), before listen(): wait until it
         // accepts; the first connection starts the agent.
         if !wait_until(Duration::from_secs(5), || {
@@ -94,10 +111,33 @@ impl ActivatedAgent {
         }) {
             bail!("activation socket {} does not accept", sock.display());
         }
-        if !wait_until(Duration::from_secs(10), || me.pid().is_some()) {
-            bail!("the agent did not start; log:\n{}", me.log_text());
+        if !wait_until(Duration::from_secs(10), || self.pid().is_some()) {
+            bail!("the agent did not start; log:\n{}", self.log_text());
         }
-        Ok(me)
+        Ok(())
+    }
+
+    /// What a power loss does: the service manager, its socket and the
+    /// agent gone at once (SIGKILL; the socket file removed, as `/run` is
+    /// empty after a reboot). The state directory stays (it is on disk).
+    pub fn power_off(&self) {
+        if let Some(mut c) = self.child().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        while let Some(pid) = self.pid() {
+            signal(pid, Signal::SIGKILL);
+            let _ = wait_until(Duration::from_secs(2), || self.pid() != Some(pid));
+        }
+        let _ = fs::remove_file(self.socket());
+        let _ = fs::remove_file(self.admin_socket());
+    }
+
+    /// Boots the service manager's socket and the agent again, from the
+    /// same binary path and state as before [`Self::power_off`].
+    pub fn power_on(&self) -> crate::Result<()> {
+        let _ = fs::remove_file(self.paths().stop);
+        self.spawn()
     }
 
     fn paths(&self) -> Paths {
@@ -140,7 +180,7 @@ impl ActivatedAgent {
 
     /// Stops the loop, then the agent; true if the loop exited by itself.
     pub fn shut_down(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
+        let Some(mut child) = self.child().take() else {
             return true;
         };
         let _ = fs::write(self.paths().stop, b"");

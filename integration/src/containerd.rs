@@ -25,7 +25,7 @@ pub struct PodEnv {
 /// A running containerd and the temp dir it lives in.
 pub struct Containerd {
     dir: tempfile::TempDir,
-    child: Option<Child>,
+    child: std::sync::Mutex<Option<Child>>,
     images: Images,
 }
 
@@ -36,9 +36,9 @@ impl Containerd {
         crate::require_runtime()?;
         let images = images::build(cache)?;
         let dir = tempfile::Builder::new().prefix("keelson-ctrd-").tempdir()?;
-        let mut me = Self {
+        let me = Self {
             dir,
-            child: None,
+            child: std::sync::Mutex::new(None),
             images,
         };
         me.write_config()?;
@@ -97,10 +97,42 @@ impl Containerd {
     }
 
     /// Restarts containerd (running pods survive, as in production).
-    pub fn restart(&mut self) -> crate::Result<()> {
-        if let Some(mut c) = self.child.take() {
+    pub fn restart(&self) -> crate::Result<()> {
+        if let Some(mut c) = self.child().take() {
             stop_child(&mut c, Duration::from_secs(10));
         }
+        self.spawn()
+    }
+
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What a power loss does to containerd: it, its shims and every
+    /// container are killed (SIGKILL), and its state directory (on tmpfs
+    /// on a real host, so empty after a reboot: tasks, sandbox network
+    /// namespaces) is cleared. Its root (images, snapshots, container
+    /// records) stays. [`Self::power_on`] starts it again.
+    pub fn power_off(&self) {
+        if let Some(mut c) = self.child().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let addr = self.socket().display().to_string();
+        for pid in pids_with_arg(&addr) {
+            signal(pid, Signal::SIGKILL);
+        }
+        let _ = wait_until(Duration::from_secs(5), || pids_with_arg(&addr).is_empty());
+        kill_cgroup_members(&self.cgroup_root());
+        let state = self.dir.path().join("state");
+        unmount_below(&state);
+        let _ = fs::remove_dir_all(&state);
+        let _ = fs::create_dir_all(&state);
+        let _ = fs::remove_file(self.socket());
+    }
+
+    /// Starts containerd after [`Self::power_off`].
+    pub fn power_on(&self) -> crate::Result<()> {
         self.spawn()
     }
 
@@ -193,7 +225,7 @@ state = "{state}"
         Ok(())
     }
 
-    fn spawn(&mut self) -> crate::Result<()> {
+    fn spawn(&self) -> crate::Result<()> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -209,7 +241,7 @@ state = "{state}"
             .stderr(log)
             .spawn()
             .context("starting containerd")?;
-        self.child = Some(child);
+        *self.child() = Some(child);
         let sock = self.socket();
         if !wait_until(Duration::from_secs(20), || sock.exists()) {
             bail!(
@@ -232,10 +264,11 @@ state = "{state}"
     /// cgroups. Called on drop; safe to call twice.
     pub fn teardown(&mut self) {
         let sock = self.socket();
-        if self.child.is_some() {
+        if self.child().is_some() {
             let _ = stop_all_pods(&sock);
         }
-        if let Some(mut c) = self.child.take() {
+        let child = self.child().take();
+        if let Some(mut c) = child {
             stop_child(&mut c, Duration::from_secs(10));
         }
         // Shims run detached; they carry our socket address as an argument.

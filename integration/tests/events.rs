@@ -70,7 +70,7 @@ async fn start_and_exit(node: &Node, feed: &RuntimeEvents, name: &str, code: i32
 
 #[tokio::test]
 async fn containerd_events_arrive_and_survive_a_runtime_restart() {
-    let mut node = Node::start();
+    let node = Node::start();
     let feed = RuntimeEvents::start(&node.containerd.socket(), Duration::from_secs(1));
     let mut rx = feed.subscribe();
     expect(&mut rx, "initial gap (subscribed)", |e| {

@@ -15,7 +15,11 @@
 //!    while kubelet and a prober keep calling the CRI — no failed call
 //!    (kubelet's own error counters, and the prober's), no pod restarted;
 //! 3. the DaemonSet pod killed: the CRI path and the host agent are
-//!    untouched, and the cluster side resumes in the next pod.
+//!    untouched, and the cluster side resumes in the next pod;
+//! 4. the node rebooted (everything killed at once, containerd, the host
+//!    agent's service manager and kubelet started again): the node comes
+//!    back Ready through the agent, its pods run again, and the DaemonSet
+//!    pod's cluster side carries out a CRR.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -174,7 +178,7 @@ impl Prober {
 
 /// Restarts container `app` of `ns/target` with a CRR; waits for it.
 fn recreate(c: &Cluster, ns: &str, name: &str) -> Value {
-    c.apply_stdin(&format!(
+    let manifest = format!(
         r#"
 apiVersion: apps.kruise.io/v1alpha1
 kind: ContainerRecreateRequest
@@ -185,7 +189,16 @@ spec:
   strategy: {{failurePolicy: Fail, minStartedSeconds: 1}}
   activeDeadlineSeconds: 120
 "#
-    ))
+    );
+    // Its webhook may be coming back (after the reboot, the controller's
+    // pods restart too): accepted once it answers.
+    c.wait_for("the CRR accepted", Duration::from_secs(120), |c| {
+        let (ok, _, err) = c.kubectl_result(&["apply", "-f", "-"], Some(&manifest))?;
+        if !ok && !err.contains("no endpoints available") && !err.contains("connection refused") {
+            anyhow::bail!("kubectl apply: {err}");
+        }
+        Ok(ok.then_some(()))
+    })
     .unwrap();
     c.wait_for("CRR Completed", Duration::from_secs(120), |c| {
         let crr = c.get_json(&["-n", ns, "crr", name])?;
@@ -212,7 +225,7 @@ fn new_release(dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn the_daemonset_installs_upgrades_and_runs_the_cluster_side_off_the_cri_path() {
+fn the_daemonset_installs_upgrades_survives_its_pod_and_a_reboot_off_the_cri_path() {
     let c = Arc::new(
         Cluster::start_with(&Options {
             agent_daemonset: true,
@@ -364,6 +377,46 @@ spec:
     assert!(
         kubelet_failed.is_empty(),
         "kubelet CRI calls failed: {kubelet_failed:?}"
+    );
+    assert_eq!(
+        crr["status"]["containerRecreateStates"][0]["phase"],
+        "Succeeded"
+    );
+
+    // 4. A reboot: everything killed at once, then containerd, the host
+    // agent (its service manager) and kubelet booted again. The node comes
+    // back Ready through the agent, with its pods running in new sandboxes,
+    // and the DaemonSet pod's cluster side works again.
+    let container_of = |p: &Value| p["status"]["containerStatuses"][0]["containerID"].clone();
+    let before = c.get_json(&["-n", &ns.name, "pod", "target"]).unwrap();
+    let t = Instant::now();
+    c.reboot().unwrap();
+    let node_back = t.elapsed();
+    let after = c
+        .wait_for(
+            "the pod running again after the reboot",
+            Duration::from_secs(180),
+            |c| {
+                let p = c.get_json(&["-n", &ns.name, "pod", "target"])?;
+                Ok(
+                    (kube::condition(&p, "Ready") && container_of(&p) != container_of(&before))
+                        .then_some(p),
+                )
+            },
+        )
+        .unwrap();
+    let pods_back = t.elapsed();
+    assert_eq!(
+        after["metadata"]["uid"], before["metadata"]["uid"],
+        "the same pod"
+    );
+    let (pid4, running) = host_agent(&c);
+    assert_ne!(pid4, pid3, "a host agent of the new boot");
+    assert_eq!(running, sha256(&installed), "on the installed binary");
+    let crr = recreate(&c, &ns.name, "after-reboot");
+    eprintln!(
+        "reboot: node Ready {node_back:?}, pod running again {pods_back:?}, CRR after it {}",
+        crr["status"]["containerRecreateStates"][0]["phase"]
     );
     assert_eq!(
         crr["status"]["containerRecreateStates"][0]["phase"],

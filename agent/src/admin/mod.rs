@@ -192,7 +192,7 @@ fn empty(status: StatusCode) -> Reply {
 
 /// `boot=B&generation=G&wait=S` of `GET /v1/changes`: the feed position
 /// seen (none without `boot`), and how long to wait (0 without `wait`).
-fn changes_query(query: Option<&str>) -> Result<(Option<feed::Changes>, Duration), String> {
+pub fn changes_query(query: Option<&str>) -> Result<(Option<feed::Changes>, Duration), String> {
     let (mut boot, mut generation, mut wait) = (None, 0u64, 0u64);
     for pair in query
         .unwrap_or_default()

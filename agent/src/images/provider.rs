@@ -371,7 +371,20 @@ pub async fn run(
             status,
         });
     }
-    let raw: RawResponse = serde_json::from_slice(&out).map_err(|e| PluginError::Garbage {
+    parse_response(&provider.api_version, &plugin, image, &out)
+}
+
+/// A plugin's answer on stdout (`out`) for `image`, checked against the
+/// `api_version` the provider is configured with.
+pub fn parse_response(
+    api_version: &str,
+    plugin: &str,
+    image: &str,
+    out: &[u8],
+) -> Result<Response, PluginError> {
+    let plugin = plugin.to_string();
+    let img = image.to_string();
+    let raw: RawResponse = serde_json::from_slice(out).map_err(|e| PluginError::Garbage {
         plugin: plugin.clone(),
         image: img.clone(),
         detail: format!("invalid JSON at line {} column {}", e.line(), e.column()),
@@ -383,12 +396,12 @@ pub async fn run(
             detail: format!("kind {:?}", raw.kind),
         });
     }
-    if raw.api_version != provider.api_version {
+    if raw.api_version != api_version {
         return Err(PluginError::WrongVersion {
             plugin,
             image: img,
             got: raw.api_version,
-            want: provider.api_version.clone(),
+            want: api_version.to_string(),
         });
     }
     let cache_duration = raw

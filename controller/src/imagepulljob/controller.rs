@@ -1,5 +1,6 @@
-//! The ImagePullJob controller on kube-runtime: watches ImagePullJobs and
-//! the NodeImages that name them as tag owners, and on each change reads
+//! The ImagePullJob controller on kube-runtime: watches ImagePullJobs, the
+//! NodeImages that name them as tag owners and the metadata of the Secrets
+//! they name (never the data), and on each change reads
 //! the job's targets, runs the pure [`reconcile`](super::reconcile) and
 //! [`apply`](super::apply::apply)s the decision.
 
@@ -8,11 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use keelson_api::apps::v1alpha1::imagepulljob::ImagePullJob;
 use keelson_api::apps::v1beta1::nodeimage::NodeImage;
 use kube::Client;
 use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -48,9 +50,13 @@ pub fn owners(node: NodeImage) -> Vec<ObjectRef<ImagePullJob>> {
 
 /// The jobs a Secret matters to: jobs naming it as a pull secret in its
 /// namespace, and, for a copy in `kruise-daemon-config`, the jobs using it.
-pub fn secret_users(jobs: &Store<ImagePullJob>, secret: &Secret) -> Vec<ObjectRef<ImagePullJob>> {
-    let ns = secret.metadata.namespace.as_deref().unwrap_or_default();
-    let name = secret.metadata.name.as_deref().unwrap_or_default();
+/// Only the Secret's metadata is read (the watch carries no data).
+pub fn secret_users(
+    jobs: &Store<ImagePullJob>,
+    secret: &ObjectMeta,
+) -> Vec<ObjectRef<ImagePullJob>> {
+    let ns = secret.namespace.as_deref().unwrap_or_default();
+    let name = secret.name.as_deref().unwrap_or_default();
     let mut refs: Vec<ObjectRef<ImagePullJob>> = jobs
         .state()
         .iter()
@@ -60,7 +66,6 @@ pub fn secret_users(jobs: &Store<ImagePullJob>, secret: &Secret) -> Vec<ObjectRe
         .collect();
     if ns == DAEMON_CONFIG_NAMESPACE
         && let Some(users) = secret
-            .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(REFERENCES_ANNOTATION))
@@ -142,14 +147,21 @@ pub async fn run(client: Client) {
     crate::metrics::register_controller("imagepulljob");
     let jobs: Api<ImagePullJob> = Api::all(client.clone());
     let nodes: Api<NodeImage> = Api::all(client.clone());
-    let secrets: Api<Secret> = Api::all(client.clone());
+    // Secrets by their metadata only (an `Api` of `PartialObjectMeta`
+    // lists and watches metadata-only): which Secret changed is all a job
+    // needs to hear (it reads the ones it names when it reconciles), and a
+    // watch of every Secret's data would hold the cluster's credentials in
+    // this process's memory.
+    let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
     let controller = Controller::new(jobs, watcher::Config::default());
     let store = controller.store();
     controller
         .watches(nodes, watcher::Config::default(), owners)
-        .watches(secrets, watcher::Config::default(), move |s: Secret| {
-            secret_users(&store, &s)
-        })
+        .watches(
+            secrets,
+            watcher::Config::default(),
+            move |s: PartialObjectMeta<Secret>| secret_users(&store, &s.metadata),
+        )
         .run(reconcile_one, on_error, Arc::new(State { client }))
         .for_each(|r| async move {
             crate::metrics::reconciled("imagepulljob", r.is_ok());
@@ -211,14 +223,10 @@ mod tests {
             j.spec.template.pull_secrets = vec![secret.into()];
             writer.apply_watcher_event(&Event::Apply(j));
         }
-        let secret = |ns: &str, name: &str, users: Option<&str>| Secret {
-            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                namespace: Some(ns.into()),
-                name: Some(name.into()),
-                annotations: users
-                    .map(|u| [(REFERENCES_ANNOTATION.to_string(), u.to_string())].into()),
-                ..Default::default()
-            },
+        let secret = |ns: &str, name: &str, users: Option<&str>| ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(name.into()),
+            annotations: users.map(|u| [(REFERENCES_ANNOTATION.to_string(), u.to_string())].into()),
             ..Default::default()
         };
         let names = |refs: Vec<ObjectRef<ImagePullJob>>| {

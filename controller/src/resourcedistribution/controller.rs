@@ -356,7 +356,12 @@ pub async fn run(client: Client) {
             Api::<ConfigMap>::all(client.clone()),
             watcher::Config::default(),
         )
-        .owns(Api::<Secret>::all(client), watcher::Config::default())
+        // The copies' metadata only (their owner): the data stays out of
+        // this process's memory.
+        .owns(
+            Api::<kube::core::PartialObjectMeta<Secret>>::all(client),
+            watcher::Config::default(),
+        )
         .run(reconcile, on_error, ctx)
         .for_each(|r| async move {
             crate::metrics::reconciled(NAME, r.is_ok());

@@ -149,6 +149,13 @@ pub(crate) fn aggregate(errs: &[String]) -> String {
     }
 }
 
+/// The request in an AdmissionReview `body`, or why there is none.
+pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview: {e}"))?;
+    review.try_into().map_err(|e| format!("{e}"))
+}
+
 /// The answer to one AdmissionReview `body` posted to `path`: (HTTP status,
 /// JSON body).
 pub async fn answer(path: &str, body: &[u8], ctx: &Context) -> (u16, Vec<u8>) {
@@ -158,18 +165,7 @@ pub async fn answer(path: &str, body: &[u8], ctx: &Context) -> (u16, Vec<u8>) {
     if path == convert::PATH {
         return convert::answer(body);
     }
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return (
-                400,
-                review_json(AdmissionResponse::invalid(format!(
-                    "not an AdmissionReview: {e}"
-                ))),
-            );
-        }
-    };
-    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+    let req = match parse_review(body) {
         Ok(r) => r,
         Err(e) => return (400, review_json(AdmissionResponse::invalid(e))),
     };

@@ -528,6 +528,49 @@ impl Cluster {
         }
     }
 
+    /// A node reboot ([`Options::agent_daemonset`] clusters): kubelet, the
+    /// host agent with its service manager's socket, containerd, its shims
+    /// and every container killed at once, `/run`'s share cleared
+    /// (containerd's state, the sockets); then containerd, the host agent
+    /// under its activator (same binary path and state directory) and
+    /// kubelet started again, as a booting node starts its units. Returns
+    /// once kubelet reports the node Ready again (a heartbeat after the
+    /// boot); its pods come back after that, through the agent.
+    pub fn reboot(&self) -> crate::Result<()> {
+        let agent = self
+            .activated
+            .as_ref()
+            .context("reboot needs the host agent under its activator")?;
+        let kubelet = self.kubelet.as_ref().context("no kubelet")?;
+        kubelet.daemon.kill();
+        agent.power_off();
+        self.containerd()?.power_off();
+        let booted = k8s_openapi::jiff::Timestamp::now();
+        self.containerd()?.power_on()?;
+        agent.power_on()?;
+        kubelet.daemon.start_again()?;
+        self.wait_for(
+            "node Ready after the reboot",
+            Duration::from_secs(120),
+            |c| {
+                let node = c.get_json(&["node", NODE])?;
+                let fresh = node["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|cond| {
+                        cond["type"] == "Ready"
+                            && cond["status"] == "True"
+                            && cond["lastHeartbeatTime"]
+                                .as_str()
+                                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                                .is_some_and(|t| t.as_second() >= booted.as_second())
+                    });
+                Ok(fresh.then_some(()))
+            },
+        )
+    }
+
     /// The host agent under its activator ([`Options::agent_daemonset`]).
     pub fn activated(&self) -> Option<&crate::activated::ActivatedAgent> {
         self.activated.as_ref()
