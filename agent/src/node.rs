@@ -51,6 +51,14 @@ pub async fn install(
     store: &Store,
     runtime: &Path,
 ) -> anyhow::Result<(HookSet, Features)> {
+    // Maps earlier versions' in-process cluster mode kept (CRR uid →
+    // restart id, NodeImage round → pull id): the ids now follow from the
+    // requests' keys, and the cluster side keeps no state here.
+    for legacy in ["cluster.crr-restarts", "cluster.nodeimage-rounds"] {
+        if store.drop_table(legacy)? {
+            tracing::info!(table = legacy, "dropped a table earlier versions kept");
+        }
+    }
     let book = PodBook::open(store)?;
     let events = RuntimeEvents::start(runtime, POLL_EVERY);
     let terminator = SidecarTerminator::new(

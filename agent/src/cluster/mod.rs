@@ -78,7 +78,7 @@ pub async fn run(c: ClusterConfig, node: NodeClient) {
         match result {
             Ok(()) => backoff = Duration::from_millis(500),
             Err(e) => {
-                tracing::warn!(node = %c.node_name, error = %e, retry_in_ms = backoff.as_millis() as u64, "cluster mode: API server or host agent not usable; node features go on standalone");
+                tracing::warn!(node = %c.node_name, error = %e, retry_in_ms = backoff.as_millis() as u64, "cluster mode: API server not usable (or the host agent's admin API); node features go on standalone");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }

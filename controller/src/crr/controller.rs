@@ -20,8 +20,9 @@ use keelson_api::apps::v1alpha1::containerrecreaterequest::{
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
+
+use super::index::PodIndex;
 
 use crate::api_call::{finalizer_patch, status_code};
 
@@ -222,31 +223,26 @@ fn on_error(crr: Arc<ContainerRecreateRequest>, error: &ReconcileError, _: Arc<C
     Action::requeue(Duration::from_secs(5))
 }
 
-/// The requests about `pod`.
-pub fn requests_of(
-    store: &Store<ContainerRecreateRequest>,
-    pod: &Pod,
-) -> Vec<ObjectRef<ContainerRecreateRequest>> {
-    let ns = pod.metadata.namespace.as_deref();
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
-    store
-        .state()
-        .iter()
-        .filter(|c| c.metadata.namespace.as_deref() == ns && c.spec.pod_name == name)
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
-}
-
 /// Runs until the task is dropped.
 pub async fn run(client: Client) {
     crate::metrics::register_controller("containerrecreaterequest");
     let api: Api<ContainerRecreateRequest> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    let controller = Controller::new(api, watcher::Config::default());
-    let store = controller.store();
-    controller
+    // One watch of the requests feeds the controller's store and the
+    // pod → requests index a pod event is mapped through.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let index = Arc::new(PodIndex::default());
+    let feed = index.clone();
+    let requests = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
+        .inspect(move |ev| {
+            if let Ok(ev) = ev {
+                feed.apply(ev);
+            }
+        })
+        .touched_objects();
+    Controller::for_stream(requests, reader)
         .watches(pods, watcher::Config::default(), move |p: Pod| {
-            requests_of(&store, &p)
+            index.requests_of(&p)
         })
         .run(reconcile_one, on_error, Arc::new(client))
         .for_each(|r| async move {

@@ -6,6 +6,7 @@
 //! restart engine.
 
 pub mod controller;
+pub mod index;
 pub mod lifecycle;
 
 use std::collections::BTreeSet;
