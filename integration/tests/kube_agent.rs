@@ -37,24 +37,6 @@ spec:
     c.wait_pod_ready(ns, name, Duration::from_secs(90)).unwrap()
 }
 
-/// kubelet's `kubelet_runtime_operations_errors_total`, per operation.
-fn kubelet_cri_errors(c: &Cluster) -> BTreeMap<String, f64> {
-    let text = c
-        .kubectl(&[
-            "get",
-            "--raw",
-            &format!("/api/v1/nodes/{}/proxy/metrics", kube::NODE),
-        ])
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("kubelet_runtime_operations_errors_total{"))
-        .filter_map(|l| {
-            let (labels, value) = l.rsplit_once(' ')?;
-            Some((labels.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 /// Every Ready pod's uid and its containers' ids and restart counts, in
 /// `namespaces` (other tests' pods come and go meanwhile).
 fn pod_fingerprint(c: &Cluster, namespaces: &[&str]) -> BTreeMap<String, String> {
@@ -82,14 +64,6 @@ fn pod_fingerprint(c: &Cluster, namespaces: &[&str]) -> BTreeMap<String, String>
                 format!("{} {}", p["metadata"]["uid"], containers.join(",")),
             )
         })
-        .collect()
-}
-
-fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
-    after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
-        .filter(|(_, d)| *d > 0.0)
         .collect()
 }
 
@@ -156,7 +130,7 @@ fn restarting_the_agent_restarts_no_pod_and_fails_no_kubelet_call() {
     let watched = [ns.name.as_str(), "keelson-system"];
     let pods_before = pod_fingerprint(&c, &watched);
     assert!(pods_before.len() >= 3, "{pods_before:#?}");
-    let errors_before = kubelet_cri_errors(&c);
+    let errors_before = c.kubelet_cri_errors().unwrap();
 
     for _ in 0..3 {
         let pid = c
@@ -169,8 +143,8 @@ fn restarting_the_agent_restarts_no_pod_and_fails_no_kubelet_call() {
         // kubelet keeps calling (PLEG relists every second, status syncs).
         std::thread::sleep(Duration::from_secs(3));
     }
-    let after_term = kubelet_cri_errors(&c);
-    let failed_on_term = delta(&errors_before, &after_term);
+    let after_term = c.kubelet_cri_errors().unwrap();
+    let failed_on_term = kube::kubectl::grown(&errors_before, &after_term);
 
     let pid = c
         .agent_guard()
@@ -180,7 +154,7 @@ fn restarting_the_agent_restarts_no_pod_and_fails_no_kubelet_call() {
         .unwrap();
     eprintln!("agent restarted after SIGKILL: pid {pid}");
     std::thread::sleep(Duration::from_secs(5));
-    let failed_on_kill = delta(&after_term, &kubelet_cri_errors(&c));
+    let failed_on_kill = kube::kubectl::grown(&after_term, &c.kubelet_cri_errors().unwrap());
     eprintln!("kubelet CRI errors: SIGTERM x3 {failed_on_term:?}; SIGKILL {failed_on_kill:?}");
 
     // The node still serves everything through the new agent.

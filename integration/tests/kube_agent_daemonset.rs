@@ -31,32 +31,6 @@ use keelson_integration::images::BUSYBOX;
 use keelson_integration::kube::{self, Cluster, Options};
 use serde_json::Value;
 
-/// kubelet's `kubelet_runtime_operations_errors_total`, per operation.
-fn kubelet_cri_errors(c: &Cluster) -> BTreeMap<String, f64> {
-    let text = c
-        .kubectl(&[
-            "get",
-            "--raw",
-            &format!("/api/v1/nodes/{}/proxy/metrics", kube::NODE),
-        ])
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("kubelet_runtime_operations_errors_total{"))
-        .filter_map(|l| {
-            let (labels, value) = l.rsplit_once(' ')?;
-            Some((labels.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn grown(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
-    after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
-        .filter(|(_, d)| *d > 0.0)
-        .collect()
-}
-
 fn sha256(path: &Path) -> String {
     keelson_agent::install::digest_of(path).unwrap()
 }
@@ -295,7 +269,7 @@ spec:
         keelson_integration::images::build_program(&work.path().join("cache"), &v2, image).unwrap();
     keelson_integration::images::import(&c.runtime().unwrap().socket(), &tar).unwrap();
     let pods_before = fingerprint(&c, &ns.name);
-    let errors_before = kubelet_cri_errors(&c);
+    let errors_before = c.kubelet_cri_errors().unwrap();
     let prober = Prober::start(&c);
     let t = Instant::now();
     c.kubectl(&[
@@ -308,19 +282,11 @@ spec:
         &format!("cluster={image}"),
     ])
     .unwrap();
-    c.kubectl(&[
-        "-n",
-        "keelson-system",
-        "rollout",
-        "status",
-        "daemonset/keelson-agent",
-        "--timeout=180s",
-    ])
-    .unwrap();
+    c.rolled_out("daemonset/keelson-agent").unwrap();
     let rollout = t.elapsed();
     std::thread::sleep(Duration::from_secs(3));
     let (calls, failures) = prober.finish();
-    let kubelet_failed = grown(&errors_before, &kubelet_cri_errors(&c));
+    let kubelet_failed = kube::kubectl::grown(&errors_before, &c.kubelet_cri_errors().unwrap());
     let pod = agent_pod(&c);
     let report = install_report(&c, &pod);
     let (pid2, running) = host_agent(&c);
@@ -342,7 +308,7 @@ spec:
     // 3. The pod killed: the CRI path and the host agent untouched, the
     // cluster side back in the next pod.
     let old = kube::name_of(&pod);
-    let errors_before = kubelet_cri_errors(&c);
+    let errors_before = c.kubelet_cri_errors().unwrap();
     let prober = Prober::start(&c);
     c.kubectl(&[
         "-n",
@@ -364,7 +330,7 @@ spec:
         .unwrap();
     let crr = recreate(&c, &ns.name, "after-kill");
     let (calls, failures) = prober.finish();
-    let kubelet_failed = grown(&errors_before, &kubelet_cri_errors(&c));
+    let kubelet_failed = kube::kubectl::grown(&errors_before, &c.kubelet_cri_errors().unwrap());
     let (pid3, _) = host_agent(&c);
     let report = install_report(&c, &next);
     eprintln!(

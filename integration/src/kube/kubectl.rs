@@ -150,6 +150,38 @@ impl Cluster {
         Ok(list["items"].as_array().cloned().unwrap_or_default())
     }
 
+    /// `kubectl -n keelson-system rollout status <what>` (a Deployment or
+    /// DaemonSet of Keelson's), up to 180 s.
+    pub fn rolled_out(&self, what: &str) -> crate::Result<()> {
+        self.kubectl(&[
+            "-n",
+            "keelson-system",
+            "rollout",
+            "status",
+            what,
+            "--timeout=180s",
+        ])?;
+        Ok(())
+    }
+
+    /// kubelet's `kubelet_runtime_operations_errors_total`, per operation
+    /// (its failed CRI calls, from its own metrics).
+    pub fn kubelet_cri_errors(&self) -> crate::Result<std::collections::BTreeMap<String, f64>> {
+        let text = self.kubectl(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{}/proxy/metrics", super::NODE),
+        ])?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("kubelet_runtime_operations_errors_total{"))
+            .filter_map(|l| {
+                let (labels, value) = l.rsplit_once(' ')?;
+                Some((labels.to_string(), value.parse().ok()?))
+            })
+            .collect())
+    }
+
     /// `kubectl get … -o json` parsed.
     pub fn get_json(&self, args: &[&str]) -> crate::Result<Value> {
         let mut all = vec!["get"];
@@ -171,4 +203,16 @@ pub fn name_of(o: &Value) -> String {
 /// A pod that is Ready and not being deleted.
 pub fn live_and_ready(p: &Value) -> bool {
     super::condition(p, "Ready") && p["metadata"]["deletionTimestamp"].is_null()
+}
+
+/// The counters of `after` that grew since `before`, by how much.
+pub fn grown(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> std::collections::BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect()
 }

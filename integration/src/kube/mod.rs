@@ -12,7 +12,7 @@
 pub mod bins;
 pub mod control_plane;
 pub mod install;
-mod kubectl;
+pub mod kubectl;
 pub use kubectl::{live_and_ready, name_of};
 pub mod network;
 pub mod node;
@@ -281,29 +281,15 @@ impl Cluster {
 
         if daemonset.is_some() {
             let t = Instant::now();
-            me.kubectl(&[
-                "-n",
-                "keelson-system",
-                "rollout",
-                "status",
-                "daemonset/keelson-agent",
-                "--timeout=180s",
-            ])
-            .with_context(|| me.diagnostics())?;
+            me.rolled_out("daemonset/keelson-agent")
+                .with_context(|| me.diagnostics())?;
             me.startup
                 .push(("keelson-agent DaemonSet (rolled out)".into(), t.elapsed()));
         }
         if opts.controller {
             let t = Instant::now();
-            me.kubectl(&[
-                "-n",
-                "keelson-system",
-                "rollout",
-                "status",
-                "deployment/keelson-controller",
-                "--timeout=180s",
-            ])
-            .with_context(|| me.diagnostics())?;
+            me.rolled_out("deployment/keelson-controller")
+                .with_context(|| me.diagnostics())?;
             me.startup
                 .push(("keelson-controller (rolled out)".into(), t.elapsed()));
         }
