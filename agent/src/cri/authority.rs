@@ -338,6 +338,24 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    /// Found by fuzzing (`fuzz/fuzz_targets/cri_authority.rs`): a HEADERS
+    /// block whose HPACK size update is truncated makes fluke-hpack panic;
+    /// the caller's stream ends with an error instead, and the process
+    /// (and every other connection) goes on.
+    #[tokio::test]
+    async fn a_block_that_panics_the_hpack_decoder_is_a_malformed_stream() {
+        let mut input = PREFACE.to_vec();
+        input.extend_from_slice(&[
+            0x00, 0x00, 0x08, 0x01, 0xf7, 0x8f, 0x28, 0xd0, 0x00, 0x01, 0x21, 0x00, 0x00, 0x00,
+            0x25, 0x3f, 0x80, 0x15, 0x28, 0xd0, 0x00, 0x01, 0x00, 0x15, 0x08,
+        ]);
+        let mut repaired = AuthorityRepair::new(&input[..]);
+        let mut out = Vec::new();
+        let result = repaired.read_to_end(&mut out).await;
+        assert!(result.is_err(), "{result:?}");
+        assert!(out.starts_with(PREFACE));
+    }
+
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![
             (payload.len() >> 16) as u8,

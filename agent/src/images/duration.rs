@@ -45,7 +45,9 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         total += value * seconds;
     }
-    Ok(Duration::from_secs_f64(total))
+    // A value past what a Duration holds (or not finite) is refused, not
+    // a panic (found by fuzzing a plugin's cacheDuration).
+    Duration::try_from_secs_f64(total).map_err(|_| format!("duration {s:?} out of range"))
 }
 
 #[cfg(test)]
@@ -66,5 +68,11 @@ mod tests {
         assert!(parse("5d").is_err());
         assert!(parse("").is_err());
         assert!(parse("h").is_err());
+    }
+
+    #[test]
+    fn a_duration_too_long_to_hold_is_an_error_not_a_panic() {
+        assert!(parse("99999999999999999999999h").is_err());
+        assert!(parse(&format!("{}s", "9".repeat(400))).is_err());
     }
 }
