@@ -5,6 +5,8 @@
 # Rust's own bounds and overflow checks stay on with debug assertions).
 # The corpus under fuzz/corpus/<target> grows and is kept (commit it);
 # crashes land in fuzz/artifacts/<target>. Not part of CI's default run.
+# Before committing a grown corpus, shrink it:
+#   cargo fuzz cmin --sanitizer none --debug-assertions <target> corpus/<target>
 #
 #   fuzz/run.sh                 # every target, 60 s each
 #   FUZZ_SECONDS=600 fuzz/run.sh admission_review
