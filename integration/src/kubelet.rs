@@ -400,13 +400,27 @@ impl Kubelet {
     }
 
     /// StopPodSandbox then RemovePodSandbox, as kubelet tears a pod down.
+    /// A failed stop is tried again, as kubelet's next sync does (just after
+    /// a containerd restart, a shim's ttrpc connection can still read
+    /// "closed" once).
     pub async fn remove_sandbox(&mut self, sandbox_id: &str) -> crate::Result<()> {
-        self.runtime
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: sandbox_id.into(),
-            })
-            .await
-            .context("StopPodSandbox")?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let stopped = self
+                .runtime
+                .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: sandbox_id.into(),
+                })
+                .await;
+            match stopped {
+                Ok(_) => break,
+                Err(e) if attempt < 5 && e.code() == tonic::Code::Unknown => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => return Err(e).context("StopPodSandbox"),
+            }
+        }
         self.runtime
             .remove_pod_sandbox(cri::RemovePodSandboxRequest {
                 pod_sandbox_id: sandbox_id.into(),
