@@ -130,7 +130,12 @@ pub fn plan(view: &PodView, default_policy: RestartPolicy) -> Plan {
                     out.ignore.push((c.id.clone(), c.name.clone()));
                 }
             }
-            _ => {
+            // Not running yet: containerd answers StopContainer on a
+            // created container with success and does nothing, and kubelet
+            // starts it afterwards. Its start changes the book; it is
+            // stopped then.
+            State::Created | State::Starting => {}
+            State::Running => {
                 let grace = c
                     .grace_period_seconds
                     .unwrap_or(DEFAULT_GRACE_SECONDS)
@@ -527,6 +532,37 @@ mod tests {
             ],
         );
         assert_eq!(plan(&v, RestartPolicy::Never), Plan::default());
+    }
+
+    /// Regression (a CI flake): the main exited before kubelet had started
+    /// the last sidecar; the stop sent to the created container was a
+    /// no-op in containerd, the sidecar then started and ran for ever.
+    #[test]
+    fn a_sidecar_not_running_yet_is_stopped_only_once_it_runs() {
+        for state in [State::Created, State::Starting] {
+            let v = pod(
+                None,
+                &[
+                    ("main", false, false, State::Exited(1)),
+                    ("proxy", true, false, State::Running),
+                    ("logger", true, false, state),
+                ],
+            );
+            let p = plan(&v, RestartPolicy::Never);
+            assert_eq!(
+                p.stop.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(),
+                ["proxy"],
+                "{state:?}"
+            );
+        }
+        let v = pod(
+            None,
+            &[
+                ("main", false, false, State::Exited(1)),
+                ("logger", true, false, State::Running),
+            ],
+        );
+        assert_eq!(plan(&v, RestartPolicy::Never).stop.len(), 1);
     }
 
     #[test]

@@ -131,6 +131,27 @@ async fn never_policy_stops_sidecars_after_a_failed_main_but_on_failure_keeps_th
     via.remove_synced(&pod).await.unwrap();
 }
 
+/// The main is done before kubelet has started the sidecars after it: a
+/// stop sent to a sidecar that is only created does nothing in
+/// containerd, so each is stopped once it runs (a CI flake before).
+#[tokio::test]
+async fn sidecars_started_after_the_main_exited_are_stopped_too() {
+    let node = Node::start();
+    let mut via = node.via_agent().await;
+    for round in 0..3 {
+        let (pod, snap) = run_job(
+            &mut via,
+            job(&format!("job-instant-{round}"), "exit 1", "Never"),
+            RestartPolicy::Never,
+        )
+        .await;
+        for name in ["proxy", "logger"] {
+            assert_eq!(exit_code(&mut via, &snap, name).await.0, 0, "{name}");
+        }
+        via.remove_synced(&pod).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_sidecar_that_exits_by_itself_keeps_its_code() {
     let node = Node::start();
