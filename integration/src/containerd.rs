@@ -108,6 +108,17 @@ impl Containerd {
         self.child.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A containerd crash: the daemon alone is killed (SIGKILL) and
+    /// started again at once; its shims and containers keep running, as
+    /// when systemd restarts a crashed containerd.
+    pub fn crash(&self) -> crate::Result<()> {
+        if let Some(mut c) = self.child().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn()
+    }
+
     /// What a power loss does to containerd: it, its shims and every
     /// container are killed (SIGKILL), and its state directory (on tmpfs
     /// on a real host, so empty after a reboot: tasks, sandbox network

@@ -436,6 +436,34 @@ impl Cluster {
             .as_ref()
             .context("control plane stopped")?;
         cp.apiserver.start_again()?;
+        self.wait_apiserver_ready()
+    }
+
+    /// A kube-apiserver crash: SIGKILL, started again at once (as its
+    /// static pod or unit would be), back when `/readyz` says ok.
+    pub fn crash_apiserver(&self) -> crate::Result<()> {
+        let cp = self
+            .control_plane
+            .as_ref()
+            .context("control plane stopped")?;
+        cp.apiserver.kill();
+        cp.apiserver.start_again()?;
+        self.wait_apiserver_ready()
+    }
+
+    /// An etcd crash: SIGKILL, started again on the same data directory;
+    /// back when the API server is ready again.
+    pub fn crash_etcd(&self) -> crate::Result<()> {
+        let cp = self
+            .control_plane
+            .as_ref()
+            .context("control plane stopped")?;
+        cp.etcd.kill();
+        cp.etcd.start_again()?;
+        self.wait_apiserver_ready()
+    }
+
+    fn wait_apiserver_ready(&self) -> crate::Result<()> {
         self.wait_for(
             "kube-apiserver ready again",
             Duration::from_secs(120),
