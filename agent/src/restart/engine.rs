@@ -466,12 +466,30 @@ impl RestartEngine {
                         Some(client) => {
                             runtime::stop(client, &container_id, pre_stop.as_deref(), grace).await
                         }
-                        None => Err("runtime unreachable".into()),
+                        None => Err(runtime::StopError::OnTheWay("runtime unreachable".into())),
                     };
+                    let deadline_passed = rec
+                        .spec
+                        .active_deadline_seconds
+                        .is_some_and(|s| now_ms() >= rec.status.accepted_unix_ms + s as u64 * 1000);
+                    if let Err(runtime::StopError::OnTheWay(e)) = &outcome
+                        && !deadline_passed
+                    {
+                        // No answer (the runtime restarting, the connection
+                        // cut): the stop may or may not have happened. The
+                        // record says it was sent; observing again stops
+                        // the same instance only if it still runs, so the
+                        // container is never restarted twice.
+                        rt = None;
+                        let delay = retry.failed().unwrap_or(OBSERVE_RETRY.max);
+                        tracing::warn!(restart = %id, container = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "stopping container got no answer from the runtime; observing again");
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
                     if let Err(e) = &outcome {
                         tracing::warn!(restart = %id, container = %name, error = %e, "stopping container failed");
                     }
-                    plan::stopped(&mut rec, index, outcome);
+                    plan::stopped(&mut rec, index, outcome.map_err(|e| e.to_string()));
                     self.save(id, &rec).await;
                 }
                 Action::Wait { until_unix_ms } => {

@@ -168,7 +168,7 @@ pub async fn stop(
     container_id: &str,
     pre_stop: Option<&[String]>,
     grace: Duration,
-) -> Result<(), String> {
+) -> Result<(), StopError> {
     let began = Instant::now();
     if let Some(cmd) = pre_stop {
         let call = rt.exec_sync(cri::ExecSyncRequest {
@@ -199,8 +199,50 @@ pub async fn stop(
         timeout: left.as_secs() as i64,
     });
     req.set_timeout(left + STOP_SLACK);
-    rt.stop_container(req)
-        .await
-        .map(|_| ())
-        .map_err(|s| s.message().to_string())
+    rt.stop_container(req).await.map(|_| ()).map_err(|s| {
+        let message = s.message().to_string();
+        if on_the_way(&s) {
+            StopError::OnTheWay(message)
+        } else {
+            StopError::Refused(message)
+        }
+    })
+}
+
+/// Why a stop failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StopError {
+    /// The call did not get an answer from the runtime (connection
+    /// lost, runtime restarting): whether the container stopped is
+    /// unknown, so the caller observes again and retries.
+    #[error("{0}")]
+    OnTheWay(String),
+    /// The runtime answered with a failure.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// True when `status` came from the transport, not from the runtime.
+pub fn on_the_way(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled => true,
+        tonic::Code::Unknown => status.message().contains("transport error"),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod stop_error_tests {
+    use super::on_the_way;
+
+    #[test]
+    fn transport_failures_are_told_from_runtime_refusals() {
+        assert!(on_the_way(&tonic::Status::unavailable(
+            "connection refused"
+        )));
+        assert!(on_the_way(&tonic::Status::unknown("transport error")));
+        assert!(on_the_way(&tonic::Status::cancelled("h2 reset")));
+        assert!(!on_the_way(&tonic::Status::unknown("runc kill failed")));
+        assert!(!on_the_way(&tonic::Status::not_found("no such container")));
+    }
 }
