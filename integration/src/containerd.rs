@@ -112,11 +112,16 @@ impl Containerd {
     /// started again at once; its shims and containers keep running, as
     /// when systemd restarts a crashed containerd.
     pub fn crash(&self) -> crate::Result<()> {
+        self.kill_daemon();
+        self.spawn()
+    }
+
+    /// SIGKILL of the containerd process alone (not its shims).
+    fn kill_daemon(&self) {
         if let Some(mut c) = self.child().take() {
             let _ = c.kill();
             let _ = c.wait();
         }
-        self.spawn()
     }
 
     /// What a power loss does to containerd: it, its shims and every
@@ -125,10 +130,7 @@ impl Containerd {
     /// namespaces) is cleared. Its root (images, snapshots, container
     /// records) stays. [`Self::power_on`] starts it again.
     pub fn power_off(&self) {
-        if let Some(mut c) = self.child().take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill_daemon();
         let addr = self.socket().display().to_string();
         for pid in pids_with_arg(&addr) {
             signal(pid, Signal::SIGKILL);

@@ -423,11 +423,7 @@ impl RestartEngine {
                     // a runtime that accepts the connection but fails the
                     // calls must not make this a busy loop.
                     rt = None;
-                    let deadline_passed = rec
-                        .spec
-                        .active_deadline_seconds
-                        .is_some_and(|s| now >= rec.status.accepted_unix_ms + s as u64 * 1000);
-                    if !deadline_passed {
+                    if plan::deadline(&rec).is_none_or(|d| now < d) {
                         let delay = retry.failed().unwrap_or(OBSERVE_RETRY.max);
                         if retry.failures() == 1 {
                             tracing::warn!(restart = %id, error = %e, retry_in_ms = delay.as_millis() as u64, "observing the pod failed; retrying with backoff");
@@ -468,12 +464,8 @@ impl RestartEngine {
                         }
                         None => Err(runtime::StopError::OnTheWay("runtime unreachable".into())),
                     };
-                    let deadline_passed = rec
-                        .spec
-                        .active_deadline_seconds
-                        .is_some_and(|s| now_ms() >= rec.status.accepted_unix_ms + s as u64 * 1000);
                     if let Err(runtime::StopError::OnTheWay(e)) = &outcome
-                        && !deadline_passed
+                        && plan::deadline(&rec).is_none_or(|d| now_ms() < d)
                     {
                         // No answer (the runtime restarting, the connection
                         // cut): the stop may or may not have happened. The

@@ -159,10 +159,7 @@ pub fn step(r: &mut Record, seen: &Observed, now: u64) -> Action {
         fail_unfinished(r, "pod is no longer on this node");
         return complete(r, now, "pod is no longer on this node".into());
     }
-    let deadline = r
-        .spec
-        .active_deadline_seconds
-        .map(|s| r.status.accepted_unix_ms + (s as u64) * 1000);
+    let deadline = deadline(r);
     if deadline.is_some_and(|d| now >= d) {
         fail_unfinished(r, "activeDeadlineSeconds exceeded");
         return complete(r, now, "activeDeadlineSeconds exceeded".into());
@@ -324,6 +321,14 @@ fn stop_action(r: &Record, i: usize, c: &Seen) -> Action {
         pre_stop,
         grace: Duration::from_secs(grace as u64),
     }
+}
+
+/// When the request's `activeDeadlineSeconds`, counted from its
+/// acceptance, runs out (unix ms).
+pub fn deadline(r: &Record) -> Option<u64> {
+    r.spec
+        .active_deadline_seconds
+        .map(|s| r.status.accepted_unix_ms + (s as u64) * 1000)
 }
 
 /// Records the outcome of an [`Action::Stop`] for container `index`.

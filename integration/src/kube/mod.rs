@@ -442,24 +442,24 @@ impl Cluster {
     /// A kube-apiserver crash: SIGKILL, started again at once (as its
     /// static pod or unit would be), back when `/readyz` says ok.
     pub fn crash_apiserver(&self) -> crate::Result<()> {
-        let cp = self
-            .control_plane
-            .as_ref()
-            .context("control plane stopped")?;
-        cp.apiserver.kill();
-        cp.apiserver.start_again()?;
-        self.wait_apiserver_ready()
+        self.crash(|cp| &cp.apiserver)
     }
 
     /// An etcd crash: SIGKILL, started again on the same data directory;
     /// back when the API server is ready again.
     pub fn crash_etcd(&self) -> crate::Result<()> {
+        self.crash(|cp| &cp.etcd)
+    }
+
+    /// SIGKILL of one control-plane component, started again at once;
+    /// back when the API server is ready.
+    fn crash(&self, which: fn(&ControlPlane) -> &crate::proc::Daemon) -> crate::Result<()> {
         let cp = self
             .control_plane
             .as_ref()
             .context("control plane stopped")?;
-        cp.etcd.kill();
-        cp.etcd.start_again()?;
+        which(cp).kill();
+        which(cp).start_again()?;
         self.wait_apiserver_ready()
     }
 
