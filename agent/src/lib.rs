@@ -17,6 +17,7 @@ pub mod logging;
 pub mod node;
 pub mod pods;
 pub mod priority;
+pub mod readiness;
 pub mod restart;
 pub mod sidecar;
 pub mod store;

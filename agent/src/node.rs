@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::readiness::PodReadiness;
 use crate::config::Config;
 use crate::cri::HookSet;
 use crate::events::RuntimeEvents;
@@ -16,6 +15,7 @@ use crate::images::provider;
 use crate::images::pulls::{EngineConfig, PullEngine};
 use crate::pods::{self, PodBook, PodBookHook};
 use crate::priority::LaunchGate;
+use crate::readiness::PodReadiness;
 use crate::restart::engine::{EngineConfig as RestartConfig, RestartEngine};
 use crate::sidecar::SidecarTerminator;
 use crate::store::Store;

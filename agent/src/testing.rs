@@ -53,7 +53,7 @@ pub fn fake_runtime(
 /// directory: the node as the cluster side's unit tests reach it.
 pub struct AdminNode {
     pub client: crate::cluster::node::NodeClient,
-    pub readiness: Arc<crate::cluster::readiness::PodReadiness>,
+    pub readiness: Arc<crate::readiness::PodReadiness>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
@@ -74,7 +74,7 @@ pub fn admin_node(
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("admin.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    let readiness = Arc::new(crate::cluster::readiness::PodReadiness::new(book.clone()));
+    let readiness = Arc::new(crate::readiness::PodReadiness::new(book.clone()));
     let feed = Arc::new(crate::admin::feed::Feed::start(
         &pulls,
         &restarts,

@@ -37,9 +37,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 
 use crate::backoff::{Backoff, Retry};
-use crate::cluster::readiness::{PodReadiness, PodReport};
 use crate::images::pulls::{PullEngine, PullSpec};
 use crate::pods::PodBook;
+use crate::readiness::{PodReadiness, PodReport};
 use crate::restart::engine::{RestartEngine, SubmitError};
 use crate::restart::envdeps::MetadataUpdate;
 use crate::restart::spec::RestartSpec;

@@ -3,8 +3,9 @@
 //! its status ([`nodeimage`] is the mapping, [`nodeimage_sync`] the API
 //! side), turns this node's active ContainerRecreateRequests into restarts
 //! ([`crr`], [`crr_sync`]), and watches this node's pods for the launch
-//! gate's readiness ([`readiness`]) and the node's half of in-place
-//! updates ([`inplace`]). It drives the node features only through the
+//! gate's readiness ([`readiness`] makes the reports the host's
+//! [`crate::readiness`] keeps) and the node's half of in-place updates
+//! ([`inplace`]). It drives the node features only through the
 //! host agent's admin API ([`node`]): inside the host agent, or as
 //! `keelson-agent cluster` in the DaemonSet pod, where the cluster
 //! credentials live (the host unit holds none). The API server or the
@@ -31,9 +32,10 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Config};
 
 use crate::admin::feed::Changes;
+use crate::readiness::PodReport;
 use keelson_api::apps::v1alpha1::containerrecreaterequest::ContainerRecreateRequest;
 use node::NodeClient;
-use readiness::PodReport;
+use readiness::report_of;
 
 /// How to reach the API server.
 #[derive(Debug, Clone)]
@@ -132,7 +134,7 @@ impl Reports {
         {
             l.insert(uid.clone());
         }
-        let report = PodReport::of(pod);
+        let report = report_of(pod);
         if self.sent().get(&uid) == Some(&report) {
             return;
         }

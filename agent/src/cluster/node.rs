@@ -13,9 +13,9 @@ use serde::de::DeserializeOwned;
 
 use crate::admin::client::call;
 use crate::admin::feed::Changes;
-use crate::cluster::readiness::PodReport;
 use crate::images::pulls::{PullSpec, PullStatus};
 use crate::pods::PodView;
+use crate::readiness::PodReport;
 use crate::restart::envdeps::MetadataUpdate;
 use crate::restart::spec::{RestartSpec, RestartStatus};
 
