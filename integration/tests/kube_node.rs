@@ -5,7 +5,6 @@
 //! and an ImagePullJob pulling from the local auth registry — each applied
 //! with kubectl as a user writes it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,31 +19,6 @@ fn cluster() -> Arc<Cluster> {
 
 fn ready_pod(c: &Cluster, ns: &str, name: &str, limit: Duration) -> Value {
     c.wait_pod_ready(ns, name, limit).unwrap()
-}
-
-/// The runtime ids of a pod's containers, by name.
-fn container_ids(pod: &Value) -> HashMap<String, String> {
-    pod["status"]["containerStatuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| {
-            let id = s["containerID"].as_str()?;
-            let bare = id.split_once("://").map_or(id, |(_, b)| b);
-            Some((s["name"].as_str()?.to_string(), bare.to_string()))
-        })
-        .collect()
-}
-
-/// When containerd started container `id` (ns since the epoch), asked
-/// of containerd itself.
-fn started_at(c: &Cluster, id: &str) -> i128 {
-    let socket = c.runtime().unwrap().socket();
-    let out = c.crictl(&socket, &["inspect", id]).unwrap();
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let text = v["status"]["startedAt"].as_str().unwrap();
-    let ts: k8s_openapi::jiff::Timestamp = text.parse().unwrap();
-    ts.as_nanosecond()
 }
 
 #[test]
@@ -71,10 +45,10 @@ spec:
     ))
     .unwrap();
     let pod = ready_pod(&c, &ns.name, "ordered", Duration::from_secs(120));
-    let ids = container_ids(&pod);
+    let ids = kube::container_ids(&pod);
     let t: Vec<i128> = ["first", "second", "third"]
         .iter()
-        .map(|n| started_at(&c, &ids[*n]))
+        .map(|n| c.container_started_ns(&ids[*n]).unwrap())
         .collect();
     assert!(
         t[0] < t[1] && t[1] < t[2],
@@ -119,9 +93,9 @@ spec:
     ))
     .unwrap();
     let pod = ready_pod(&c, &ns.name, "by-env", Duration::from_secs(120));
-    let ids = container_ids(&pod);
-    let high = started_at(&c, &ids["high"]);
-    let low = started_at(&c, &ids["low"]);
+    let ids = kube::container_ids(&pod);
+    let high = c.container_started_ns(&ids["high"]).unwrap();
+    let low = c.container_started_ns(&ids["low"]).unwrap();
     let gap_ms = (low - high) as f64 / 1e6;
     assert!(
         gap_ms >= 2000.0,

@@ -32,6 +32,21 @@ impl Cluster {
         )
     }
 
+    /// When containerd started container `id` (ns since the epoch), asked
+    /// of containerd itself rather than read from the pod's status.
+    pub fn container_started_ns(&self, id: &str) -> crate::Result<i128> {
+        let socket = self.runtime()?.socket();
+        let out = self.crictl(&socket, &["inspect", id])?;
+        let v: Value = serde_json::from_str(&out).context("crictl inspect output")?;
+        let text = v["status"]["startedAt"]
+            .as_str()
+            .with_context(|| format!("container {id} has no startedAt"))?;
+        let ts: k8s_openapi::jiff::Timestamp = text
+            .parse()
+            .with_context(|| format!("startedAt {text:?}"))?;
+        Ok(ts.as_nanosecond())
+    }
+
     /// SIGKILL of every keelson-controller container's process (kubelet
     /// starts them again); how many were killed.
     pub fn kill_controllers(&self) -> crate::Result<usize> {
@@ -198,6 +213,21 @@ pub fn name_of(o: &Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+/// The runtime ids (without the `containerd://` prefix) of a pod's
+/// containers, by name, from its status.
+pub fn container_ids(pod: &Value) -> std::collections::HashMap<String, String> {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            let id = s["containerID"].as_str()?;
+            let bare = id.split_once("://").map_or(id, |(_, b)| b);
+            Some((s["name"].as_str()?.to_string(), bare.to_string()))
+        })
+        .collect()
 }
 
 /// A pod that is Ready and not being deleted.

@@ -13,7 +13,7 @@ pub mod bins;
 pub mod control_plane;
 pub mod install;
 pub mod kubectl;
-pub use kubectl::{live_and_ready, name_of};
+pub use kubectl::{container_ids, live_and_ready, name_of};
 pub mod network;
 pub mod node;
 pub mod pki;
