@@ -319,7 +319,7 @@ fn unfinished(c: &Cluster, plan: &Plan) -> Option<String> {
         .filter(|(i, (_, crrs))| {
             by_name
                 .get(format!("t{i}").as_str())
-                .is_none_or(|p| restarts(p, "app") != crrs.len() as i64 || !condition(p, "Ready"))
+                .is_none_or(|p| restarts(p, "app") < crrs.len() as i64 || !condition(p, "Ready"))
         })
         .count();
     if behind > 0 {
