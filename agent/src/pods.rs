@@ -9,11 +9,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cri_proto as cri;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::backoff::{Backoff, Retry};
 use crate::cri::methods::runtime as m;
 use crate::cri::{After, Call, Hook, HookError, HookFuture, Interest, Outcome};
 use crate::events::{RuntimeEvent, received};
@@ -536,12 +538,33 @@ pub async fn follow_events(
                 exit_code,
             } => book.set_state(&container_id, State::Exited(exit_code)),
             RuntimeEvent::OutOfMemory { .. } => {}
-            RuntimeEvent::Gap => {
-                if let Err(e) = resync_from_runtime(&book, &runtime).await {
-                    tracing::warn!(error = %e, "re-reading runtime state failed");
-                }
-            }
+            RuntimeEvent::Gap => resync_until_read(&book, &runtime).await,
         }
+    }
+}
+
+/// How the re-read after a gap is retried. A containerd that has just
+/// come back answers "server is not initialized yet" for a moment, and an
+/// exit missed in the gap is known only from the re-read (a Job's main
+/// exiting while containerd restarted left its sidecar running for good).
+pub const RESYNC_RETRY: Backoff = Backoff {
+    base: Duration::from_millis(200),
+    max: Duration::from_secs(5),
+    attempts: None,
+};
+
+/// Re-reads the runtime's lists into the book, retrying until it works.
+async fn resync_until_read(book: &PodBook, runtime: &std::path::Path) {
+    let mut retry = Retry::new(RESYNC_RETRY);
+    while let Err(e) = resync_from_runtime(book, runtime).await {
+        let delay = retry.failed().unwrap_or(RESYNC_RETRY.max);
+        tracing::warn!(
+            error = %e,
+            attempt = retry.failures(),
+            retry_in_ms = delay.as_millis() as u64,
+            "re-reading runtime state failed; retrying"
+        );
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -714,6 +737,33 @@ mod tests {
             .await
             .unwrap();
         assert!(book.container("c3").unwrap().0.seq > book.container("c2").unwrap().0.seq);
+    }
+
+    #[tokio::test]
+    async fn a_failed_re_read_after_a_gap_is_retried_until_it_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let book = PodBook::open(&store).unwrap();
+        let socket = dir.path().join("runtime.sock");
+        // containerd just restarted: the first two calls are refused
+        // (gRPC UNKNOWN, "server is not initialized yet"), then it answers.
+        let (calls, server) = crate::testing::fake_runtime(&socket, |n| if n <= 2 { 2 } else { 0 });
+        let (tx, rx) = tokio::sync::broadcast::channel(8);
+        let follower = tokio::spawn(follow_events(book.clone(), rx, socket.clone()));
+        tx.send(RuntimeEvent::Gap).unwrap();
+        // Two refused ListPodSandbox calls, then ListPodSandbox and
+        // ListContainers answered: the book was re-read.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while calls.load(std::sync::atomic::Ordering::Relaxed) < 4 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "re-read not retried: {} runtime calls",
+                calls.load(std::sync::atomic::Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        follower.abort();
+        server.abort();
     }
 
     #[tokio::test]
