@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod cri;
 pub mod ctl;
+pub mod envdeps;
 pub mod events;
 pub mod images;
 pub mod install;
@@ -75,6 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 features.book.clone(),
             )),
             exit: exit.clone(),
+            cluster_side_of: config.cluster.as_ref().map(|c| c.node_name.clone()),
         },
     ));
     // Cluster mode in this process: the cluster side drives the node

@@ -152,7 +152,7 @@ fn cluster_role(a: ClusterArgs) -> ExitCode {
     let node = keelson_agent::cluster::node::NodeClient::new(&a.admin_socket);
     rt.block_on(async {
         tokio::select! {
-            () = keelson_agent::cluster::run(config, node) => {}
+            () = keelson_agent::cluster::run_beside_host(config, node) => {}
             () = keelson_agent::stop_signal() => {}
         }
     });

@@ -71,6 +71,17 @@ pub fn admin_node(
     restarts: Arc<crate::restart::engine::RestartEngine>,
     book: Arc<crate::pods::PodBook>,
 ) -> AdminNode {
+    admin_node_of(pulls, restarts, book, None)
+}
+
+/// [`admin_node`] of an agent that runs the cluster side of
+/// `cluster_side_of` in its own process.
+pub fn admin_node_of(
+    pulls: Arc<crate::images::pulls::PullEngine>,
+    restarts: Arc<crate::restart::engine::RestartEngine>,
+    book: Arc<crate::pods::PodBook>,
+    cluster_side_of: Option<String>,
+) -> AdminNode {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("admin.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
@@ -89,6 +100,7 @@ pub fn admin_node(
             book,
             feed,
             exit: Arc::new(tokio::sync::Notify::new()),
+            cluster_side_of,
         },
     ));
     AdminNode {

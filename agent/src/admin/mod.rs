@@ -37,11 +37,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 
 use crate::backoff::{Backoff, Retry};
+use crate::envdeps::MetadataUpdate;
 use crate::images::pulls::{PullEngine, PullSpec};
 use crate::pods::PodBook;
 use crate::readiness::{PodReadiness, PodReport};
 use crate::restart::engine::{RestartEngine, SubmitError};
-use crate::restart::envdeps::MetadataUpdate;
 use crate::restart::spec::RestartSpec;
 
 /// What binary the agent runs.
@@ -52,17 +52,31 @@ pub struct AgentVersion {
     /// SHA-256 of the running executable (`/proc/self/exe`, which stays
     /// the running one when the file on disk is replaced).
     pub binary_sha256: String,
+    /// The node whose cluster side this agent runs in its own process
+    /// (`node-name` in its config); none when the DaemonSet pod runs it.
+    /// A DaemonSet pod on a node whose host agent says so stays idle: two
+    /// cluster sides would both write the node's NodeImage and CRRs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_side_of: Option<String>,
 }
 
-async fn running_version() -> Result<AgentVersion, String> {
-    let digest = tokio::task::spawn_blocking(|| {
-        crate::install::digest_of(Path::new("/proc/self/exe")).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+async fn running_version(cluster_side_of: Option<String>) -> Result<AgentVersion, String> {
+    // Hashed once: the running executable does not change (and the
+    // DaemonSet's cluster side asks every few seconds).
+    static DIGEST: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    let digest = DIGEST
+        .get_or_try_init(|| async {
+            tokio::task::spawn_blocking(|| {
+                crate::install::digest_of(Path::new("/proc/self/exe")).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        })
+        .await?;
     Ok(AgentVersion {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        binary_sha256: digest,
+        binary_sha256: digest.clone(),
+        cluster_side_of,
     })
 }
 
@@ -79,6 +93,8 @@ pub struct Services {
     pub feed: Arc<feed::Feed>,
     /// Notified by `POST /v1/exit`.
     pub exit: Arc<tokio::sync::Notify>,
+    /// The node this process runs the cluster side of, if it does.
+    pub cluster_side_of: Option<String>,
 }
 
 /// Waiting after a failed accept (out of file descriptors, …) before the
@@ -304,10 +320,12 @@ async fn handle(services: Services, req: Request<Incoming>) -> Result<Reply, Inf
             ),
             Err(e) => error(StatusCode::BAD_REQUEST, e),
         },
-        (Method::GET, ["v1", "version"]) => match running_version().await {
-            Ok(v) => json(StatusCode::OK, &v),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        },
+        (Method::GET, ["v1", "version"]) => {
+            match running_version(services.cluster_side_of.clone()).await {
+                Ok(v) => json(StatusCode::OK, &v),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            }
+        }
         (Method::POST, ["v1", "exit"]) => {
             tracing::info!("admin API: exit asked for (upgrade); draining");
             services.exit.notify_one();

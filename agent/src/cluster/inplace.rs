@@ -37,8 +37,8 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 
 use super::node::NodeClient;
+use crate::envdeps::MetadataUpdate;
 use crate::pods::{PodView, State};
-use crate::restart::envdeps::MetadataUpdate;
 
 /// Reason of `InPlaceUpdateReady=False` while an update is in flight.
 const REASON_START: &str = "StartInPlaceUpdate";

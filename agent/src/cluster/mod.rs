@@ -65,6 +65,53 @@ async fn connect(c: &ClusterConfig) -> Result<Client, String> {
     Client::try_from(config).map_err(|e| e.to_string())
 }
 
+/// How often the DaemonSet's cluster side asks the host agent whether it
+/// runs the cluster side itself.
+const HOST_CHECK: Duration = Duration::from_secs(15);
+
+/// The node whose cluster side the host agent behind `node` runs in its
+/// own process, if it says so (an agent not answering says nothing: the
+/// cluster side then goes on, waiting for it as usual).
+pub async fn host_runs_cluster_side(node: &NodeClient) -> Option<String> {
+    node.version().await.ok()?.cluster_side_of
+}
+
+/// The DaemonSet pod's role: [`run`], but only while the host agent does
+/// not run the cluster side in its own process (`node-name` in its
+/// config). Two cluster sides on one node would both write its NodeImage
+/// status and CRRs, so this side stays idle, saying why, until the host
+/// agent's config changes.
+pub async fn run_beside_host(c: ClusterConfig, node: NodeClient) {
+    loop {
+        if let Some(host) = host_runs_cluster_side(&node).await {
+            tracing::error!(
+                node = %c.node_name,
+                host_follows = %host,
+                socket = %node.socket().display(),
+                "the host agent runs the cluster side itself (node-name in its config): \
+                 this one stays idle; remove node-name and kubeconfig from the host agent's \
+                 config to let the DaemonSet run it"
+            );
+            while host_runs_cluster_side(&node).await.is_some() {
+                tokio::time::sleep(HOST_CHECK).await;
+            }
+            tracing::info!(node = %c.node_name, "the host agent no longer runs the cluster side: starting it here");
+        }
+        let host_took_over = async {
+            loop {
+                tokio::time::sleep(HOST_CHECK).await;
+                if host_runs_cluster_side(&node).await.is_some() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = run(c.clone(), node.clone()) => return,
+            () = host_took_over => {}
+        }
+    }
+}
+
 /// Follows this node's NodeImage, ContainerRecreateRequests and pods,
 /// driving the host agent behind `node`, until the task is dropped.
 pub async fn run(c: ClusterConfig, node: NodeClient) {
@@ -317,5 +364,75 @@ async fn follow(
             }
             _ = tokio::time::sleep(RESYNC) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{admin_node_of, node_without_runtime};
+
+    /// A kubeconfig whose API server is a loopback listener that only
+    /// counts the connections made to it.
+    fn counting_apiserver(dir: &std::path::Path) -> (PathBuf, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+            ),
+        )
+        .unwrap();
+        (path, count)
+    }
+
+    async fn connections_while_running(cluster_side_of: Option<String>) -> usize {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("state")).unwrap();
+        let (_plain, pulls, restarts) = node_without_runtime(dir.path(), &store);
+        let book = crate::pods::PodBook::open(&store).unwrap();
+        let host = admin_node_of(pulls, restarts, book, cluster_side_of.clone());
+        assert_eq!(host_runs_cluster_side(&host.client).await, cluster_side_of);
+        let (kubeconfig, count) = counting_apiserver(dir.path());
+        let side = tokio::spawn(run_beside_host(
+            ClusterConfig {
+                node_name: "node-a".into(),
+                kubeconfig: Some(kubeconfig),
+            },
+            host.client.clone(),
+        ));
+        // Up to 2 s for a first connection (the check above made the
+        // agent's version answer fast: its binary digest is computed once).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while count.load(std::sync::atomic::Ordering::SeqCst) == 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        side.abort();
+        count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn the_daemonset_side_stays_idle_while_the_host_agent_runs_the_cluster_side() {
+        assert_eq!(
+            connections_while_running(Some("node-a".into())).await,
+            0,
+            "the API server was called although the host agent runs the cluster side"
+        );
+        assert!(
+            connections_while_running(None).await > 0,
+            "without the host agent running it, the cluster side starts"
+        );
     }
 }

@@ -13,10 +13,10 @@ use serde::de::DeserializeOwned;
 
 use crate::admin::client::call;
 use crate::admin::feed::Changes;
+use crate::envdeps::MetadataUpdate;
 use crate::images::pulls::{PullSpec, PullStatus};
 use crate::pods::PodView;
 use crate::readiness::PodReport;
-use crate::restart::envdeps::MetadataUpdate;
 use crate::restart::spec::{RestartSpec, RestartStatus};
 
 /// Why a call to the host agent failed.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::admin::client::{api_error, call, fetch, print_id, submit};
-use crate::restart::envdeps::MetadataUpdate;
+use crate::envdeps::MetadataUpdate;
 use crate::restart::spec::{
     FailurePolicy, Phase, PodRef, RestartContainer, RestartSpec, RestartStatus, Strategy,
 };

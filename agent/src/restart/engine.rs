@@ -18,11 +18,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, broadcast, watch};
 
 use super::plan::{self, Action, Observed, Record};
+use super::runtime;
 use super::spec::{
     Phase, PodRef, RestartContainer, RestartSpec, RestartStatus, SpecError, StatusContext,
 };
-use super::{envdeps, runtime};
 use crate::backoff::{Backoff, Retry};
+use crate::envdeps;
 use crate::events::{RuntimeEvent, received};
 use crate::pods::PodBook;
 use crate::priority::Readiness;

@@ -2,11 +2,10 @@
 //! ContainerRecreateRequest semantics: the request and its status
 //! ([`spec`]), the decision without I/O ([`plan`]), what it asks of the
 //! runtime ([`runtime`]), the crash-safe per-pod queue that runs it
-//! ([`engine`]), and which containers an annotation change must restart
-//! ([`envdeps`]).
+//! ([`engine`]). Which containers an annotation change must restart is
+//! [`crate::envdeps`] (the pod book reads it too).
 
 pub mod engine;
-pub mod envdeps;
 pub mod plan;
 pub mod runtime;
 pub mod spec;

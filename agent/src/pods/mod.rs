@@ -9,18 +9,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use cri_proto as cri;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::backoff::{Backoff, Retry};
-use crate::cri::methods::runtime as m;
-use crate::cri::{After, Call, Hook, HookError, HookFuture, Interest, Outcome};
-use crate::events::{RuntimeEvent, received};
 use crate::kruise;
 use crate::store::{Store, StoreError, Table};
+
+mod follow;
+mod hook;
+
+pub use follow::{RESYNC_RETRY, envs_from_verbose_info, follow_events, resync_from_runtime};
+pub use hook::{PodBookHook, container_from, sandbox_from};
 
 /// Most sandboxes / containers remembered (far above any node's pods).
 const LIMIT: usize = 100_000;
@@ -69,7 +70,7 @@ fn kept_annotation(key: &str) -> bool {
     key == kruise::ANNOTATION_PRIORITIES
         || key == kruise::ANNOTATION_LAUNCH_PRIORITY
         || key == kruise::ANNOTATION_RESTART_POLICY
-        || key == crate::restart::envdeps::ANNOTATION_ENV_FROM_METADATA
+        || key == crate::envdeps::ANNOTATION_ENV_FROM_METADATA
 }
 
 fn kept_env(key: &str) -> bool {
@@ -379,306 +380,6 @@ impl PodBook {
     }
 }
 
-/// Keeps the book current from the CRI calls kubelet makes.
-pub struct PodBookHook {
-    book: Arc<PodBook>,
-}
-
-impl PodBookHook {
-    pub fn new(book: Arc<PodBook>) -> Self {
-        Self { book }
-    }
-}
-
-impl Hook for PodBookHook {
-    fn name(&self) -> &str {
-        "pod-book"
-    }
-
-    fn interest(&self) -> Interest {
-        Interest {
-            before: vec![],
-            after: vec![
-                m::RunPodSandbox,
-                m::CreateContainer,
-                m::RemoveContainer,
-                m::RemovePodSandbox,
-            ],
-        }
-    }
-
-    fn after<'a>(&'a self, call: &'a Call, outcome: &'a Outcome) -> HookFuture<'a, After> {
-        Box::pin(async move {
-            if outcome.status.code != 0 {
-                return Ok(After::Keep);
-            }
-            let store = |e: StoreError| HookError::Internal(e.to_string());
-            match call.method() {
-                m::RunPodSandbox => {
-                    let req: cri::RunPodSandboxRequest = call.decode()?;
-                    let Some(reply) = outcome.decode::<cri::RunPodSandboxResponse>()? else {
-                        return Ok(After::Keep);
-                    };
-                    let config = req.config.unwrap_or_default();
-                    self.book
-                        .add_sandbox(sandbox_from(reply.pod_sandbox_id, &config))
-                        .await
-                        .map_err(store)?;
-                }
-                m::CreateContainer => {
-                    let req: cri::CreateContainerRequest = call.decode()?;
-                    let Some(reply) = outcome.decode::<cri::CreateContainerResponse>()? else {
-                        return Ok(After::Keep);
-                    };
-                    let config = req.config.unwrap_or_default();
-                    let pod_annotations = req.sandbox_config.unwrap_or_default().annotations;
-                    let c = container_from(
-                        reply.container_id,
-                        req.pod_sandbox_id,
-                        &config,
-                        &pod_annotations,
-                    );
-                    self.book.add_container(c).await.map_err(store)?;
-                }
-                m::RemoveContainer => {
-                    let req: cri::RemoveContainerRequest = call.decode()?;
-                    self.book
-                        .remove_container(&req.container_id)
-                        .await
-                        .map_err(store)?;
-                }
-                m::RemovePodSandbox => {
-                    let req: cri::RemovePodSandboxRequest = call.decode()?;
-                    self.book
-                        .remove_sandbox(&req.pod_sandbox_id)
-                        .await
-                        .map_err(store)?;
-                }
-                _ => {}
-            }
-            Ok(After::Keep)
-        })
-    }
-}
-
-/// A sandbox record from its config.
-pub fn sandbox_from(id: String, config: &cri::PodSandboxConfig) -> Sandbox {
-    let meta = config.metadata.clone().unwrap_or_default();
-    Sandbox {
-        id,
-        uid: meta.uid,
-        name: meta.name,
-        namespace: meta.namespace,
-        annotations: config
-            .annotations
-            .iter()
-            .filter(|(k, _)| kept_annotation(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    }
-}
-
-/// A container record from its config; `pod_annotations` tells which env
-/// vars read pod metadata (their values are kept too).
-pub fn container_from(
-    id: String,
-    sandbox_id: String,
-    config: &cri::ContainerConfig,
-    pod_annotations: &HashMap<String, String>,
-) -> Container {
-    let meta = config.metadata.clone().unwrap_or_default();
-    let from_metadata = crate::restart::envdeps::env_names(pod_annotations, &meta.name);
-    Container {
-        id,
-        sandbox_id,
-        name: meta.name,
-        attempt: meta.attempt,
-        seq: 0,
-        env: config
-            .envs
-            .iter()
-            .filter(|kv| kept_env(&kv.key) || from_metadata.contains(&kv.key))
-            .map(|kv| {
-                (
-                    kv.key.clone(),
-                    String::from_utf8_lossy(&kv.value).into_owned(),
-                )
-            })
-            .collect(),
-        grace_period_seconds: config
-            .annotations
-            .get(kruise::kubelet::POD_GRACE_PERIOD)
-            .and_then(|v| v.parse().ok()),
-        image: config
-            .image
-            .as_ref()
-            .map(|i| {
-                if i.user_specified_image.is_empty() {
-                    i.image.clone()
-                } else {
-                    i.user_specified_image.clone()
-                }
-            })
-            .unwrap_or_default(),
-    }
-}
-
-/// Applies runtime events to the book until the feed closes; re-reads the
-/// runtime's lists after every gap.
-pub async fn follow_events(
-    book: Arc<PodBook>,
-    mut rx: tokio::sync::broadcast::Receiver<RuntimeEvent>,
-    runtime: std::path::PathBuf,
-) {
-    while let Some(event) = received(rx.recv().await) {
-        match event {
-            RuntimeEvent::Started { container_id } => book.set_state(&container_id, State::Running),
-            RuntimeEvent::Exited {
-                container_id,
-                exit_code,
-            } => book.set_state(&container_id, State::Exited(exit_code)),
-            RuntimeEvent::OutOfMemory { .. } => {}
-            RuntimeEvent::Gap => resync_until_read(&book, &runtime).await,
-        }
-    }
-}
-
-/// How the re-read after a gap is retried. A containerd that has just
-/// come back answers "server is not initialized yet" for a moment, and an
-/// exit missed in the gap is known only from the re-read (a Job's main
-/// exiting while containerd restarted left its sidecar running for good).
-pub const RESYNC_RETRY: Backoff = Backoff {
-    base: Duration::from_millis(200),
-    max: Duration::from_secs(5),
-    attempts: None,
-};
-
-/// Re-reads the runtime's lists into the book, retrying until it works.
-async fn resync_until_read(book: &PodBook, runtime: &std::path::Path) {
-    let mut retry = Retry::new(RESYNC_RETRY);
-    while let Err(e) = resync_from_runtime(book, runtime).await {
-        let delay = retry.failed().unwrap_or(RESYNC_RETRY.max);
-        tracing::warn!(
-            error = %e,
-            attempt = retry.failures(),
-            retry_in_ms = delay.as_millis() as u64,
-            "re-reading runtime state failed; retrying"
-        );
-        tokio::time::sleep(delay).await;
-    }
-}
-
-/// Lists sandboxes and containers from the runtime and resyncs the book.
-pub async fn resync_from_runtime(book: &PodBook, runtime: &std::path::Path) -> Result<(), String> {
-    let channel = containerd_client::connect(runtime)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut client = cri::runtime_service_client::RuntimeServiceClient::new(channel);
-    let sandboxes = client
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-        .map_err(|s| s.message().to_string())?
-        .into_inner()
-        .items;
-    let containers = client
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .map_err(|s| s.message().to_string())?
-        .into_inner()
-        .containers;
-    // Objects the book does not know (created before the agent started, or
-    // lost in a crash) are learned from the runtime.
-    for s in &sandboxes {
-        if book.pod(&s.id).is_none() {
-            let config = cri::PodSandboxConfig {
-                metadata: s.metadata.clone(),
-                annotations: s.annotations.clone(),
-                ..Default::default()
-            };
-            book.add_sandbox(sandbox_from(s.id.clone(), &config))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    let mut unknown: Vec<&cri::Container> = containers
-        .iter()
-        .filter(|c| book.container(&c.id).is_none())
-        .collect();
-    unknown.sort_by_key(|c| c.created_at);
-    for c in unknown {
-        let status = client
-            .container_status(cri::ContainerStatusRequest {
-                container_id: c.id.clone(),
-                verbose: true,
-            })
-            .await
-            .map_err(|s| s.message().to_string())?
-            .into_inner();
-        let config = cri::ContainerConfig {
-            metadata: c.metadata.clone(),
-            envs: envs_from_verbose_info(&status.info),
-            annotations: c.annotations.clone(),
-            ..Default::default()
-        };
-        let pod_annotations = book
-            .pod(&c.pod_sandbox_id)
-            .map(|p| p.sandbox.annotations)
-            .unwrap_or_default();
-        book.add_container(container_from(
-            c.id.clone(),
-            c.pod_sandbox_id.clone(),
-            &config,
-            &pod_annotations,
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
-    }
-    book.resync(&sandboxes, &containers)
-        .await
-        .map_err(|e| e.to_string())?;
-    // Lists carry no exit codes: ask for the ones the book lacks.
-    for c in &containers {
-        if book.container(&c.id).map(|(_, s)| s) == Some(State::Exited(-1)) {
-            let status = client
-                .container_status(cri::ContainerStatusRequest {
-                    container_id: c.id.clone(),
-                    verbose: false,
-                })
-                .await
-                .ok()
-                .and_then(|r| r.into_inner().status);
-            if let Some(s) = status {
-                book.set_state(&c.id, State::Exited(s.exit_code));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The env a container was created with, from containerd's verbose status
-/// (`info` → JSON with the CRI config). Other runtimes: none.
-pub fn envs_from_verbose_info(info: &HashMap<String, String>) -> Vec<cri::KeyValue> {
-    let Some(json) = info.get("info") else {
-        return vec![];
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
-        return vec![];
-    };
-    v["config"]["envs"]
-        .as_array()
-        .map(|envs| {
-            envs.iter()
-                .filter_map(|e| {
-                    Some(cri::KeyValue {
-                        key: e["key"].as_str()?.to_string(),
-                        value: e["value"].as_str().unwrap_or_default().as_bytes().to_vec(),
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,33 +441,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_re_read_after_a_gap_is_retried_until_it_works() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let book = PodBook::open(&store).unwrap();
-        let socket = dir.path().join("runtime.sock");
-        // containerd just restarted: the first two calls are refused
-        // (gRPC UNKNOWN, "server is not initialized yet"), then it answers.
-        let (calls, server) = crate::testing::fake_runtime(&socket, |n| if n <= 2 { 2 } else { 0 });
-        let (tx, rx) = tokio::sync::broadcast::channel(8);
-        let follower = tokio::spawn(follow_events(book.clone(), rx, socket.clone()));
-        tx.send(RuntimeEvent::Gap).unwrap();
-        // Two refused ListPodSandbox calls, then ListPodSandbox and
-        // ListContainers answered: the book was re-read.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while calls.load(std::sync::atomic::Ordering::Relaxed) < 4 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "re-read not retried: {} runtime calls",
-                calls.load(std::sync::atomic::Ordering::Relaxed)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        follower.abort();
-        server.abort();
-    }
-
-    #[tokio::test]
     async fn resync_forgets_removed_objects() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -798,57 +472,6 @@ mod tests {
                 .unwrap()
                 .len(),
             1
-        );
-    }
-
-    #[test]
-    fn env_from_containerd_verbose_info() {
-        let info = HashMap::from([(
-            "info".to_string(),
-            r#"{"config":{"envs":[{"key":"KRUISE_CONTAINER_PRIORITY","value":"2"},{"key":"A"}]}}"#
-                .to_string(),
-        )]);
-        let envs = envs_from_verbose_info(&info);
-        assert_eq!(envs.len(), 2);
-        assert_eq!(
-            (envs[0].key.as_str(), envs[0].value.as_slice()),
-            ("KRUISE_CONTAINER_PRIORITY", &b"2"[..])
-        );
-        assert!(
-            envs_from_verbose_info(&HashMap::from([("info".to_string(), "junk".to_string())]))
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn records_keep_only_what_keelson_reads() {
-        let config = cri::ContainerConfig {
-            metadata: Some(cri::ContainerMetadata {
-                name: "main".into(),
-                attempt: 2,
-            }),
-            envs: vec![
-                cri::KeyValue {
-                    key: "SECRET".into(),
-                    value: b"x".to_vec(),
-                },
-                cri::KeyValue {
-                    key: kruise::ENV_CONTAINER_PRIORITY.into(),
-                    value: b"5".to_vec(),
-                },
-            ],
-            annotations: HashMap::from([(
-                kruise::kubelet::POD_GRACE_PERIOD.to_string(),
-                "7".to_string(),
-            )]),
-            ..Default::default()
-        };
-        let c = container_from("id".into(), "sb".into(), &config, &HashMap::new());
-        assert_eq!(c.env.len(), 1, "other env values (secrets) are not stored");
-        assert_eq!(c.env[kruise::ENV_CONTAINER_PRIORITY], "5");
-        assert_eq!(
-            (c.name.as_str(), c.attempt, c.grace_period_seconds),
-            ("main", 2, Some(7))
         );
     }
 }
