@@ -16,8 +16,8 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 
 use super::apply::{Applied, apply};
 use super::secrets::{self, DAEMON_CONFIG_NAMESPACE, REFERENCES_ANNOTATION, Synced};
@@ -31,6 +31,9 @@ pub struct ReconcileError(#[from] kube::Error);
 /// Shared state of the controller.
 pub struct State {
     pub client: Client,
+    /// Every NodeImage, fed by the same watch that wakes the jobs naming
+    /// them: an event is in the store before the reconcile it triggers.
+    pub nodes: Store<NodeImage>,
 }
 
 /// The jobs a NodeImage names as tag owners.
@@ -97,13 +100,13 @@ async fn reconcile_one(
     if job.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    // A LIST per reconcile, not a reflector store: a store fed by a watch
-    // of its own can lag the NodeImage event that triggered this
-    // reconcile, and a job deciding on the stale copy would then wait for
-    // a change that already happened (seen in CI). One stream feeding both
-    // needs kube-runtime's unstable stream API.
-    let nodes: Api<NodeImage> = Api::all(state.client.clone());
-    let all = nodes.list(&ListParams::default()).await?.items;
+    // The store, not a LIST per reconcile: the watch feeding it is the
+    // one that triggers this controller (see `run`), so the NodeImage
+    // change that woke this job is already in it.
+    if state.nodes.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let all = state.nodes.state();
     let pods = if job.spec.template.pod_selector.is_some() {
         let ns = job.metadata.namespace.clone().unwrap_or_default();
         Api::<Pod>::namespaced(state.client.clone(), &ns)
@@ -155,14 +158,30 @@ pub async fn run(client: Client) {
     let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
     let controller = Controller::new(jobs, watcher::Config::default());
     let store = controller.store();
+    // One watch of NodeImages both feeds the store reconciles read and
+    // triggers the jobs a NodeImage names: the reflector applies each
+    // event to the store before passing it on, so a reconcile never reads
+    // a copy older than the event that caused it.
+    let (node_store, node_writer) = reflector::store::<NodeImage>();
+    let node_events = watcher(nodes, watcher::Config::default())
+        .default_backoff()
+        .reflect(node_writer)
+        .touched_objects();
     controller
-        .watches(nodes, watcher::Config::default(), owners)
+        .watches_stream(node_events, owners)
         .watches(
             secrets,
             watcher::Config::default(),
             move |s: PartialObjectMeta<Secret>| secret_users(&store, &s.metadata),
         )
-        .run(reconcile_one, on_error, Arc::new(State { client }))
+        .run(
+            reconcile_one,
+            on_error,
+            Arc::new(State {
+                client,
+                nodes: node_store,
+            }),
+        )
         .for_each(|r| async move {
             crate::metrics::reconciled("imagepulljob", r.is_ok());
             if let Err(e) = r {

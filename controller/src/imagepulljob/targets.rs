@@ -4,6 +4,7 @@
 //! node.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -18,13 +19,19 @@ fn is_empty(s: &LabelSelector) -> bool {
 }
 
 /// The job's target NodeImages among `all`, sorted by name; `pods` are
-/// the cluster's pods (only needed with `podSelector`).
-pub fn select<'a>(job: &ImagePullJob, all: &'a [NodeImage], pods: &[Pod]) -> Vec<&'a NodeImage> {
+/// the cluster's pods (only needed with `podSelector`). `all` is the
+/// controller's store as it reads it (shared, not copied).
+pub fn select<'a>(
+    job: &ImagePullJob,
+    all: &'a [Arc<NodeImage>],
+    pods: &[Pod],
+) -> Vec<&'a NodeImage> {
     let t = &job.spec.template;
+    let all: Vec<&'a NodeImage> = all.iter().map(Arc::as_ref).collect();
     let mut out: Vec<&NodeImage> = if let Some(sel) = &t.selector
         && !sel.names.is_empty()
     {
-        all.iter()
+        all.into_iter()
             .filter(|n| {
                 n.metadata
                     .name
@@ -35,7 +42,7 @@ pub fn select<'a>(job: &ImagePullJob, all: &'a [NodeImage], pods: &[Pod]) -> Vec
     } else if let Some(sel) = &t.selector
         && !is_empty(&sel.label_selector)
     {
-        all.iter()
+        all.into_iter()
             .filter(|n| {
                 matches(
                     &sel.label_selector,
@@ -50,7 +57,7 @@ pub fn select<'a>(job: &ImagePullJob, all: &'a [NodeImage], pods: &[Pod]) -> Vec
             .filter(|p| matches(ps, p.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
             .filter_map(|p| p.spec.as_ref()?.node_name.as_deref())
             .collect();
-        all.iter()
+        all.into_iter()
             .filter(|n| {
                 n.metadata
                     .name
@@ -59,7 +66,7 @@ pub fn select<'a>(job: &ImagePullJob, all: &'a [NodeImage], pods: &[Pod]) -> Vec
             })
             .collect()
     } else {
-        all.iter().collect()
+        all
     };
     out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     out

@@ -5,6 +5,7 @@ use crate::testing::at;
 use keelson_api::apps::v1beta1::nodeimage::{
     ImageStatus, ImageTagStatus, NodeImageSpec, NodeImageStatus,
 };
+use std::sync::Arc;
 
 fn ctx(now: i64) -> Context {
     Context {
@@ -271,7 +272,7 @@ fn targets_by_names_labels_pods_or_all() {
     let mut a = node("a");
     a.metadata.labels = Some([("zone".to_string(), "x".to_string())].into());
     let b = node("b");
-    let all = vec![b.clone(), a.clone()];
+    let all = vec![Arc::new(b.clone()), Arc::new(a.clone())];
     let names = |v: Vec<&NodeImage>| -> Vec<String> {
         v.iter().map(|n| n.metadata.name.clone().unwrap()).collect()
     };
