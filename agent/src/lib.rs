@@ -15,6 +15,7 @@ pub mod install;
 pub mod kruise;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod pods;
 pub mod priority;
@@ -63,6 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     };
     let exit = Arc::new(tokio::sync::Notify::new());
+    let metrics = metrics::Metrics::new();
     let admin_task = tokio::spawn(admin::serve(
         admin_listener.0,
         admin::Services {
@@ -77,6 +79,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             )),
             exit: exit.clone(),
             cluster_side_of: config.cluster.as_ref().map(|c| c.node_name.clone()),
+            metrics: metrics.clone(),
         },
     ));
     // Cluster mode in this process: the cluster side drives the node
@@ -108,7 +111,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(err) = upstream.warm_up().await {
         tracing::warn!(error = %err, "runtime not reachable yet; calls will retry the connection");
     }
-    let proxy = Arc::new(Proxy::new(upstream, hooks));
+    let proxy = Arc::new(Proxy::new(upstream, hooks).with_observer(metrics));
     tracing::info!(
         listen = %config.listen.display(),
         activated = listening.is_activated(),

@@ -101,6 +101,7 @@ pub fn admin_node_of(
             feed,
             exit: Arc::new(tokio::sync::Notify::new()),
             cluster_side_of,
+            metrics: crate::metrics::Metrics::new(),
         },
     ));
     AdminNode {

@@ -1,108 +1,202 @@
-//! Counters the reconcilers and the webhook server bump, rendered in
-//! Prometheus' text format next to the health gauges on `/metrics`:
-//! `keelson_controller_reconciles_total{controller,result}` (result `ok` or
-//! `error`; a controller's series exist from its start) and
+//! The controller's Prometheus metrics (prometheus-client, OpenMetrics
+//! text on `/metrics`): counters the reconcilers and the webhook server
+//! bump — `keelson_controller_reconciles_total{controller,result}` (result
+//! `ok` or `error`; a controller's series exist from its start),
 //! `keelson_controller_admissions_total{webhook,allowed}`,
 //! `keelson_controller_pub_refusals_total{namespace,budget}` and
-//! `keelson_controller_deletion_protection_refusals_total{kind}`.
+//! `keelson_controller_deletion_protection_refusals_total{kind}` — and the
+//! health figures [`Health`] hands over at each scrape. Label values are
+//! Kubernetes names and this server's webhook paths: prometheus-client
+//! 0.24 writes label values unescaped, and these never hold a quote or a
+//! backslash.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::LazyLock;
 
-/// Per metric name: (help, per rendered label set: value).
-type Families = BTreeMap<&'static str, (&'static str, BTreeMap<String, u64>)>;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
-static FAMILIES: Mutex<Families> = Mutex::new(BTreeMap::new());
+/// The content type of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-const RECONCILES: (&str, &str) = (
-    "keelson_controller_reconciles_total",
-    "Reconciles by controller and result.",
-);
-const ADMISSIONS: (&str, &str) = (
-    "keelson_controller_admissions_total",
-    "Admission reviews answered, by webhook path and whether allowed.",
-);
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    controller: String,
+    result: &'static str,
 }
 
-fn add(family: (&'static str, &'static str), labels: &[(&str, &str)], by: u64) {
-    let rendered = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut all = FAMILIES.lock().unwrap_or_else(|e| e.into_inner());
-    let (_, series) = all
-        .entry(family.0)
-        .or_insert_with(|| (family.1, BTreeMap::new()));
-    *series.entry(rendered).or_insert(0) += by;
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdmissionLabels {
+    webhook: String,
+    allowed: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    namespace: String,
+    budget: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Default)]
+struct Counters {
+    reconciles: Family<ReconcileLabels, Counter>,
+    admissions: Family<AdmissionLabels, Counter>,
+    pub_refused: Family<BudgetLabels, Counter>,
+    deletion_refused: Family<KindLabel, Counter>,
+}
+
+static COUNTERS: LazyLock<Counters> = LazyLock::new(Counters::default);
+
+fn reconcile_labels(controller: &str, ok: bool) -> ReconcileLabels {
+    ReconcileLabels {
+        controller: controller.into(),
+        result: if ok { "ok" } else { "error" },
+    }
 }
 
 /// Makes `controller`'s series exist (at 0) before its first reconcile.
 pub fn register_controller(controller: &str) {
-    for result in ["ok", "error"] {
-        add(
-            RECONCILES,
-            &[("controller", controller), ("result", result)],
-            0,
+    for ok in [true, false] {
+        // Created at 0 (the guard is dropped at once).
+        drop(
+            COUNTERS
+                .reconciles
+                .get_or_create(&reconcile_labels(controller, ok)),
         );
     }
 }
 
 /// One reconcile of `controller` ended.
 pub fn reconciled(controller: &str, ok: bool) {
-    let result = if ok { "ok" } else { "error" };
-    add(
-        RECONCILES,
-        &[("controller", controller), ("result", result)],
-        1,
-    );
+    COUNTERS
+        .reconciles
+        .get_or_create(&reconcile_labels(controller, ok))
+        .inc();
 }
 
 /// One admission review on `webhook` was answered.
 pub fn admitted(webhook: &str, allowed: bool) {
-    let allowed = if allowed { "true" } else { "false" };
-    add(ADMISSIONS, &[("webhook", webhook), ("allowed", allowed)], 1);
+    COUNTERS
+        .admissions
+        .get_or_create(&AdmissionLabels {
+            webhook: webhook.into(),
+            allowed: if allowed { "true" } else { "false" },
+        })
+        .inc();
 }
-
-const PUB_REFUSED: (&str, &str) = (
-    "keelson_controller_pub_refusals_total",
-    "Pod disruptions a PodUnavailableBudget refused, by namespace and budget.",
-);
-const DELETION_PROTECTED: (&str, &str) = (
-    "keelson_controller_deletion_protection_refusals_total",
-    "Deletions refused by policy.kruise.io/delete-protection, by kind.",
-);
 
 /// A PodUnavailableBudget refused a disruption.
 pub fn pub_refused(namespace: &str, budget: &str) {
-    add(
-        PUB_REFUSED,
-        &[("namespace", namespace), ("budget", budget)],
-        1,
-    );
+    COUNTERS
+        .pub_refused
+        .get_or_create(&BudgetLabels {
+            namespace: namespace.into(),
+            budget: budget.into(),
+        })
+        .inc();
 }
 
 /// Deletion protection refused deleting an object of `kind`.
 pub fn deletion_refused(kind: &str) {
-    add(DELETION_PROTECTED, &[("kind", kind)], 1);
+    COUNTERS
+        .deletion_refused
+        .get_or_create(&KindLabel { kind: kind.into() })
+        .inc();
 }
 
-/// Every counter, in the text exposition format.
-pub fn render() -> String {
-    let all = FAMILIES.lock().unwrap_or_else(|e| e.into_inner());
+/// The health figures of one scrape (read from the process's atomics).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Health {
+    pub leader: bool,
+    pub api_connected: bool,
+    pub lease_rounds: u64,
+    pub lease_errors: u64,
+    pub writes_sent: u64,
+    pub writes_refused: u64,
+}
+
+fn gauge(v: bool) -> Gauge {
+    let g = Gauge::default();
+    g.set(i64::from(v));
+    g
+}
+
+fn counter(v: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(v);
+    c
+}
+
+/// Every metric, in the OpenMetrics text format.
+pub fn render(health: Health) -> Result<String, std::fmt::Error> {
+    let mut r = Registry::with_prefix("keelson_controller");
+    r.register(
+        "leader",
+        "Whether this replica leads (1) or not (0)",
+        gauge(health.leader),
+    );
+    r.register(
+        "api_connected",
+        "Whether the API server is reachable",
+        gauge(health.api_connected),
+    );
+    r.register(
+        "lease_rounds",
+        "Leader-election rounds",
+        counter(health.lease_rounds),
+    );
+    r.register(
+        "lease_errors",
+        "Leader-election rounds that failed",
+        counter(health.lease_errors),
+    );
+    let writes = Family::<ResultLabel, Counter>::default();
+    writes
+        .get_or_create(&ResultLabel { result: "sent" })
+        .inc_by(health.writes_sent);
+    writes
+        .get_or_create(&ResultLabel { result: "refused" })
+        .inc_by(health.writes_refused);
+    r.register(
+        "reconciler_writes",
+        "The reconcilers' writing requests: sent, or refused by the leadership fence",
+        writes,
+    );
+    r.register(
+        "reconciles",
+        "Reconciles by controller and result",
+        COUNTERS.reconciles.clone(),
+    );
+    r.register(
+        "admissions",
+        "Admission reviews answered, by webhook path and whether allowed",
+        COUNTERS.admissions.clone(),
+    );
+    r.register(
+        "pub_refusals",
+        "Pod disruptions a PodUnavailableBudget refused, by namespace and budget",
+        COUNTERS.pub_refused.clone(),
+    );
+    r.register(
+        "deletion_protection_refusals",
+        "Deletions refused by policy.kruise.io/delete-protection, by kind",
+        COUNTERS.deletion_refused.clone(),
+    );
     let mut out = String::new();
-    for (name, (help, series)) in all.iter() {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-        for (labels, v) in series {
-            out.push_str(&format!("{name}{{{labels}}} {v}\n"));
-        }
-    }
-    out
+    prometheus_client::encoding::text::encode(&mut out, &r)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -110,30 +204,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counters_render_in_the_text_format() {
+    fn counters_and_health_render_in_the_openmetrics_text_format() {
         register_controller("test-metrics");
+        register_controller("test-idle");
         reconciled("test-metrics", true);
         reconciled("test-metrics", true);
         reconciled("test-metrics", false);
-        admitted("/test-\"path", false);
-        let text = render();
-        assert!(
-            text.contains("# TYPE keelson_controller_reconciles_total counter\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "keelson_controller_reconciles_total{controller=\"test-metrics\",result=\"ok\"} 2\n"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("keelson_controller_reconciles_total{controller=\"test-metrics\",result=\"error\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("keelson_controller_admissions_total{webhook=\"/test-\\\"path\",allowed=\"false\"} 1\n"),
-            "{text}"
-        );
+        admitted("/test-path", false);
+        let text = render(Health {
+            leader: true,
+            writes_sent: 7,
+            ..Default::default()
+        })
+        .unwrap();
+        for line in [
+            "# TYPE keelson_controller_reconciles counter\n",
+            "keelson_controller_reconciles_total{controller=\"test-metrics\",result=\"ok\"} 2\n",
+            "keelson_controller_reconciles_total{controller=\"test-metrics\",result=\"error\"} 1\n",
+            "keelson_controller_reconciles_total{controller=\"test-idle\",result=\"ok\"} 0\n",
+            "keelson_controller_admissions_total{webhook=\"/test-path\",allowed=\"false\"} 1\n",
+            "keelson_controller_leader 1\n",
+            "keelson_controller_api_connected 0\n",
+            "keelson_controller_reconciler_writes_total{result=\"sent\"} 7\n",
+            "keelson_controller_reconciler_writes_total{result=\"refused\"} 0\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

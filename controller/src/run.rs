@@ -85,31 +85,15 @@ pub struct Health {
 }
 
 impl Health {
-    fn metrics(&self) -> String {
-        format!(
-            "# HELP keelson_controller_leader Whether this replica leads (1) or not (0).\n\
-             # TYPE keelson_controller_leader gauge\n\
-             keelson_controller_leader {}\n\
-             # HELP keelson_controller_api_connected Whether the API server is reachable.\n\
-             # TYPE keelson_controller_api_connected gauge\n\
-             keelson_controller_api_connected {}\n\
-             # HELP keelson_controller_lease_rounds_total Leader-election rounds.\n\
-             # TYPE keelson_controller_lease_rounds_total counter\n\
-             keelson_controller_lease_rounds_total {}\n\
-             # HELP keelson_controller_lease_errors_total Leader-election rounds that failed.\n\
-             # TYPE keelson_controller_lease_errors_total counter\n\
-             keelson_controller_lease_errors_total {}\n\
-             # HELP keelson_controller_reconciler_writes_total The reconcilers' writing requests: sent, or refused by the leadership fence.\n\
-             # TYPE keelson_controller_reconciler_writes_total counter\n\
-             keelson_controller_reconciler_writes_total{{result=\"sent\"}} {}\n\
-             keelson_controller_reconciler_writes_total{{result=\"refused\"}} {}\n",
-            u8::from(self.leader.load(Ordering::Relaxed)),
-            u8::from(self.connected.load(Ordering::Relaxed)),
-            self.lease_rounds.load(Ordering::Relaxed),
-            self.lease_errors.load(Ordering::Relaxed),
-            leader::WRITES_SENT.load(Ordering::Relaxed),
-            leader::WRITES_REFUSED.load(Ordering::Relaxed),
-        ) + &crate::metrics::render()
+    fn metrics(&self) -> Result<String, std::fmt::Error> {
+        crate::metrics::render(crate::metrics::Health {
+            leader: self.leader.load(Ordering::Relaxed),
+            api_connected: self.connected.load(Ordering::Relaxed),
+            lease_rounds: self.lease_rounds.load(Ordering::Relaxed),
+            lease_errors: self.lease_errors.load(Ordering::Relaxed),
+            writes_sent: leader::WRITES_SENT.load(Ordering::Relaxed),
+            writes_refused: leader::WRITES_REFUSED.load(Ordering::Relaxed),
+        })
     }
 
     /// The answer to `path`: (HTTP status, body).
@@ -126,7 +110,10 @@ impl Health {
                 (503, "webhook server not serving yet\n".into())
             }
             "/readyz" => (200, "ok\n".into()),
-            "/metrics" => (200, self.metrics()),
+            "/metrics" => match self.metrics() {
+                Ok(text) => (200, text),
+                Err(e) => (500, format!("rendering metrics: {e}\n")),
+            },
             _ => (404, "not found\n".into()),
         }
     }
@@ -145,10 +132,20 @@ async fn serve_health(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<(
             let service =
                 hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let (code, body) = health.answer(req.uri().path());
+                    let metrics = req.uri().path() == "/metrics" && code == 200;
                     async move {
                         let mut resp = http::Response::new(Full::new(Bytes::from(body)));
                         *resp.status_mut() = http::StatusCode::from_u16(code)
                             .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                        let kind = if metrics {
+                            crate::metrics::CONTENT_TYPE
+                        } else {
+                            "text/plain; charset=utf-8"
+                        };
+                        resp.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static(kind),
+                        );
                         Ok::<_, std::convert::Infallible>(resp)
                     }
                 });

@@ -19,6 +19,8 @@ pub mod v1 {
 
 pub use v1::*;
 
+include!(concat!(env!("OUT_DIR"), "/methods.rs"));
+
 /// gRPC service names as they appear in request paths (`/<service>/<method>`).
 pub mod service {
     /// `runtime.v1.RuntimeService`

@@ -84,6 +84,33 @@ async fn ctl_pulls_through_the_admin_api() {
     assert!(err.contains("invalid image reference"), "{err}");
     let (ok, _, err) = ctl(&node, &["pull-status", "pull-nope"]);
     assert!(!ok && err.contains("no pull pull-nope"), "{err}");
+
+    // The metrics: CRI calls through the proxy by method (a kubelet-like
+    // client's calls), the pull by phase.
+    let mut kubelet = node.via_agent().await;
+    let pod = kubelet.run_pod(sleeper("metrics")).await.unwrap();
+    kubelet.remove_pod(&pod).await.unwrap();
+    let (ok, text, err) = ctl(&node, &["metrics"]);
+    assert!(ok, "{err}");
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    for method in ["RunPodSandbox", "CreateContainer", "StartContainer"] {
+        let n = value(&format!(
+            "keelson_agent_cri_call_duration_seconds_count{{method=\"/runtime.v1.RuntimeService/{method}\"}}"
+        ));
+        assert!(n >= 1.0, "{method}: {n} calls counted");
+    }
+    assert_eq!(value("keelson_agent_pulls{phase=\"Succeeded\"}"), 1.0);
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("keelson_agent_hook_faults_total{")),
+        "no hook failed: {text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
 }
 
 #[tokio::test]

@@ -17,7 +17,8 @@
 //! | `DELETE /v1/readiness/{pod uid}` | `204` |
 //! | `GET /v1/book/{pod uid}` | `200 [PodView…]` (the pod's sandboxes and containers as the runtime reported them) |
 //! | `GET /v1/changes?boot=B&generation=G&wait=S` | `200 {"boot", "generation"}`, at once when not at (B, G), else when it moves or after S s (≤ 60) ([`feed`]) |
-//! | `GET /v1/version` | `200 {"version", "binarySha256"}` (of the running binary, which an install may have replaced on disk since) |
+//! | `GET /v1/version` | `200 {"version", "binarySha256", "clusterSideOf"?}` (of the running binary, which an install may have replaced on disk since; `clusterSideOf`: the node whose cluster side this process runs) |
+//! | `GET /metrics` | `200` OpenMetrics text ([`crate::metrics`]) |
 //! | `POST /v1/exit` | `202`, then the agent drains and exits 0 (its service manager starts the binary again: how an upgrade takes effect) |
 
 pub mod client;
@@ -95,6 +96,8 @@ pub struct Services {
     pub exit: Arc<tokio::sync::Notify>,
     /// The node this process runs the cluster side of, if it does.
     pub cluster_side_of: Option<String>,
+    /// Served on `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Waiting after a failed accept (out of file descriptors, …) before the
@@ -324,6 +327,22 @@ async fn handle(services: Services, req: Request<Incoming>) -> Result<Reply, Inf
             match running_version(services.cluster_side_of.clone()).await {
                 Ok(v) => json(StatusCode::OK, &v),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            }
+        }
+        (Method::GET, ["metrics"]) => {
+            match services
+                .metrics
+                .render(&services.pulls, &services.restarts, &services.book)
+            {
+                Ok(text) => {
+                    let mut resp = Response::new(Full::new(Bytes::from(text)));
+                    resp.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                    );
+                    resp
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
         (Method::POST, ["v1", "exit"]) => {

@@ -251,16 +251,22 @@ impl HookSet {
         phase: &'static str,
         method: &str,
         fut: HookFuture<'_, T>,
+        observer: Option<&dyn super::CallObserver>,
     ) -> Option<T> {
-        match AssertUnwindSafe(fut).catch_unwind().await {
+        let outcome = AssertUnwindSafe(fut).catch_unwind().await;
+        if !matches!(outcome, Ok(Ok(_))) {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+            if let Some(o) = observer {
+                o.hook_fault(hook.name());
+            }
+        }
+        match outcome {
             Ok(Ok(v)) => Some(v),
             Ok(Err(err)) => {
-                self.faults.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(hook = hook.name(), phase, method, error = %err, "hook failed; call passes through unchanged");
                 None
             }
             Err(panic) => {
-                self.faults.fetch_add(1, Ordering::Relaxed);
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())

@@ -9,6 +9,7 @@ pub mod authority;
 pub mod grpc;
 pub mod hook;
 pub mod methods;
+pub mod observe;
 pub mod proxy;
 pub mod relay;
 pub mod server;
@@ -17,6 +18,7 @@ pub mod upstream;
 pub use hook::{
     After, Before, Call, Hook, HookError, HookFuture, HookSet, Interest, Outcome, Reply,
 };
+pub use observe::CallObserver;
 pub use proxy::Proxy;
 pub use upstream::Upstream;
 

@@ -19,6 +19,7 @@ use h2::server::SendResponse;
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Request, Response, Uri};
 
+use super::CallObserver;
 use super::grpc::{self, Code, Status};
 use super::hook::{After, Before, Call, Chain, HookSet, Outcome, Reply, append_fields};
 use super::relay::{self, Collected, Limited, RelayError};
@@ -61,6 +62,8 @@ pub struct Proxy {
     spare: std::sync::Mutex<Option<Arc<Upstream>>>,
     hooks: HookSet,
     buffer_limit: usize,
+    /// Told about each call and hook fault (metrics), if set.
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl Proxy {
@@ -71,7 +74,18 @@ impl Proxy {
             spare: std::sync::Mutex::new(Some(Arc::new(upstream))),
             hooks,
             buffer_limit: DEFAULT_BUFFER_LIMIT,
+            observer: None,
         }
+    }
+
+    /// The same proxy, telling `observer` about every call it serves.
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observer(&self) -> Option<&dyn CallObserver> {
+        self.observer.as_deref()
     }
 
     /// The runtime connection for a new caller connection: the one opened
@@ -97,10 +111,21 @@ impl Proxy {
         req: Request<RecvStream>,
         mut respond: SendResponse<Bytes>,
     ) {
+        // The path is kept (a reference count, no copy) only when observed.
+        let observed = self
+            .observer
+            .as_ref()
+            .map(|_| (req.uri().clone(), std::time::Instant::now()));
+        let observe = |observed: Option<(Uri, std::time::Instant)>| {
+            if let (Some(o), Some((uri, at))) = (self.observer(), observed) {
+                o.call(uri.path(), at.elapsed());
+            }
+        };
         let ready = tokio::select! {
             biased;
             reset = poll_fn(|cx| respond.poll_reset(cx)) => {
                 tracing::debug!(reason = ?reset.ok(), "caller reset the call before its reply");
+                observe(observed);
                 return;
             }
             ready = self.decide(&upstream, req) => ready,
@@ -118,6 +143,7 @@ impl Proxy {
         if let Err(err) = result {
             tracing::debug!(error = %err, "call ended early");
         }
+        observe(observed);
     }
 
     /// Runs hooks and the runtime call up to the point where the reply can
@@ -150,7 +176,13 @@ impl Proxy {
         for hook in &chain.before {
             let decided = self
                 .hooks
-                .guard(hook.as_ref(), "before", &method, hook.before(&call))
+                .guard(
+                    hook.as_ref(),
+                    "before",
+                    &method,
+                    hook.before(&call),
+                    self.observer(),
+                )
                 .await;
             match decided {
                 None | Some(Before::Pass) => {}
@@ -290,6 +322,7 @@ impl Proxy {
                     "after",
                     call.method(),
                     hook.after(call, &outcome),
+                    self.observer(),
                 )
                 .await;
             match decided {

@@ -67,6 +67,9 @@ enum Op {
     /// Give a pod new annotations/labels: restarts the containers whose env
     /// reads a changed key (env from pod metadata).
     SetMetadata(restarts::MetadataArgs),
+    /// Print the agent's metrics (OpenMetrics text: CRI calls by method,
+    /// hook faults, pulls and restarts by phase).
+    Metrics,
 }
 
 /// Runs a `ctl` command; exit 0 on success, 1 on a failed pull or error.
@@ -184,6 +187,14 @@ async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Op::Metrics => {
+            let (code, body) = crate::admin::client::call(socket, "GET", "/metrics", None).await?;
+            if code != 200 {
+                return Err(crate::admin::client::api_error(code, &body));
+            }
+            print!("{}", String::from_utf8_lossy(&body));
+            Ok(ExitCode::SUCCESS)
         }
         Op::Pulls => {
             let all: Vec<PullStatus> = fetch(socket, "GET", "/v1/pulls", 200).await?;

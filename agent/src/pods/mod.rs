@@ -179,6 +179,11 @@ impl PodBook {
     }
 
     /// The container with `id`, if known.
+    /// How many containers the book holds.
+    pub fn container_count(&self) -> usize {
+        self.lock().containers.len()
+    }
+
     pub fn container(&self, id: &str) -> Option<(Container, State)> {
         let inner = self.lock();
         let c = inner.containers.get(id)?.clone();
