@@ -148,12 +148,11 @@ impl Metrics {
                 pulls::Phase::Failed => 3,
             }] += 1;
         }
-        for (phase, n) in ["Waiting", "Pulling", "Succeeded", "Failed"]
-            .into_iter()
-            .zip(by_phase)
-        {
-            self.pulls.get_or_create(&PhaseLabel { phase }).set(n);
-        }
+        set_phases(
+            &self.pulls,
+            ["Waiting", "Pulling", "Succeeded", "Failed"],
+            by_phase,
+        );
         let mut by_phase = [0i64; 5];
         for r in restarts.list() {
             by_phase[match r.phase {
@@ -164,17 +163,27 @@ impl Metrics {
                 spec::Phase::Completed => 4,
             }] += 1;
         }
-        for (phase, n) in ["Pending", "Recreating", "Succeeded", "Failed", "Completed"]
-            .into_iter()
-            .zip(by_phase)
-        {
-            self.restarts.get_or_create(&PhaseLabel { phase }).set(n);
-        }
+        set_phases(
+            &self.restarts,
+            ["Pending", "Recreating", "Succeeded", "Failed", "Completed"],
+            by_phase,
+        );
         self.containers
             .set(i64::try_from(book.container_count()).unwrap_or(i64::MAX));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// Sets each phase's gauge to its count.
+fn set_phases<const N: usize>(
+    family: &Family<PhaseLabel, Gauge>,
+    phases: [&'static str; N],
+    counts: [i64; N],
+) {
+    for (phase, n) in phases.into_iter().zip(counts) {
+        family.get_or_create(&PhaseLabel { phase }).set(n);
     }
 }
 
