@@ -73,7 +73,23 @@ impl NodeClient {
             .map_err(|e| NodeError::Unreachable(format!("{e:#}")))
     }
 
-    /// Calls and decodes the answer when it is `want`; `None` on 404.
+    /// Calls and returns the body when the answer is `want`; otherwise the
+    /// agent's refusal.
+    async fn expect(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        want: u16,
+    ) -> Result<Bytes, NodeError> {
+        let (code, reply) = self.send(method, path, body).await?;
+        if code != want {
+            return Err(refused(code, &reply));
+        }
+        Ok(reply)
+    }
+
+    /// Calls and decodes a 200 answer; `None` on 404.
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, NodeError> {
         let (code, body) = self.send("GET", path, None).await?;
         match code {
@@ -84,10 +100,7 @@ impl NodeClient {
     }
 
     async fn submit(&self, path: &str, body: Vec<u8>) -> Result<String, NodeError> {
-        let (code, reply) = self.send("POST", path, Some(body)).await?;
-        if code != 202 {
-            return Err(refused(code, &reply));
-        }
+        let reply = self.expect("POST", path, Some(body), 202).await?;
         let v: serde_json::Value = serde_json::from_slice(&reply)?;
         Ok(v["id"].as_str().unwrap_or_default().to_string())
     }
@@ -121,12 +134,9 @@ impl NodeClient {
         update: &MetadataUpdate,
     ) -> Result<(Vec<String>, Option<String>), NodeError> {
         let path = format!("/v1/pods/{namespace}/{name}/metadata");
-        let (code, body) = self
-            .send("POST", &path, Some(serde_json::to_vec(update)?))
+        let body = self
+            .expect("POST", &path, Some(serde_json::to_vec(update)?), 200)
             .await?;
-        if code != 200 {
-            return Err(refused(code, &body));
-        }
         #[derive(serde::Deserialize)]
         struct Answer {
             containers: Vec<String>,
@@ -139,23 +149,15 @@ impl NodeClient {
     /// Tells the launch gate pod `uid`'s spec and readiness.
     pub async fn report(&self, uid: &str, report: &PodReport) -> Result<(), NodeError> {
         let path = format!("/v1/readiness/{uid}");
-        let (code, body) = self
-            .send("PUT", &path, Some(serde_json::to_vec(report)?))
+        self.expect("PUT", &path, Some(serde_json::to_vec(report)?), 204)
             .await?;
-        if code != 204 {
-            return Err(refused(code, &body));
-        }
         Ok(())
     }
 
     /// Tells the launch gate pod `uid` left the node.
     pub async fn forget(&self, uid: &str) -> Result<(), NodeError> {
-        let (code, body) = self
-            .send("DELETE", &format!("/v1/readiness/{uid}"), None)
+        self.expect("DELETE", &format!("/v1/readiness/{uid}"), None, 204)
             .await?;
-        if code != 204 {
-            return Err(refused(code, &body));
-        }
         Ok(())
     }
 
@@ -197,10 +199,7 @@ impl NodeClient {
     /// Asks the agent to drain and exit, so its service manager starts the
     /// (new) binary.
     pub async fn exit(&self) -> Result<(), NodeError> {
-        let (code, body) = self.send("POST", "/v1/exit", None).await?;
-        if code != 202 {
-            return Err(refused(code, &body));
-        }
+        self.expect("POST", "/v1/exit", None, 202).await?;
         Ok(())
     }
 }

@@ -63,6 +63,8 @@ pub async fn resync_from_runtime(book: &PodBook, runtime: &std::path::Path) -> R
         .await
         .map_err(|e| e.to_string())?;
     let mut client = cri::runtime_service_client::RuntimeServiceClient::new(channel);
+    // What kubelet adds from here on may be missing from the lists.
+    let listed_after = book.mark();
     let sandboxes = client
         .list_pod_sandbox(cri::ListPodSandboxRequest::default())
         .await
@@ -122,7 +124,7 @@ pub async fn resync_from_runtime(book: &PodBook, runtime: &std::path::Path) -> R
         .await
         .map_err(|e| e.to_string())?;
     }
-    book.resync(&sandboxes, &containers)
+    book.resync(&sandboxes, &containers, listed_after)
         .await
         .map_err(|e| e.to_string())?;
     // Lists carry no exit codes: ask for the ones the book lacks.

@@ -87,6 +87,23 @@ struct Inner {
     /// (sandbox id, container name) pairs that have run at least once.
     ever_started: std::collections::HashSet<(String, String)>,
     next_seq: u64,
+    /// Records added so far (sandboxes and containers), and when each id
+    /// was added (by that count; records loaded from disk count as 0):
+    /// a resync forgets only what was in the book before it listed.
+    adds: u64,
+    added_at: HashMap<String, u64>,
+}
+
+impl Inner {
+    fn note_added(&mut self, id: &str) {
+        self.adds += 1;
+        self.added_at.insert(id.to_string(), self.adds);
+    }
+
+    /// Whether `id` was in the book at mark `mark`.
+    fn added_before(&self, id: &str, mark: u64) -> bool {
+        self.added_at.get(id).copied().unwrap_or(0) <= mark
+    }
 }
 
 /// The node's pods, shared by the features.
@@ -241,7 +258,10 @@ impl PodBook {
     /// Records a sandbox (after RunPodSandbox succeeded).
     pub async fn add_sandbox(&self, sandbox: Sandbox) -> Result<(), StoreError> {
         self.sandboxes.put_lazy(&sandbox.id, &sandbox)?;
-        self.lock().sandboxes.insert(sandbox.id.clone(), sandbox);
+        let mut inner = self.lock();
+        inner.note_added(&sandbox.id);
+        inner.sandboxes.insert(sandbox.id.clone(), sandbox);
+        drop(inner);
         self.touch();
         Ok(())
     }
@@ -260,6 +280,7 @@ impl PodBook {
             .states
             .entry(container.id.clone())
             .or_insert(State::Created);
+        inner.note_added(&container.id);
         inner.containers.insert(container.id.clone(), container);
         drop(inner);
         self.touch();
@@ -299,6 +320,7 @@ impl PodBook {
         let mut inner = self.lock();
         inner.containers.remove(id);
         inner.states.remove(id);
+        inner.added_at.remove(id);
         drop(inner);
         self.touch();
         Ok(())
@@ -319,18 +341,29 @@ impl PodBook {
         self.sandboxes.remove_lazy(id)?;
         let mut inner = self.lock();
         inner.sandboxes.remove(id);
+        inner.added_at.remove(id);
         inner.ever_started.retain(|(s, _)| s != id);
         drop(inner);
         self.touch();
         Ok(())
     }
 
-    /// Brings states in line with the runtime's list (after a start-up or
-    /// an event gap) and forgets what the runtime no longer has.
+    /// Where the book stands, to pass to [`PodBook::resync`] with lists
+    /// read from the runtime after it.
+    pub fn mark(&self) -> u64 {
+        self.lock().adds
+    }
+
+    /// Brings states in line with the runtime's lists (after a start-up or
+    /// an event gap; read after `listed_after` = [`PodBook::mark`]) and
+    /// forgets what the runtime no longer has. What was added since the
+    /// mark is kept: kubelet may have created it after the lists were read
+    /// (forgetting it let a container start past the launch gate).
     pub async fn resync(
         &self,
         sandboxes: &[cri::PodSandbox],
         containers: &[cri::Container],
+        listed_after: u64,
     ) -> Result<(), StoreError> {
         let live_sandboxes: std::collections::HashSet<&str> =
             sandboxes.iter().map(|s| s.id.as_str()).collect();
@@ -343,12 +376,14 @@ impl PodBook {
                     .sandboxes
                     .keys()
                     .filter(|id| !live_sandboxes.contains(id.as_str()))
+                    .filter(|id| inner.added_before(id, listed_after))
                     .cloned()
                     .collect(),
                 inner
                     .containers
                     .keys()
                     .filter(|id| !live.contains_key(id.as_str()))
+                    .filter(|id| inner.added_before(id, listed_after))
                     .cloned()
                     .collect(),
             )
@@ -362,7 +397,11 @@ impl PodBook {
         for c in containers {
             let state = match cri::ContainerState::try_from(c.state) {
                 Ok(cri::ContainerState::ContainerRunning) => Some(State::Running),
-                Ok(cri::ContainerState::ContainerCreated) => Some(State::Created),
+                // Only news to a container the book has no state for: an
+                // event after the list may have moved it on already.
+                Ok(cri::ContainerState::ContainerCreated) => {
+                    (!self.lock().states.contains_key(&c.id)).then_some(State::Created)
+                }
                 // The exit code is not in the list; keep a known one.
                 Ok(cri::ContainerState::ContainerExited) => {
                     let known = self.lock().states.get(&c.id).copied();
@@ -467,7 +506,8 @@ mod tests {
             state: cri::ContainerState::ContainerRunning as i32,
             ..Default::default()
         }];
-        book.resync(&live_sb, &live_c).await.unwrap();
+        let mark = book.mark();
+        book.resync(&live_sb, &live_c, mark).await.unwrap();
         assert!(book.pod("s2").is_none());
         assert!(book.container("c2").is_none());
         assert_eq!(book.container("c1").unwrap().1, State::Running);
@@ -478,5 +518,51 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn a_resync_keeps_what_kubelet_created_after_the_lists_were_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let book = PodBook::open(&store).unwrap();
+        book.add_sandbox(sandbox("s1")).await.unwrap();
+        book.add_container(container("first", "s1", "first"))
+            .await
+            .unwrap();
+        // The resync reads the runtime's lists here ...
+        let mark = book.mark();
+        let listed_sb = vec![cri::PodSandbox {
+            id: "s1".into(),
+            ..Default::default()
+        }];
+        let listed_c = vec![cri::Container {
+            id: "first".into(),
+            state: cri::ContainerState::ContainerCreated as i32,
+            ..Default::default()
+        }];
+        // ... meanwhile kubelet creates a sandbox and a container, and
+        // `first` starts ...
+        book.add_sandbox(sandbox("s2")).await.unwrap();
+        book.add_container(container("second", "s1", "second"))
+            .await
+            .unwrap();
+        book.set_state("first", State::Running);
+        // ... then the resync applies the lists.
+        book.resync(&listed_sb, &listed_c, mark).await.unwrap();
+        assert!(book.pod("s2").is_some(), "a sandbox created since is kept");
+        assert!(
+            book.container("second").is_some(),
+            "a container created since is kept (the launch gate reads it)"
+        );
+        assert_eq!(
+            book.container("first").unwrap().1,
+            State::Running,
+            "the list's older 'created' does not undo a start seen since"
+        );
+        // A later resync whose lists lack them does forget them.
+        let mark = book.mark();
+        book.resync(&listed_sb, &listed_c, mark).await.unwrap();
+        assert!(book.pod("s2").is_none());
+        assert!(book.container("second").is_none());
     }
 }
