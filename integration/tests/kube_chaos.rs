@@ -622,13 +622,17 @@ spec:
         *failed_pods.entry(why).or_default() += 1;
     }
     eprintln!("chaos: Job pods failed by the kills (retried by their Jobs): {failed_pods:?}");
-    // Every pod on the node: Running and Ready, or a Job's, Succeeded.
+    // Every pod on the node: Running and Ready, or a Job's, Succeeded (or
+    // Failed for one of the runtime's reasons, checked just above).
     let everything = c.get_json(&["pods", "-A"]).unwrap();
     for p in everything["items"].as_array().unwrap() {
         let phase = p["status"]["phase"].as_str().unwrap_or_default();
         let job_pod = p["metadata"]["labels"]["job-name"].is_string();
+        let vetted_failure = job_pod && phase == "Failed" && p["metadata"]["namespace"] == ns;
         assert!(
-            (phase == "Running" && condition(p, "Ready")) || (job_pod && phase == "Succeeded"),
+            (phase == "Running" && condition(p, "Ready"))
+                || (job_pod && phase == "Succeeded")
+                || vetted_failure,
             "{}/{} is {phase}: {}",
             p["metadata"]["namespace"],
             name(p),
