@@ -320,18 +320,31 @@ fn unfinished(c: &Cluster, plan: &Plan) -> Option<String> {
     }
     let pods = items(c, &plan.ns, "pods");
     let by_name: HashMap<&str, &Value> = pods.iter().map(|p| (name(p), p)).collect();
-    let behind = plan
+    let behind: Vec<String> = plan
         .targets
         .iter()
         .enumerate()
-        .filter(|(i, (_, crrs))| {
-            by_name
-                .get(format!("t{i}").as_str())
-                .is_none_or(|p| restarts(p, "app") < crrs.len() as i64 || !condition(p, "Ready"))
+        .filter_map(|(i, (_, crrs))| {
+            let t = format!("t{i}");
+            match by_name.get(t.as_str()) {
+                None => Some(format!("{t} gone")),
+                Some(p) if restarts(p, "app") < crrs.len() as i64 || !condition(p, "Ready") => {
+                    Some(format!(
+                        "{t} restartCount {} for {} CRRs {crrs:?}, ready {}",
+                        restarts(p, "app"),
+                        crrs.len(),
+                        condition(p, "Ready")
+                    ))
+                }
+                Some(_) => None,
+            }
         })
-        .count();
-    if behind > 0 {
-        waiting.push(format!("{behind} target pods' restart counts or readiness"));
+        .collect();
+    if !behind.is_empty() {
+        waiting.push(format!(
+            "{} target pods' restart counts or readiness: {behind:?}",
+            behind.len()
+        ));
     }
     let pulled = items(c, &plan.ns, "imagepulljob")
         .iter()
@@ -460,7 +473,19 @@ spec:
                 .filter(|r| r["status"]["phase"] == "Completed")
                 .map(|r| name(r).to_string())
                 .collect();
-            in_flight.retain(|_, crr| !done.contains(crr));
+            // A target is free again once its CRR completed *and* its pod's
+            // status shows the restart: the CRR webhook takes the next
+            // request's statusContext from the pod status, and one stamped
+            // with the container already replaced counts (as in
+            // OpenKruise) as "already recreated since the request was
+            // made", restarting nothing.
+            let pods = items(&c, &ns, "pods");
+            let shown = |t: usize| {
+                pods.iter()
+                    .find(|p| name(p) == format!("t{t}"))
+                    .is_some_and(|p| restarts(p, "app") >= plan.targets[t].1.len() as i64)
+            };
+            in_flight.retain(|t, crr| !(done.contains(crr) && shown(*t)));
             if free(&in_flight, &plan).is_empty() {
                 // Every target busy or done: this turn pulls instead.
                 *op = Op::Pull;
