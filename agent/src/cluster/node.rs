@@ -75,7 +75,7 @@ impl NodeClient {
 
     /// Calls and returns the body when the answer is `want`; otherwise the
     /// agent's refusal.
-    async fn expect(
+    async fn call_expecting(
         &self,
         method: &str,
         path: &str,
@@ -100,7 +100,7 @@ impl NodeClient {
     }
 
     async fn submit(&self, path: &str, body: Vec<u8>) -> Result<String, NodeError> {
-        let reply = self.expect("POST", path, Some(body), 202).await?;
+        let reply = self.call_expecting("POST", path, Some(body), 202).await?;
         let v: serde_json::Value = serde_json::from_slice(&reply)?;
         Ok(v["id"].as_str().unwrap_or_default().to_string())
     }
@@ -135,7 +135,7 @@ impl NodeClient {
     ) -> Result<(Vec<String>, Option<String>), NodeError> {
         let path = format!("/v1/pods/{namespace}/{name}/metadata");
         let body = self
-            .expect("POST", &path, Some(serde_json::to_vec(update)?), 200)
+            .call_expecting("POST", &path, Some(serde_json::to_vec(update)?), 200)
             .await?;
         #[derive(serde::Deserialize)]
         struct Answer {
@@ -149,14 +149,14 @@ impl NodeClient {
     /// Tells the launch gate pod `uid`'s spec and readiness.
     pub async fn report(&self, uid: &str, report: &PodReport) -> Result<(), NodeError> {
         let path = format!("/v1/readiness/{uid}");
-        self.expect("PUT", &path, Some(serde_json::to_vec(report)?), 204)
+        self.call_expecting("PUT", &path, Some(serde_json::to_vec(report)?), 204)
             .await?;
         Ok(())
     }
 
     /// Tells the launch gate pod `uid` left the node.
     pub async fn forget(&self, uid: &str) -> Result<(), NodeError> {
-        self.expect("DELETE", &format!("/v1/readiness/{uid}"), None, 204)
+        self.call_expecting("DELETE", &format!("/v1/readiness/{uid}"), None, 204)
             .await?;
         Ok(())
     }
@@ -199,7 +199,7 @@ impl NodeClient {
     /// Asks the agent to drain and exit, so its service manager starts the
     /// (new) binary.
     pub async fn exit(&self) -> Result<(), NodeError> {
-        self.expect("POST", "/v1/exit", None, 202).await?;
+        self.call_expecting("POST", "/v1/exit", None, 202).await?;
         Ok(())
     }
 }

@@ -113,11 +113,10 @@ impl Proxy {
     ) {
         // The path is kept (a reference count, no copy) only when observed.
         let observed = self
-            .observer
-            .as_ref()
-            .map(|_| (req.uri().clone(), std::time::Instant::now()));
-        let observe = |observed: Option<(Uri, std::time::Instant)>| {
-            if let (Some(o), Some((uri, at))) = (self.observer(), observed) {
+            .observer()
+            .map(|o| (o, req.uri().clone(), std::time::Instant::now()));
+        let observe = |observed: Option<(&dyn CallObserver, Uri, std::time::Instant)>| {
+            if let Some((o, uri, at)) = observed {
                 o.call(uri.path(), at.elapsed());
             }
         };
