@@ -1,13 +1,16 @@
-//! Keelson's node agent as a library: the CRI proxy core ([`cri`]), its
-//! socket handling ([`listener`]), settings ([`config`]) and the assembly
-//! that runs them ([`run`]). Node features plug in as [`cri::Hook`]s.
+//! Keelson's node agent as a library: the node features, their state and
+//! the cluster side around the CRI proxy core (the `keelson-cri-proxy`
+//! crate, re-exported as [`cri`]), socket handling ([`listener`]),
+//! settings ([`config`]) and the assembly that runs them ([`run`]). Node
+//! features plug in as [`cri::Hook`]s.
 
 pub mod admin;
 pub mod backoff;
 pub mod cluster;
 pub mod config;
-pub mod cri;
 pub mod ctl;
+/// The CRI proxy core (its own crate: no Kubernetes, no storage).
+pub use keelson_cri_proxy as cri;
 pub mod envdeps;
 pub mod events;
 pub mod images;
@@ -17,6 +20,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod node_thread;
 pub mod pods;
 pub mod priority;
 pub mod readiness;
@@ -52,40 +56,50 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             })?;
     }
     let store = store::Store::open(&config.state_dir)?;
-    let (hooks, features) = node::install(&config, &store, &runtime).await?;
+    // The CRI is served on this thread; the rest runs on the node thread.
+    let node_thread = node_thread::NodeThread::start().context("starting the node thread")?;
+    let (hooks, features) = {
+        let (config, store, runtime) = (config.clone(), store.clone(), runtime.clone());
+        node_thread
+            .spawn(async move { node::install(&config, &store, &runtime).await })
+            .await
+            .context("installing the node features")??
+    };
     let admin = listener::bind(&config.admin_socket, &listener::SocketAccess::default())
         .with_context(|| format!("admin socket {}", config.admin_socket.display()))?;
-    let admin_listener = {
-        let mut admin_listening = listener::Listening::Bound(admin);
-        let l = admin_listening.take().context("admin listener")?;
-        (
-            tokio::net::UnixListener::from_std(l).context("registering admin listener")?,
-            admin_listening,
-        )
-    };
+    let mut admin_listening = listener::Listening::Bound(admin);
+    let admin_std = admin_listening.take().context("admin listener")?;
     let exit = Arc::new(tokio::sync::Notify::new());
     let metrics = metrics::Metrics::new();
-    let admin_task = tokio::spawn(admin::serve(
-        admin_listener.0,
-        admin::Services {
-            pulls: features.pulls.clone(),
-            restarts: features.restarts.clone(),
-            readiness: features.readiness.clone(),
-            book: features.book.clone(),
-            feed: Arc::new(admin::feed::Feed::start(
-                &features.pulls,
-                &features.restarts,
-                features.book.clone(),
-            )),
-            exit: exit.clone(),
-            cluster_side_of: config.cluster.as_ref().map(|c| c.node_name.clone()),
-            metrics: metrics.clone(),
-        },
-    ));
+    let admin_task = {
+        let (pulls, restarts) = (features.pulls.clone(), features.restarts.clone());
+        let (readiness, book) = (features.readiness.clone(), features.book.clone());
+        let (exit, metrics) = (exit.clone(), metrics.clone());
+        let cluster_side_of = config.cluster.as_ref().map(|c| c.node_name.clone());
+        // Built there, so the listener's I/O and the feed's task stay on
+        // the node thread.
+        node_thread.spawn(async move {
+            let feed = Arc::new(admin::feed::Feed::start(&pulls, &restarts, book.clone()));
+            let services = admin::Services {
+                pulls,
+                restarts,
+                readiness,
+                book,
+                feed,
+                exit,
+                cluster_side_of,
+                metrics,
+            };
+            match tokio::net::UnixListener::from_std(admin_std) {
+                Ok(l) => admin::serve(l, services).await,
+                Err(e) => tracing::error!(error = %e, "registering the admin listener failed"),
+            }
+        })
+    };
     // Cluster mode in this process: the cluster side drives the node
     // features through the admin API, as the DaemonSet pod does.
     let cluster_task = config.cluster.clone().map(|c| {
-        tokio::spawn(cluster::run(
+        node_thread.spawn(cluster::run(
             c,
             cluster::node::NodeClient::new(&config.admin_socket),
         ))
@@ -131,7 +145,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(t) = cluster_task {
         t.abort();
     }
-    drop(admin_listener.1);
+    drop(admin_listening);
     drop(listening);
     Ok(())
 }

@@ -55,6 +55,23 @@ fn config_file_json_logs_socket_mode_and_clean_stop() {
             .mode();
         assert_eq!(mode & 0o777, 0o700, "root-only: it journals pull secrets");
     }
+    // The CRI on the main thread, everything else on the node thread
+    // (sled keeps threads of its own).
+    let threads: Vec<String> = fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .filter_map(|t| fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    assert!(threads.iter().any(|t| t == "keelson-agent"), "{threads:?}");
+    assert_eq!(
+        threads.iter().filter(|t| *t == "keelson-node").count(),
+        1,
+        "{threads:?}"
+    );
+    assert!(
+        !threads.iter().any(|t| t.starts_with("tokio-runtime")),
+        "no worker pool with the default --worker-threads 1: {threads:?}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
