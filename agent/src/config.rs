@@ -33,30 +33,83 @@ pub enum LogFormat {
     Json,
 }
 
-/// Keys accepted in the config file (all optional, same names as flags).
-#[derive(Debug, Default, Clone, Deserialize)]
+/// Every setting, as a flag and as a key of the TOML file (same names;
+/// all optional, `None` where not given). Defined once: the command line
+/// flattens it and the file deserialises into it.
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct FileConfig {
+pub struct Settings {
+    /// Unix socket to serve the CRI on [default: /run/keelson/cri.sock].
+    #[arg(long)]
     pub listen: Option<PathBuf>,
+    /// Runtime socket (unix:///path or /path) [default: auto-detect containerd, CRI-O, cri-dockerd].
+    #[arg(long)]
     pub runtime_endpoint: Option<String>,
+    /// Directory for persistent state [default: /var/lib/keelson].
+    #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
     pub logging_format: Option<LogFormat>,
+    /// Log level or filter directive [default: info].
+    #[arg(long)]
     pub log_level: Option<String>,
+    /// Group allowed to use the CRI socket (mode 0660); root only (0600) when unset.
+    #[arg(long)]
     pub socket_group: Option<String>,
+    /// Seconds to let in-flight calls finish on SIGTERM [default: 30].
+    #[arg(long)]
     pub shutdown_timeout_seconds: Option<u64>,
+    /// Async worker threads; 1 runs on a single thread [default: 1].
+    #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// Longest a container start is held for a higher-priority sibling that is starting [default: 30].
+    #[arg(long)]
     pub launch_hold_seconds: Option<u64>,
+    /// Restart policy of pods without the keelson.io/restart-policy annotation [default: Never].
+    #[arg(long, value_enum)]
     pub default_restart_policy: Option<RestartPolicy>,
+    /// Root-only socket of the local admin API [default: /run/keelson/admin.sock].
+    #[arg(long)]
     pub admin_socket: Option<PathBuf>,
+    /// Kubelet CredentialProviderConfig file (as kubelet's --image-credential-provider-config).
+    #[arg(long)]
     pub credential_provider_config: Option<PathBuf>,
+    /// Directory of credential provider plugins (as kubelet's --image-credential-provider-bin-dir).
+    #[arg(long)]
     pub credential_provider_bin_dir: Option<PathBuf>,
+    /// Most image pulls at once [default: 4].
+    #[arg(long)]
     pub pull_parallelism: Option<usize>,
+    /// Longest a credential provider plugin may run before it is killed [default: 60].
+    #[arg(long)]
     pub credential_provider_timeout_seconds: Option<u64>,
+    /// How long finished pulls keep their status [default: 86400].
+    #[arg(long)]
     pub pull_status_ttl_seconds: Option<u64>,
+    /// Pods whose in-place restarts run at the same time [default: 16].
+    #[arg(long)]
     pub restart_parallelism: Option<usize>,
+    /// How long finished restarts keep their status unless they set ttlSecondsAfterFinished [default: 86400].
+    #[arg(long)]
     pub restart_status_ttl_seconds: Option<u64>,
+    /// Cluster mode: this node's name (follows its NodeImage; standalone without it).
+    #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// Kubeconfig for cluster mode [default: in-cluster service account].
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+}
+
+/// The log flags every role takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub logging_format: LogFormat,
+    /// Log level or filter directive.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
 }
 
 /// Default socket of the local admin API.
@@ -150,7 +203,7 @@ pub enum ConfigError {
     KubeconfigWithoutNode,
 }
 
-impl FileConfig {
+impl Settings {
     /// Reads a TOML config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -164,13 +217,9 @@ impl FileConfig {
     }
 }
 
-/// Flag values; `None` where the flag was not given. Same keys as the
-/// file.
-pub type Overrides = FileConfig;
-
 impl Config {
     /// Merges flags over the file over defaults.
-    pub fn merge(flags: Overrides, file: FileConfig) -> Result<Self, ConfigError> {
+    pub fn merge(flags: Settings, file: Settings) -> Result<Self, ConfigError> {
         let worker_threads = flags.worker_threads.or(file.worker_threads).unwrap_or(1);
         if worker_threads == 0 {
             return Err(ConfigError::Workers);
@@ -346,11 +395,11 @@ mod tests {
 
     #[test]
     fn flags_beat_file_beat_defaults() {
-        let file: FileConfig = toml::from_str(
+        let file: Settings = toml::from_str(
             "listen = \"/tmp/f.sock\"\nstate-dir = \"/tmp/state\"\nlogging-format = \"json\"\n",
         )
         .unwrap();
-        let flags = Overrides {
+        let flags = Settings {
             listen: Some("/tmp/flag.sock".into()),
             ..Default::default()
         };
@@ -364,9 +413,8 @@ mod tests {
 
     #[test]
     fn the_shipped_example_parses() {
-        let file: FileConfig =
-            toml::from_str(include_str!("../keelson-agent.toml.example")).unwrap();
-        let c = Config::merge(Overrides::default(), file).unwrap();
+        let file: Settings = toml::from_str(include_str!("../keelson-agent.toml.example")).unwrap();
+        let c = Config::merge(Settings::default(), file).unwrap();
         assert_eq!(c.listen, PathBuf::from(DEFAULT_LISTEN));
         assert_eq!(
             c.runtime_endpoint.as_deref(),
@@ -382,11 +430,11 @@ mod tests {
     #[test]
     fn cluster_mode_needs_a_node_name() {
         let c = Config::merge(
-            Overrides {
+            Settings {
                 node_name: Some("node-a".into()),
                 ..Default::default()
             },
-            FileConfig::default(),
+            Settings::default(),
         )
         .unwrap();
         let cluster = c.cluster.unwrap();
@@ -395,17 +443,17 @@ mod tests {
             ("node-a", None)
         );
         assert!(
-            Config::merge(Overrides::default(), FileConfig::default())
+            Config::merge(Settings::default(), Settings::default())
                 .unwrap()
                 .cluster
                 .is_none()
         );
         let err = Config::merge(
-            Overrides {
+            Settings {
                 kubeconfig: Some("/k".into()),
                 ..Default::default()
             },
-            FileConfig::default(),
+            Settings::default(),
         )
         .unwrap_err();
         assert!(matches!(err, ConfigError::KubeconfigWithoutNode), "{err}");
@@ -413,17 +461,38 @@ mod tests {
 
     #[test]
     fn a_zero_plugin_timeout_is_refused() {
-        let flags = Overrides {
+        let flags = Settings {
             credential_provider_timeout_seconds: Some(0),
             ..Default::default()
         };
-        let err = Config::merge(flags, FileConfig::default()).unwrap_err();
+        let err = Config::merge(flags, Settings::default()).unwrap_err();
         assert!(matches!(err, ConfigError::ZeroTimeout), "{err}");
     }
 
     #[test]
+    fn every_flag_is_a_file_key_of_the_same_name() {
+        use clap::Args as _;
+        let flags: Vec<String> = Settings::augment_args(clap::Command::new("t"))
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .collect();
+        // serde names the keys it expects when it meets an unknown one.
+        let err = toml::from_str::<Settings>("not-a-key = 1")
+            .unwrap_err()
+            .to_string();
+        let expected = err.split("expected one of").nth(1).unwrap_or_default();
+        let keys: Vec<&str> = expected
+            .split(',')
+            .map(|k| k.trim().trim_matches('`'))
+            .filter(|k| !k.is_empty())
+            .collect();
+        assert_eq!(flags.len(), 20, "{flags:?}");
+        assert_eq!(flags, keys);
+    }
+
+    #[test]
     fn unknown_file_keys_are_rejected() {
-        let err = toml::from_str::<FileConfig>("listne = \"/x\"").unwrap_err();
+        let err = toml::from_str::<Settings>("listne = \"/x\"").unwrap_err();
         assert!(err.to_string().contains("listne"), "{err}");
     }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use keelson_agent::config::{Config, FileConfig, LogFormat, Overrides, RestartPolicy};
+use keelson_agent::config::{Config, LogArgs, Settings};
 use keelson_agent::ctl;
 
 /// Keelson node agent: a CRI proxy between kubelet and the container runtime.
@@ -17,66 +17,8 @@ struct Args {
     /// TOML file with the same keys as these flags (flags win).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Unix socket to serve the CRI on [default: /run/keelson/cri.sock].
-    #[arg(long)]
-    listen: Option<PathBuf>,
-    /// Runtime socket (unix:///path or /path) [default: auto-detect containerd, CRI-O, cri-dockerd].
-    #[arg(long)]
-    runtime_endpoint: Option<String>,
-    /// Directory for persistent state [default: /var/lib/keelson].
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
-    /// Log format [default: text].
-    #[arg(long, value_enum)]
-    logging_format: Option<LogFormat>,
-    /// Log level or filter directive [default: info].
-    #[arg(long)]
-    log_level: Option<String>,
-    /// Group allowed to use the CRI socket (mode 0660); root only (0600) when unset.
-    #[arg(long)]
-    socket_group: Option<String>,
-    /// Seconds to let in-flight calls finish on SIGTERM [default: 30].
-    #[arg(long)]
-    shutdown_timeout_seconds: Option<u64>,
-    /// Async worker threads; 1 runs on a single thread [default: 1].
-    #[arg(long)]
-    worker_threads: Option<usize>,
-    /// Longest a container start is held for a higher-priority sibling that is starting [default: 30].
-    #[arg(long)]
-    launch_hold_seconds: Option<u64>,
-    /// Restart policy of pods without the keelson.io/restart-policy annotation [default: Never].
-    #[arg(long, value_enum)]
-    default_restart_policy: Option<RestartPolicy>,
-    /// Root-only socket of the local admin API [default: /run/keelson/admin.sock].
-    #[arg(long)]
-    admin_socket: Option<PathBuf>,
-    /// Kubelet CredentialProviderConfig file (as kubelet's --image-credential-provider-config).
-    #[arg(long)]
-    credential_provider_config: Option<PathBuf>,
-    /// Directory of credential provider plugins (as kubelet's --image-credential-provider-bin-dir).
-    #[arg(long)]
-    credential_provider_bin_dir: Option<PathBuf>,
-    /// Most image pulls at once [default: 4].
-    #[arg(long)]
-    pull_parallelism: Option<usize>,
-    /// Longest a credential provider plugin may run before it is killed [default: 60].
-    #[arg(long)]
-    credential_provider_timeout_seconds: Option<u64>,
-    /// How long finished pulls keep their status [default: 86400].
-    #[arg(long)]
-    pull_status_ttl_seconds: Option<u64>,
-    /// Pods whose in-place restarts run at the same time [default: 16].
-    #[arg(long)]
-    restart_parallelism: Option<usize>,
-    /// How long finished restarts keep their status unless they set ttlSecondsAfterFinished [default: 86400].
-    #[arg(long)]
-    restart_status_ttl_seconds: Option<u64>,
-    /// Cluster mode: this node's name (follows its NodeImage; standalone without it).
-    #[arg(long, env = "NODE_NAME")]
-    node_name: Option<String>,
-    /// Kubeconfig for cluster mode [default: in-cluster service account].
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,10 +46,8 @@ struct ClusterArgs {
     /// Kubeconfig [default: in-cluster service account].
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "text")]
-    logging_format: LogFormat,
-    #[arg(long, default_value = "info")]
-    log_level: String,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -124,10 +64,8 @@ struct InstallArgs {
     /// Longest to wait for the host agent to come back on the new binary.
     #[arg(long, default_value_t = 120)]
     wait_seconds: u64,
-    #[arg(long, value_enum, default_value = "text")]
-    logging_format: LogFormat,
-    #[arg(long, default_value = "info")]
-    log_level: String,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn single_thread() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -138,7 +76,7 @@ fn single_thread() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 fn cluster_role(a: ClusterArgs) -> ExitCode {
-    if let Err(err) = keelson_agent::logging::init(a.logging_format, &a.log_level) {
+    if let Err(err) = keelson_agent::logging::init(a.log.logging_format, &a.log.log_level) {
         return fail(&err);
     }
     let rt = match single_thread() {
@@ -160,7 +98,7 @@ fn cluster_role(a: ClusterArgs) -> ExitCode {
 }
 
 fn install(a: InstallArgs) -> ExitCode {
-    if let Err(err) = keelson_agent::logging::init(a.logging_format, &a.log_level) {
+    if let Err(err) = keelson_agent::logging::init(a.log.logging_format, &a.log.log_level) {
         return fail(&err);
     }
     let binary = match a.binary.map_or_else(std::env::current_exe, Ok) {
@@ -201,35 +139,13 @@ fn main() -> ExitCode {
         None => {}
     }
     let file = match &args.config {
-        Some(path) => match FileConfig::load(path) {
+        Some(path) => match Settings::load(path) {
             Ok(f) => f,
             Err(err) => return fail(&err),
         },
-        None => FileConfig::default(),
+        None => Settings::default(),
     };
-    let flags = Overrides {
-        listen: args.listen,
-        runtime_endpoint: args.runtime_endpoint,
-        state_dir: args.state_dir,
-        logging_format: args.logging_format,
-        log_level: args.log_level,
-        socket_group: args.socket_group,
-        shutdown_timeout_seconds: args.shutdown_timeout_seconds,
-        worker_threads: args.worker_threads,
-        launch_hold_seconds: args.launch_hold_seconds,
-        default_restart_policy: args.default_restart_policy,
-        admin_socket: args.admin_socket,
-        credential_provider_config: args.credential_provider_config,
-        credential_provider_bin_dir: args.credential_provider_bin_dir,
-        pull_parallelism: args.pull_parallelism,
-        credential_provider_timeout_seconds: args.credential_provider_timeout_seconds,
-        pull_status_ttl_seconds: args.pull_status_ttl_seconds,
-        restart_parallelism: args.restart_parallelism,
-        restart_status_ttl_seconds: args.restart_status_ttl_seconds,
-        node_name: args.node_name,
-        kubeconfig: args.kubeconfig,
-    };
-    let config = match Config::merge(flags, file) {
+    let config = match Config::merge(args.settings, file) {
         Ok(c) => c,
         Err(err) => return fail(&err),
     };
