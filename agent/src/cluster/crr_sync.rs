@@ -68,17 +68,19 @@ impl CrrSync {
     ) -> Result<usize, SyncError> {
         // What this agent wrote last, per uid: the store's copy may not
         // show a write yet (its watch event is on the way), and writing
-        // the same status again would only churn.
+        // the same status again would only churn. Taken out for the
+        // round (rounds run one at a time; the lock is not held across an
+        // await) and put back after it.
         let mut last = self
             .last_written
             .lock()
-            .map(|l| l.clone())
+            .map(|mut l| std::mem::take(&mut *l))
             .unwrap_or_default();
-        last.retain(|uid, _| {
-            listed
-                .iter()
-                .any(|c| c.metadata.uid.as_deref() == Some(uid))
-        });
+        let present: std::collections::HashSet<&str> = listed
+            .iter()
+            .filter_map(|c| c.metadata.uid.as_deref())
+            .collect();
+        last.retain(|uid, _| present.contains(uid.as_str()));
         let mut written = 0;
         for crr in listed.iter().map(|c| ContainerRecreateRequest::clone(c)) {
             let (Some(uid), Some(ns), Some(name)) = (
