@@ -96,7 +96,7 @@ impl Agent {
             .arg("--runtime-endpoint")
             .arg(runtime)
             .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
+            .arg(self.state_dir())
             .arg("--admin-socket")
             .arg(self.admin_socket())
             .args(extra)
@@ -112,6 +112,12 @@ impl Agent {
     /// The agent's CRI socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("cri.sock")
+    }
+
+    /// The agent's state directory (its sled database: the pod book,
+    /// journals).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// The agent's admin API socket.

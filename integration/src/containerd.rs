@@ -47,6 +47,14 @@ impl Containerd {
         Ok(me)
     }
 
+    /// containerd's process id (0 while it is not running).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .lock()
+            .map(|c| c.as_ref().map_or(0, Child::id))
+            .unwrap_or(0)
+    }
+
     /// containerd's gRPC socket (serves CRI too).
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("containerd.sock")

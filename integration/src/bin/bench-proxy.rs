@@ -10,8 +10,9 @@
 //! ratios against direct, and the figure to drive down: what the agent
 //! adds over direct ÷ what the forwarder adds (1.00 = the agent costs no
 //! more than a process that does nothing). Then throughput with
-//! concurrent callers, pod start latency, and the agent's RSS and
-//! start-to-serving time.
+//! concurrent callers (and each process's CPU per call), pod start
+//! latency, and the agent's RSS and start-to-serving time, on an empty
+//! state dir and again on the pod book it kept of every container.
 //!
 //! Run: `cargo run --release -p keelson-integration --bin bench-proxy`
 //! (after `cargo build --release -p keelson-agent`). Options:
@@ -109,6 +110,12 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Forwarder {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -119,10 +126,10 @@ impl Drop for Forwarder {
 async fn run(o: Options) -> anyhow::Result<()> {
     let ctrd = Containerd::start(&image_cache())?;
     println!("agent binary: {}", binary()?.display());
-    let startup = measure_startup(&ctrd.socket(), &o.agent_args, 10).await?;
+    let startup = measure_startup(&ctrd.socket(), &o.agent_args, 10, None).await?;
 
     let args: Vec<&str> = o.agent_args.iter().map(String::as_str).collect();
-    let agent = Agent::start(&ctrd.socket(), &args)?;
+    let mut agent = Agent::start(&ctrd.socket(), &args)?;
     let pid = agent.pid().context("agent pid")?;
     let forwarder = Forwarder::start(&ctrd.socket())?;
     let (mut via, mut direct, mut fwd) = (
@@ -213,12 +220,25 @@ async fn run(o: Options) -> anyhow::Result<()> {
     println!(
         "\nthroughput, Version with 16 callers in flight, alternating 250 ms blocks x 8 per target"
     );
-    let rates = throughput(&targets, 16, Duration::from_millis(250), 8).await?;
+    let pids = [ctrd.pid(), forwarder.pid(), pid];
+    let (rates, cpu) = throughput(&targets, &pids, 16, Duration::from_millis(250), 8).await?;
     let (td, tf, ta) = (rates[0], rates[1], rates[2]);
     println!(
         "direct {td:>9.0} calls/s   forwarder {tf:>9.0} calls/s ({:.3})   agent {ta:>9.0} calls/s ({:.3})",
         tf / td,
         ta / td
+    );
+    // What each process spent per call while its target was being called
+    // (user + system CPU from /proc/<pid>/stat): the cost that, with every
+    // core busy, comes out of someone else's time.
+    let per_call = |c: &[f64; 3], rate: f64, secs: f64| c.map(|us| us / (rate * secs));
+    let secs = 0.25 * 8.0;
+    let [d_ctrd, _, _] = per_call(&cpu[0], td, secs);
+    let [f_ctrd, f_fwd, _] = per_call(&cpu[1], tf, secs);
+    let [a_ctrd, _, a_agent] = per_call(&cpu[2], ta, secs);
+    println!(
+        "CPU per call, microseconds: containerd {d_ctrd:.1} (direct), {f_ctrd:.1} (via forwarder), {a_ctrd:.1} (via agent); forwarder {f_fwd:.1}; agent {a_agent:.1} (agent ÷ forwarder {:.2})",
+        a_agent / f_fwd
     );
 
     println!(
@@ -241,6 +261,20 @@ async fn run(o: Options) -> anyhow::Result<()> {
     let (listening, answering) = startup;
     println!(
         "agent start, {} starts: spawn to listening p50 {:.2} ms (max {:.2}); spawn to first Version answered through it p50 {:.2} ms (max {:.2})",
+        listening.n,
+        listening.p50 / 1e3,
+        listening.p99 / 1e3,
+        answering.p50 / 1e3,
+        answering.p99 / 1e3
+    );
+
+    // Start-up on a full pod book: the agent stopped, then started again on
+    // its own state dir (the book it kept of every container above).
+    agent.stop()?;
+    let (listening, answering) =
+        measure_startup(&ctrd.socket(), &o.agent_args, 10, Some(&agent.state_dir())).await?;
+    println!(
+        "agent start on its pod book of {listed} containers, {} starts: spawn to listening p50 {:.2} ms (max {:.2}); to first Version answered p50 {:.2} ms (max {:.2})",
         listening.n,
         listening.p50 / 1e3,
         listening.p99 / 1e3,
@@ -299,17 +333,21 @@ where
 }
 
 /// Calls per second per target with `inflight` concurrent Version calls,
-/// in blocks of `block`, the targets taking turns `rounds` times.
+/// in blocks of `block`, the targets taking turns `rounds` times; and, per
+/// target, the CPU microseconds each of `pids` spent during its blocks.
 async fn throughput(
     targets: &[Runtime],
+    pids: &[u32; 3],
     inflight: usize,
     block: Duration,
     rounds: usize,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<(Vec<f64>, Vec<[f64; 3]>)> {
     let mut totals = vec![(0u64, Duration::ZERO); targets.len()];
+    let mut cpu = vec![[0.0f64; 3]; targets.len()];
     for r in 0..rounds * targets.len() {
         let which = (r + r / targets.len()) % targets.len();
         let client = targets[which].clone();
+        let before = pids.map(|p| cpu_us(p).unwrap_or(0.0));
         let start = Instant::now();
         let mut tasks = vec![];
         for _ in 0..inflight {
@@ -330,11 +368,32 @@ async fn throughput(
         let slot = &mut totals[which];
         slot.0 += n;
         slot.1 += start.elapsed();
+        for (k, p) in pids.iter().enumerate() {
+            cpu[which][k] += cpu_us(*p).unwrap_or(0.0) - before[k];
+        }
     }
-    Ok(totals
+    let rates = totals
         .into_iter()
         .map(|(n, t)| n as f64 / t.as_secs_f64())
-        .collect())
+        .collect();
+    Ok((rates, cpu))
+}
+
+/// User + system CPU time of `pid` so far, in microseconds.
+fn cpu_us(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parens.
+    let rest = stat.rsplit_once(')').context("/proc/<pid>/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .context("utime/stime in /proc/<pid>/stat")?
+        .iter()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks * 1e6 / hz)
 }
 
 async fn pod_starts(
@@ -362,17 +421,20 @@ async fn pod_starts(
     Ok((summarize(&mut d), summarize(&mut a)))
 }
 
-/// Spawn-to-listening and spawn-to-first-answer times of the agent binary.
+/// Spawn-to-listening and spawn-to-first-answer times of the agent binary,
+/// on a fresh state dir each time, or on `state` (a pod book kept there).
 async fn measure_startup(
     runtime: &Path,
     extra: &[String],
     n: usize,
+    state: Option<&Path>,
 ) -> anyhow::Result<(Summary, Summary)> {
     let args: Vec<&str> = extra.iter().map(String::as_str).collect();
     let (mut listening, mut answering) = (vec![], vec![]);
     for _ in 0..n {
         let dir = tempfile::tempdir()?;
         let sock = dir.path().join("cri.sock");
+        let state = state.map_or_else(|| dir.path().join("state"), Path::to_path_buf);
         let t = Instant::now();
         let mut child = std::process::Command::new(binary()?)
             .arg("--listen")
@@ -380,7 +442,7 @@ async fn measure_startup(
             .arg("--runtime-endpoint")
             .arg(runtime)
             .arg("--state-dir")
-            .arg(dir.path().join("state"))
+            .arg(&state)
             .arg("--admin-socket")
             .arg(dir.path().join("admin.sock"))
             .args(&args)
