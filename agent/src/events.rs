@@ -11,8 +11,8 @@
 //! behind. Both are announced with [`RuntimeEvent::Gap`]; a subscriber then
 //! re-reads the runtime's state.
 
+use crate::runtime_conn::RuntimeConn;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use containerd_client::events::{TaskExit, TaskOom, TaskStart};
@@ -52,19 +52,19 @@ pub struct RuntimeEvents {
 impl RuntimeEvents {
     /// Starts following the runtime at `socket` (containerd's socket serves
     /// both CRI and its event service).
-    pub fn start(socket: &Path, poll_every: Duration) -> Self {
+    pub fn start(runtime: &RuntimeConn, poll_every: Duration) -> Self {
         let (tx, _) = broadcast::channel(FAN_OUT);
-        let task = tokio::spawn(follow(socket.to_path_buf(), tx.clone(), poll_every));
+        let task = tokio::spawn(follow(runtime.clone(), tx.clone(), poll_every));
         Self { tx, task }
     }
 
     /// Follows the runtime by polling CRI only (what runtimes without an
     /// event service get).
-    pub fn start_polling(socket: &Path, poll_every: Duration) -> Self {
+    pub fn start_polling(runtime: &RuntimeConn, poll_every: Duration) -> Self {
         let (tx, _) = broadcast::channel(FAN_OUT);
-        let socket = socket.to_path_buf();
+        let runtime = runtime.clone();
         let sender = tx.clone();
-        let task = tokio::spawn(async move { poll_cri(&socket, &sender, poll_every).await });
+        let task = tokio::spawn(async move { poll_cri(&runtime, &sender, poll_every).await });
         Self { tx, task }
     }
 
@@ -94,17 +94,18 @@ pub fn received(r: Result<RuntimeEvent, broadcast::error::RecvError>) -> Option<
     }
 }
 
-async fn follow(socket: PathBuf, tx: broadcast::Sender<RuntimeEvent>, poll_every: Duration) {
+async fn follow(runtime: RuntimeConn, tx: broadcast::Sender<RuntimeEvent>, poll_every: Duration) {
+    let socket = runtime.path();
     let mut backoff = Duration::from_millis(100);
     loop {
-        match subscribe_containerd(&socket, &tx).await {
+        match subscribe_containerd(&runtime, &tx).await {
             Ok(Ended::Stream) => {
                 backoff = Duration::from_millis(100);
                 tracing::warn!(runtime = %socket.display(), "runtime event stream ended; resubscribing");
             }
             Ok(Ended::Unsupported) => {
                 tracing::info!(runtime = %socket.display(), "runtime has no containerd event service; polling CRI");
-                poll_cri(&socket, &tx, poll_every).await;
+                poll_cri(&runtime, &tx, poll_every).await;
                 return;
             }
             Err(err) => {
@@ -126,13 +127,11 @@ enum Ended {
 const MARKER_TOPIC: &str = "/keelson/subscribed";
 
 async fn subscribe_containerd(
-    socket: &Path,
+    runtime: &RuntimeConn,
     tx: &broadcast::Sender<RuntimeEvent>,
 ) -> Result<Ended, String> {
-    let channel = containerd_client::connect(socket)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut client = EventsClient::new(channel);
+    let socket = runtime.path();
+    let mut client = EventsClient::new(runtime.channel());
     let request = SubscribeRequest {
         filters: vec![
             format!("namespace=={CRI_NAMESPACE},topic~=\"^/tasks/\""),
@@ -227,16 +226,13 @@ pub fn decode(topic: &str, payload: &[u8]) -> Option<RuntimeEvent> {
 
 /// Polls ListContainers and reports state changes (for runtimes without
 /// an event service).
-async fn poll_cri(socket: &Path, tx: &broadcast::Sender<RuntimeEvent>, every: Duration) {
+async fn poll_cri(runtime: &RuntimeConn, tx: &broadcast::Sender<RuntimeEvent>, every: Duration) {
     use cri_proto::runtime_service_client::RuntimeServiceClient;
     let mut known: HashMap<String, i32> = HashMap::new();
     let mut client: Option<RuntimeServiceClient<tonic::transport::Channel>> = None;
     loop {
         if client.is_none() {
-            client = containerd_client::connect(socket)
-                .await
-                .ok()
-                .map(RuntimeServiceClient::new);
+            client = Some(RuntimeServiceClient::new(runtime.channel()));
             let _ = tx.send(RuntimeEvent::Gap);
         }
         if let Some(c) = client.as_mut() {

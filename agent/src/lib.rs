@@ -25,6 +25,7 @@ pub mod pods;
 pub mod priority;
 pub mod readiness;
 pub mod restart;
+pub mod runtime_conn;
 pub mod sidecar;
 pub mod store;
 #[cfg(test)]

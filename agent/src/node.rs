@@ -17,6 +17,7 @@ use crate::pods::{self, PodBook, PodBookHook};
 use crate::priority::LaunchGate;
 use crate::readiness::PodReadiness;
 use crate::restart::engine::{EngineConfig as RestartConfig, RestartEngine};
+use crate::runtime_conn::RuntimeConn;
 use crate::sidecar::SidecarTerminator;
 use crate::store::Store;
 
@@ -60,19 +61,21 @@ pub async fn install(
         }
     }
     let book = PodBook::open(store)?;
-    let events = RuntimeEvents::start(runtime, POLL_EVERY);
+    // One connection to the runtime for every feature below.
+    let runtime = RuntimeConn::new(runtime);
+    let events = RuntimeEvents::start(&runtime, POLL_EVERY);
     let terminator = SidecarTerminator::new(
         book.clone(),
         store,
         config.default_restart_policy,
-        runtime.to_path_buf(),
+        runtime.clone(),
     )?;
     let tasks = vec![
         // The first gap event (subscription live) triggers a full resync.
         tokio::spawn(pods::follow_events(
             book.clone(),
             events.subscribe(),
-            runtime.to_path_buf(),
+            runtime.clone(),
         )),
         tokio::spawn(terminator.clone().run()),
     ];
@@ -88,7 +91,7 @@ pub async fn install(
     )?);
     let pulls = PullEngine::start(
         EngineConfig {
-            runtime: runtime.to_path_buf(),
+            runtime: runtime.clone(),
             parallelism: config.pull_parallelism,
             backoff_base: Duration::from_secs(1),
             ttl: config.pull_status_ttl,
@@ -106,7 +109,7 @@ pub async fn install(
     terminator.use_specs(pod_readiness.clone());
     let restarts = RestartEngine::start(
         RestartConfig {
-            runtime: runtime.to_path_buf(),
+            runtime,
             pods_at_once: config.restart_parallelism,
             default_ttl: config.restart_status_ttl,
         },

@@ -22,8 +22,8 @@
 //! Which sidecars were stopped on purpose is kept in sled, flushed before
 //! the StopContainer is sent, so normalisation survives an agent crash.
 
+use crate::runtime_conn::RuntimeConn;
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -166,10 +166,8 @@ pub struct SidecarTerminator {
     stop_retry: Backoff,
     normalised: Table<Normalised>,
     default_policy: RestartPolicy,
-    runtime: PathBuf,
-    /// CRI client to the runtime, connected on first use (tonic
-    /// reconnects it as needed).
-    client: tokio::sync::Mutex<Option<tonic::transport::Channel>>,
+    /// The features' shared runtime connection.
+    runtime: RuntimeConn,
     /// Cluster mode: where the pods' specs (and so preStop hooks) come from.
     specs: std::sync::OnceLock<Arc<dyn crate::priority::Readiness>>,
 }
@@ -179,7 +177,7 @@ impl SidecarTerminator {
         book: Arc<PodBook>,
         store: &Store,
         default_policy: RestartPolicy,
-        runtime: PathBuf,
+        runtime: RuntimeConn,
     ) -> Result<Arc<Self>, StoreError> {
         Self::with_stop_retry(book, store, default_policy, runtime, STOP_RETRY)
     }
@@ -189,7 +187,7 @@ impl SidecarTerminator {
         book: Arc<PodBook>,
         store: &Store,
         default_policy: RestartPolicy,
-        runtime: PathBuf,
+        runtime: RuntimeConn,
         stop_retry: Backoff,
     ) -> Result<Arc<Self>, StoreError> {
         Ok(Arc::new(Self {
@@ -199,7 +197,6 @@ impl SidecarTerminator {
             normalised: store.table("sidecar.normalised", 100_000)?,
             default_policy,
             runtime,
-            client: tokio::sync::Mutex::new(None),
             specs: std::sync::OnceLock::new(),
         }))
     }
@@ -314,28 +311,22 @@ impl SidecarTerminator {
         if let Some(cmd) = hook {
             // As kubelet: the hook first (once), within the grace period;
             // the stop gets what is left (at least the minimum).
-            match self.channel().await {
-                Ok(channel) => {
-                    let mut cri = cri::runtime_service_client::RuntimeServiceClient::new(channel);
-                    match cri
-                        .exec_sync(cri::ExecSyncRequest {
-                            container_id: id.clone(),
-                            cmd,
-                            timeout: grace,
-                        })
-                        .await
-                    {
-                        Ok(r) => {
-                            let code = r.into_inner().exit_code;
-                            tracing::info!(%pod, container = %name, exit_code = code, "sidecar preStop hook ran");
-                        }
-                        Err(s) => {
-                            tracing::warn!(%pod, container = %name, error = %s.message(), "sidecar preStop hook failed")
-                        }
-                    }
+            let mut cri =
+                cri::runtime_service_client::RuntimeServiceClient::new(self.runtime.channel());
+            match cri
+                .exec_sync(cri::ExecSyncRequest {
+                    container_id: id.clone(),
+                    cmd,
+                    timeout: grace,
+                })
+                .await
+            {
+                Ok(r) => {
+                    let code = r.into_inner().exit_code;
+                    tracing::info!(%pod, container = %name, exit_code = code, "sidecar preStop hook ran");
                 }
-                Err(e) => {
-                    tracing::warn!(%pod, container = %name, error = %e, "sidecar preStop hook not run: runtime unreachable")
+                Err(s) => {
+                    tracing::warn!(%pod, container = %name, error = %s.message(), "sidecar preStop hook failed")
                 }
             }
         }
@@ -343,8 +334,8 @@ impl SidecarTerminator {
         loop {
             let left = (grace - started.elapsed().as_secs() as i64).max(MIN_GRACE_SECONDS);
             let result = async {
-                let channel = self.channel().await?;
-                let mut cri = cri::runtime_service_client::RuntimeServiceClient::new(channel);
+                let mut cri =
+                    cri::runtime_service_client::RuntimeServiceClient::new(self.runtime.channel());
                 match cri
                     .stop_container(cri::StopContainerRequest {
                         container_id: id.clone(),
@@ -374,18 +365,6 @@ impl SidecarTerminator {
                 }
             }
         }
-    }
-
-    async fn channel(&self) -> Result<tonic::transport::Channel, String> {
-        let mut cached = self.client.lock().await;
-        if let Some(c) = cached.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = containerd_client::connect(&self.runtime)
-            .await
-            .map_err(|e| e.to_string())?;
-        *cached = Some(c.clone());
-        Ok(c)
     }
 
     fn normalised(&self, id: &str) -> bool {
@@ -697,10 +676,11 @@ mod tests {
         }
     }
 
-    fn terminator(dir: &std::path::Path, socket: PathBuf) -> Arc<SidecarTerminator> {
+    fn terminator(dir: &std::path::Path, socket: std::path::PathBuf) -> Arc<SidecarTerminator> {
         let store = Store::open(&dir.join("state")).unwrap();
         let book = PodBook::open(&store).unwrap();
-        SidecarTerminator::with_stop_retry(book, &store, RestartPolicy::Never, socket, quick())
+        let runtime = RuntimeConn::new(&socket);
+        SidecarTerminator::with_stop_retry(book, &store, RestartPolicy::Never, runtime, quick())
             .unwrap()
     }
 

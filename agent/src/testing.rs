@@ -123,7 +123,7 @@ pub fn node_without_runtime(
     Arc<crate::restart::engine::RestartEngine>,
 ) {
     use std::time::Duration;
-    let runtime = state.join("no-runtime.sock");
+    let runtime = crate::runtime_conn::RuntimeConn::new(&state.join("no-runtime.sock"));
     let creds = Arc::new(
         crate::images::credentials::Credentials::new(vec![], Duration::from_secs(5), store)
             .unwrap(),

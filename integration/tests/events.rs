@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use keelson_agent::events::{RuntimeEvent, RuntimeEvents, received};
+use keelson_agent::runtime_conn::RuntimeConn;
 use keelson_integration::kubelet::{ContainerSpec, PodSpec};
 use tokio::sync::broadcast::Receiver;
 
@@ -71,7 +72,10 @@ async fn start_and_exit(node: &Node, feed: &RuntimeEvents, name: &str, code: i32
 #[tokio::test]
 async fn containerd_events_arrive_and_survive_a_runtime_restart() {
     let node = Node::start();
-    let feed = RuntimeEvents::start(&node.containerd.socket(), Duration::from_secs(1));
+    let feed = RuntimeEvents::start(
+        &RuntimeConn::new(&node.containerd.socket()),
+        Duration::from_secs(1),
+    );
     let mut rx = feed.subscribe();
     expect(&mut rx, "initial gap (subscribed)", |e| {
         *e == RuntimeEvent::Gap
@@ -90,6 +94,9 @@ async fn containerd_events_arrive_and_survive_a_runtime_restart() {
 #[tokio::test]
 async fn cri_polling_reports_the_same() {
     let node = Node::start();
-    let feed = RuntimeEvents::start_polling(&node.containerd.socket(), Duration::from_millis(100));
+    let feed = RuntimeEvents::start_polling(
+        &RuntimeConn::new(&node.containerd.socket()),
+        Duration::from_millis(100),
+    );
     start_and_exit(&node, &feed, "polled", 7).await;
 }

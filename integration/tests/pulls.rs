@@ -72,7 +72,7 @@ async fn setup(repos: &[&str]) -> Setup {
     let creds = Arc::new(Credentials::new(providers, Duration::from_secs(10), &store).unwrap());
     let engine = PullEngine::start(
         EngineConfig {
-            runtime: node.containerd.socket(),
+            runtime: keelson_agent::runtime_conn::RuntimeConn::new(&node.containerd.socket()),
             parallelism: 4,
             backoff_base: Duration::from_millis(50),
             ttl: Duration::from_secs(3600),

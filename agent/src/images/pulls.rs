@@ -15,7 +15,6 @@
 //! messages.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -136,7 +135,8 @@ pub enum SubmitError {
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    pub runtime: PathBuf,
+    /// The features' shared runtime connection.
+    pub runtime: crate::runtime_conn::RuntimeConn,
     pub parallelism: usize,
     /// First wait between attempts (doubles each time, capped at 30 s).
     pub backoff_base: Duration,
@@ -522,9 +522,7 @@ impl PullEngine {
     /// One attempt: present already (IfNotPresent), else try each
     /// credential, then anonymous. `Ok` is the image id.
     async fn attempt(&self, spec: &PullSpec) -> Outcome {
-        let channel = containerd_client::connect(&self.config.runtime)
-            .await
-            .map_err(|e| format!("runtime: {e}"))?;
+        let channel = self.config.runtime.channel();
         let mut images = cri::image_service_client::ImageServiceClient::new(channel);
         let image_spec = cri::ImageSpec {
             image: spec.image.clone(),

@@ -11,13 +11,14 @@ use cri_proto as cri;
 use super::{PodBook, State, container_from, sandbox_from};
 use crate::backoff::{Backoff, Retry};
 use crate::events::{RuntimeEvent, received};
+use crate::runtime_conn::RuntimeConn;
 
 /// Applies runtime events to the book until the feed closes; re-reads the
 /// runtime's lists after every gap.
 pub async fn follow_events(
     book: Arc<PodBook>,
     mut rx: tokio::sync::broadcast::Receiver<RuntimeEvent>,
-    runtime: std::path::PathBuf,
+    runtime: RuntimeConn,
 ) {
     while let Some(event) = received(rx.recv().await) {
         match event {
@@ -43,7 +44,7 @@ pub const RESYNC_RETRY: Backoff = Backoff {
 };
 
 /// Re-reads the runtime's lists into the book, retrying until it works.
-async fn resync_until_read(book: &PodBook, runtime: &std::path::Path) {
+async fn resync_until_read(book: &PodBook, runtime: &RuntimeConn) {
     let mut retry = Retry::new(RESYNC_RETRY);
     while let Err(e) = resync_from_runtime(book, runtime).await {
         let delay = retry.failed().unwrap_or(RESYNC_RETRY.max);
@@ -58,11 +59,8 @@ async fn resync_until_read(book: &PodBook, runtime: &std::path::Path) {
 }
 
 /// Lists sandboxes and containers from the runtime and resyncs the book.
-pub async fn resync_from_runtime(book: &PodBook, runtime: &std::path::Path) -> Result<(), String> {
-    let channel = containerd_client::connect(runtime)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut client = cri::runtime_service_client::RuntimeServiceClient::new(channel);
+pub async fn resync_from_runtime(book: &PodBook, runtime: &RuntimeConn) -> Result<(), String> {
+    let mut client = cri::runtime_service_client::RuntimeServiceClient::new(runtime.channel());
     // What kubelet adds from here on may be missing from the lists.
     let listed_after = book.mark();
     let sandboxes = client
@@ -185,7 +183,7 @@ mod tests {
         // (gRPC UNKNOWN, "server is not initialized yet"), then it answers.
         let (calls, server) = crate::testing::fake_runtime(&socket, |n| if n <= 2 { 2 } else { 0 });
         let (tx, rx) = tokio::sync::broadcast::channel(8);
-        let follower = tokio::spawn(follow_events(book.clone(), rx, socket.clone()));
+        let follower = tokio::spawn(follow_events(book.clone(), rx, RuntimeConn::new(&socket)));
         tx.send(RuntimeEvent::Gap).unwrap();
         // Two refused ListPodSandbox calls, then ListPodSandbox and
         // ListContainers answered: the book was re-read.

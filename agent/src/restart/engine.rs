@@ -10,7 +10,6 @@
 //! unfinished request resumes from its journal.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +26,7 @@ use crate::envdeps;
 use crate::events::{RuntimeEvent, received};
 use crate::pods::PodBook;
 use crate::priority::Readiness;
+use crate::runtime_conn::RuntimeConn;
 use crate::store::{Store, StoreError, Table};
 
 /// Longest wait between two looks at a pod that has a request running
@@ -50,7 +50,8 @@ pub const OBSERVE_RETRY: Backoff = Backoff {
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    pub runtime: PathBuf,
+    /// The features' shared runtime connection.
+    pub runtime: RuntimeConn,
     /// Pods whose requests run at the same time.
     pub pods_at_once: usize,
     /// How long a finished request keeps its status when it names no
@@ -160,9 +161,7 @@ impl RestartEngine {
             tracing::debug!(restart = %id, "restart already accepted under this key");
             return Ok(id);
         }
-        let mut rt = runtime::connect(&self.config.runtime)
-            .await
-            .map_err(SubmitError::Runtime)?;
+        let mut rt = runtime::client(&self.config.runtime);
         let pod = runtime::resolve(&mut rt, &spec.pod)
             .await
             .map_err(SubmitError::Runtime)?
@@ -238,9 +237,7 @@ impl RestartEngine {
             name: Some(name.to_string()),
             ..Default::default()
         };
-        let mut rt = runtime::connect(&self.config.runtime)
-            .await
-            .map_err(SubmitError::Runtime)?;
+        let mut rt = runtime::client(&self.config.runtime);
         let pod = runtime::resolve(&mut rt, &pod_ref)
             .await
             .map_err(SubmitError::Runtime)?
@@ -402,7 +399,7 @@ impl RestartEngine {
             }
             let names: Vec<String> = rec.spec.containers.iter().map(|c| c.name.clone()).collect();
             if rt.is_none() {
-                rt = runtime::connect(&self.config.runtime).await.ok();
+                rt = Some(runtime::client(&self.config.runtime));
             }
             let observed = match &mut rt {
                 Some(client) => runtime::observe(client, &rec.status.pod.uid, &names).await,
@@ -617,7 +614,7 @@ mod tests {
         let (events, _) = broadcast::channel(16);
         let _engine = RestartEngine::start(
             EngineConfig {
-                runtime: socket.clone(),
+                runtime: crate::runtime_conn::RuntimeConn::new(&socket),
                 pods_at_once: 1,
                 default_ttl: Duration::from_secs(60),
             },

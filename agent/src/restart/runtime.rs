@@ -5,7 +5,6 @@
 //! left, never less than kubelet's 2 s).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cri::runtime_service_client::RuntimeServiceClient;
@@ -15,6 +14,7 @@ use tonic::transport::Channel;
 use super::plan::{Observed, Seen};
 use super::spec::{MIN_GRACE_AFTER_PRESTOP_SECONDS, PodIdentity, PodRef};
 use crate::kruise::kubelet as keys;
+use crate::runtime_conn::RuntimeConn;
 
 /// Kubelet's container annotation with the restart count.
 const RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
@@ -24,12 +24,9 @@ const STOP_SLACK: Duration = Duration::from_secs(30);
 /// A CRI runtime client.
 pub type Client = RuntimeServiceClient<Channel>;
 
-/// Connects to the runtime.
-pub async fn connect(runtime: &Path) -> Result<Client, String> {
-    containerd_client::connect(runtime)
-        .await
-        .map(RuntimeServiceClient::new)
-        .map_err(|e| format!("connecting to the runtime: {e}"))
+/// A client on the features' shared runtime connection.
+pub fn client(runtime: &RuntimeConn) -> Client {
+    RuntimeServiceClient::new(runtime.channel())
 }
 
 fn ready_filter(labels: HashMap<String, String>, id: Option<String>) -> cri::PodSandboxFilter {

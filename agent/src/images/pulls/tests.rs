@@ -141,7 +141,7 @@ fn setup(runtime: Runtime) -> Setup {
     let credentials = Arc::new(Credentials::new(vec![], Duration::from_secs(5), &store).unwrap());
     let engine = PullEngine::start(
         EngineConfig {
-            runtime: socket,
+            runtime: crate::runtime_conn::RuntimeConn::new(&socket),
             parallelism: 4,
             backoff_base: Duration::from_millis(10),
             ttl: Duration::from_secs(3600),
