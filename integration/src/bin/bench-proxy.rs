@@ -218,6 +218,24 @@ async fn run(o: Options) -> anyhow::Result<()> {
     row("ListPodSandbox", &sandboxes);
 
     println!(
+        "\nper Version call on one connection ({} calls), forwarder vs agent: context switches (all threads, /proc/<pid>/task/*/status), CPU (/proc/<pid>/stat), syscalls (strace -f -c, attached for a second pass)",
+        o.calls
+    );
+    for (name, client, p) in [("forwarder", &fwd, forwarder.pid()), ("agent", &via, pid)] {
+        let costs = kernel_costs(client, p, o.calls).await?;
+        println!(
+            "{name:<10} switches/call {:.2} (voluntary {:.2})   CPU µs/call {:.1}   syscalls/call {}",
+            costs.switches,
+            costs.voluntary,
+            costs.cpu_us,
+            costs.syscalls.map_or_else(
+                || "n/a (no strace)".to_string(),
+                |(n, top)| format!("{n:.2} ({top})")
+            )
+        );
+    }
+
+    println!(
         "\nthroughput, Version with 16 callers in flight, alternating 250 ms blocks x 8 per target"
     );
     let pids = [ctrd.pid(), forwarder.pid(), pid];
@@ -377,6 +395,100 @@ async fn throughput(
         .map(|(n, t)| n as f64 / t.as_secs_f64())
         .collect();
     Ok((rates, cpu))
+}
+
+/// What one call costs a process in the kernel's accounting.
+struct KernelCosts {
+    switches: f64,
+    voluntary: f64,
+    cpu_us: f64,
+    /// Syscalls per call and the commonest ones, when strace is there.
+    syscalls: Option<(f64, String)>,
+}
+
+/// Context switches of every thread of `pid` so far: (all, voluntary).
+fn switches(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let (mut all, mut voluntary) = (0, 0);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let status = std::fs::read_to_string(task?.path().join("status"))?;
+        for line in status.lines() {
+            let n = |l: &str| l.split_whitespace().nth(1)?.parse::<u64>().ok();
+            if line.starts_with("voluntary_ctxt_switches") {
+                let v = n(line).unwrap_or(0);
+                all += v;
+                voluntary += v;
+            } else if line.starts_with("nonvoluntary_ctxt_switches") {
+                all += n(line).unwrap_or(0);
+            }
+        }
+    }
+    Ok((all, voluntary))
+}
+
+/// Makes `n` Version calls one after another through `client` and reads
+/// what they cost process `pid`; then, if strace is installed, a second
+/// pass under `strace -f -c -p` counts its syscalls (not timed: strace
+/// slows every syscall down).
+async fn kernel_costs(client: &Runtime, pid: u32, n: usize) -> anyhow::Result<KernelCosts> {
+    let calls = |mut c: Runtime| async move {
+        for _ in 0..n {
+            c.version(cri::VersionRequest::default()).await?;
+        }
+        Ok::<_, tonic::Status>(())
+    };
+    let (s0, v0) = switches(pid)?;
+    let cpu0 = cpu_us(pid)?;
+    calls(client.clone()).await?;
+    let (s1, v1) = switches(pid)?;
+    let cpu1 = cpu_us(pid)?;
+    let per = |a: u64, b: u64| (b - a) as f64 / n as f64;
+    let syscalls = match std::process::Command::new("strace")
+        .args(["-f", "-c", "-p", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(strace) => {
+            // Attaching takes a moment; calls made before it count nothing.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            calls(client.clone()).await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            keelson_integration::proc::signal(strace.id(), nix::sys::signal::Signal::SIGINT);
+            let out = strace.wait_with_output()?;
+            strace_summary(&String::from_utf8_lossy(&out.stderr), n)
+        }
+        Err(_) => None,
+    };
+    Ok(KernelCosts {
+        switches: per(s0, s1),
+        voluntary: per(v0, v1),
+        cpu_us: (cpu1 - cpu0) / n as f64,
+        syscalls,
+    })
+}
+
+/// Calls per `n` and the three commonest syscalls from `strace -c`'s table.
+fn strace_summary(table: &str, n: usize) -> Option<(f64, String)> {
+    // Rows: % time, seconds, usecs/call, calls, [errors,] syscall.
+    let rows: Vec<(u64, &str)> = table
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let name = *f.last()?;
+            let calls = f.get(3)?.parse::<u64>().ok()?;
+            Some((calls, name))
+        })
+        .collect();
+    let total = rows.iter().find(|(_, name)| *name == "total")?.0;
+    let mut top: Vec<_> = rows.iter().filter(|(_, name)| *name != "total").collect();
+    top.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let top = top
+        .iter()
+        .take(3)
+        .map(|(c, name)| format!("{name} {:.2}", *c as f64 / n as f64))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some((total as f64 / n as f64, top))
 }
 
 /// User + system CPU time of `pid` so far, in microseconds.
