@@ -2,7 +2,7 @@
 //! generated CRDs unchanged (strict field validation, as `kubectl apply`
 //! does by default) and read into the Rust types; a misspelt field is
 //! refused. The manifests are in `examples/`; the real-cluster tests apply
-//! the same files to a kube-apiserver (`integration/tests/kube_cluster.rs`).
+//! the same files to a kube-apiserver (`integration/tests/kube_shared/cluster.rs`).
 
 use keelson_api::apps::v1alpha1::{
     cloneset::CloneSet, containerrecreaterequest::ContainerRecreateRequest,

@@ -646,6 +646,55 @@ pub fn shared() -> crate::Result<Arc<Cluster>> {
     }
 }
 
+/// A test's hold on the binary's shared cluster ([`shared`]) for its
+/// group: tests of one group run together (as the harness schedules
+/// them), tests of different groups never at the same time. One binary can
+/// so hold tests that were written for a cluster of their own (cluster-wide
+/// objects such as SidecarSets, ResourceDistributions, NodeImages) and pay
+/// the cluster's start-up once. Derefs to the cluster.
+pub struct Turn {
+    cluster: Arc<Cluster>,
+    group: &'static str,
+}
+
+/// Which group holds the cluster, and how many of its tests.
+static TURN: (Mutex<(Option<&'static str>, usize)>, std::sync::Condvar) =
+    (Mutex::new((None, 0)), std::sync::Condvar::new());
+
+/// The shared cluster for a test of `group` (use `module_path!()`),
+/// waiting while another group's tests hold it.
+pub fn shared_in(group: &'static str) -> crate::Result<Turn> {
+    let cluster = shared()?;
+    let (lock, freed) = &TURN;
+    let mut held = lock.lock().unwrap_or_else(|e| e.into_inner());
+    while held.0.is_some_and(|g| g != group) {
+        held = freed.wait(held).unwrap_or_else(|e| e.into_inner());
+    }
+    *held = (Some(group), held.1 + 1);
+    Ok(Turn { cluster, group })
+}
+
+impl std::ops::Deref for Turn {
+    type Target = Arc<Cluster>;
+    fn deref(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let (lock, freed) = &TURN;
+        let mut held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if held.0 == Some(self.group) {
+            held.1 = held.1.saturating_sub(1);
+            if held.1 == 0 {
+                held.0 = None;
+                freed.notify_all();
+            }
+        }
+    }
+}
+
 impl Cluster {
     /// `part 1.2s, part 0.3s, …`.
     pub fn startup_summary(&self) -> String {

@@ -5,7 +5,6 @@
 //! and an ImagePullJob pulling from the local auth registry — each applied
 //! with kubectl as a user writes it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use keelson_integration::images::BUSYBOX;
@@ -13,8 +12,8 @@ use keelson_integration::kube::{self, Cluster, condition};
 use keelson_integration::registry::{Credentials, Registry};
 use serde_json::Value;
 
-fn cluster() -> Arc<Cluster> {
-    kube::shared().expect("test cluster")
+fn cluster() -> kube::Turn {
+    kube::shared_in(module_path!()).expect("test cluster")
 }
 
 fn ready_pod(c: &Cluster, ns: &str, name: &str, limit: Duration) -> Value {

@@ -9,7 +9,6 @@
 //! refuses deleting a namespace with pods, a Deployment with replicas and
 //! a CloneSet, with OpenKruise's messages, until the label goes.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keelson_integration::images::BUSYBOX;
@@ -18,8 +17,8 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(150);
 
-fn cluster() -> Arc<Cluster> {
-    kube::shared().expect("test cluster")
+fn cluster() -> kube::Turn {
+    kube::shared_in(module_path!()).expect("test cluster")
 }
 
 fn cloneset(ns: &str, name: &str, replicas: u32, max_unavailable: &str) -> String {

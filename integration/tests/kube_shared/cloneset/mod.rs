@@ -21,15 +21,14 @@ mod update;
 mod webhook;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keelson_integration::images::BUSYBOX;
 use keelson_integration::kube::{self, Cluster};
 use serde_json::{Value, json};
 
-fn cluster() -> Arc<Cluster> {
-    kube::shared().expect("test cluster")
+fn cluster() -> kube::Turn {
+    kube::shared_in(module_path!()).expect("test cluster")
 }
 
 const LIMIT: Duration = Duration::from_secs(120);

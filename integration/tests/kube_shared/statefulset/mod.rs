@@ -11,7 +11,6 @@
 //! an ImagePullJob before any pod is updated.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keelson_integration::images::BUSYBOX;
@@ -22,8 +21,8 @@ mod predownload;
 
 const LIMIT: Duration = Duration::from_secs(150);
 
-fn cluster() -> Arc<Cluster> {
-    kube::shared().expect("test cluster")
+fn cluster() -> kube::Turn {
+    kube::shared_in(module_path!()).expect("test cluster")
 }
 
 fn sts(ns: &str, name: &str, replicas: u32, extra: &str) -> String {

@@ -13,14 +13,13 @@
 //! namespaces pull (through keelson-agent on kubelet's CRI path) from the
 //! local auth registry, while a pod elsewhere gets `401 Unauthorized`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keelson_integration::kube::{self, Cluster};
 use serde_json::Value;
 
-fn cluster() -> Arc<Cluster> {
-    kube::shared().expect("test cluster")
+fn cluster() -> kube::Turn {
+    kube::shared_in(module_path!()).expect("test cluster")
 }
 
 const LIMIT: Duration = Duration::from_secs(60);

@@ -22,8 +22,8 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn cluster() -> Arc<Cluster> {
-    kube::shared().expect("test cluster")
+fn cluster() -> kube::Turn {
+    kube::shared_in(module_path!()).expect("test cluster")
 }
 
 fn ads(ns: &str, name: &str, strategy: &str, spec_extra: &str) -> String {

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use keelson_integration::kube::{self, Cluster};
+use keelson_integration::kube;
 use serde_json::Value;
 
-fn cluster() -> std::sync::Arc<Cluster> {
-    kube::shared().expect("test cluster")
+fn cluster() -> kube::Turn {
+    kube::shared_in(module_path!()).expect("test cluster")
 }
 
 /// Whether every field of `want` is in `got` with the same value (arrays

@@ -11,7 +11,6 @@
 //! conversion webhook: objects written in one version read back in the
 //! other, field by field, including the fields only one version has.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use keelson_integration::images::BUSYBOX;
@@ -22,8 +21,8 @@ use serde_json::{Value, json};
 mod conversion;
 mod rbac;
 
-fn cluster() -> Arc<Cluster> {
-    kube::shared().expect("test cluster")
+fn cluster() -> kube::Turn {
+    kube::shared_in(module_path!()).expect("test cluster")
 }
 
 /// `kubectl apply` of `manifest`: Ok(stored object) or Err(kubectl's

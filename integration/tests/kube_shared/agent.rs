@@ -5,7 +5,6 @@
 //! calls on the graceful restarts (kubelet's own error counters).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use keelson_integration::images::BUSYBOX;
@@ -13,8 +12,8 @@ use keelson_integration::kube::{self, Cluster};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-fn cluster() -> Arc<Cluster> {
-    kube::shared().expect("test cluster")
+fn cluster() -> kube::Turn {
+    kube::shared_in(module_path!()).expect("test cluster")
 }
 
 fn steady_pod(c: &Cluster, ns: &str, name: &str) -> Value {

@@ -11,15 +11,14 @@
 //! and maxUnavailable; and the
 //! validating webhook refuses what OpenKruise refuses.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use keelson_integration::images::BUSYBOX;
 use keelson_integration::kube::{self, Cluster};
 use serde_json::Value;
 
-fn cluster() -> Arc<Cluster> {
-    kube::shared().expect("test cluster")
+fn cluster() -> kube::Turn {
+    kube::shared_in(module_path!()).expect("test cluster")
 }
 
 const LIMIT: Duration = Duration::from_secs(120);
