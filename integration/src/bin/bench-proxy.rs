@@ -288,6 +288,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
 
     // Start-up on a full pod book: the agent stopped, then started again on
     // its own state dir (the book it kept of every container above).
+    // Its callers hang up first: a stop waits for open connections.
+    drop((targets, via, k_via));
     agent.stop()?;
     let (listening, answering) =
         measure_startup(&ctrd.socket(), &o.agent_args, 10, Some(&agent.state_dir())).await?;
