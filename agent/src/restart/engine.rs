@@ -417,9 +417,12 @@ impl RestartEngine {
                     o
                 }
                 Err(e) => {
-                    // Connect afresh next time, and wait first in any case:
-                    // a runtime that accepts the connection but fails the
-                    // calls must not make this a busy loop.
+                    // No client until the next observation (the shared
+                    // connection remakes itself; `None` only marks the
+                    // runtime as not answering, so a stop planned now is
+                    // not sent), and wait first in any case: a runtime
+                    // that accepts the connection but fails the calls must
+                    // not make this a busy loop.
                     rt = None;
                     if plan::deadline(&rec).is_none_or(|d| now < d) {
                         let delay = retry.failed().unwrap_or(OBSERVE_RETRY.max);
