@@ -57,6 +57,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             })?;
     }
     let store = store::Store::open(&config.state_dir)?;
+    let store_opened = started.elapsed();
     // The CRI is served on this thread; the rest runs on the node thread.
     let node_thread = node_thread::NodeThread::start().context("starting the node thread")?;
     let (hooks, features) = {
@@ -66,6 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .context("installing the node features")??
     };
+    let features_installed = started.elapsed();
     let admin = listener::bind(&config.admin_socket, &listener::SocketAccess::default())
         .with_context(|| format!("admin socket {}", config.admin_socket.display()))?;
     let mut admin_listening = listener::Listening::Bound(admin);
@@ -132,6 +134,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         activated = listening.is_activated(),
         runtime = %runtime.display(),
         startup_us = started.elapsed().as_micros() as u64,
+        store_open_us = store_opened.as_micros() as u64,
+        features_us = (features_installed - store_opened).as_micros() as u64,
         "serving CRI"
     );
 

@@ -152,7 +152,14 @@ impl Agent {
         }
         let _ = child.kill();
         let _ = child.wait();
-        bail!("agent ignored SIGTERM for 10 s")
+        // What it was doing instead of exiting is at the end of its log.
+        let log = self.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "agent ignored SIGTERM for 10 s; its log ends with:\n{}",
+            tail.join("\n")
+        )
     }
 }
 

@@ -129,7 +129,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
     let startup = measure_startup(&ctrd.socket(), &o.agent_args, 10, None).await?;
 
     let args: Vec<&str> = o.agent_args.iter().map(String::as_str).collect();
-    let mut agent = Agent::start(&ctrd.socket(), &args)?;
+    let agent = Agent::start(&ctrd.socket(), &args)?;
     let pid = agent.pid().context("agent pid")?;
     let forwarder = Forwarder::start(&ctrd.socket())?;
     let (mut via, mut direct, mut fwd) = (
@@ -238,7 +238,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
     println!(
         "\nthroughput, Version with 16 callers in flight, alternating 250 ms blocks x 8 per target"
     );
-    let pids = [ctrd.pid(), forwarder.pid(), pid];
+    // The callers are this process: its CPU counts as much as the others'.
+    let pids = [ctrd.pid(), forwarder.pid(), pid, std::process::id()];
     let (rates, cpu) = throughput(&targets, &pids, 16, Duration::from_millis(250), 8).await?;
     let (td, tf, ta) = (rates[0], rates[1], rates[2]);
     println!(
@@ -249,14 +250,36 @@ async fn run(o: Options) -> anyhow::Result<()> {
     // What each process spent per call while its target was being called
     // (user + system CPU from /proc/<pid>/stat): the cost that, with every
     // core busy, comes out of someone else's time.
-    let per_call = |c: &[f64; 3], rate: f64, secs: f64| c.map(|us| us / (rate * secs));
+    let per_call = |c: &[f64; 4], rate: f64, secs: f64| c.map(|us| us / (rate * secs));
     let secs = 0.25 * 8.0;
-    let [d_ctrd, _, _] = per_call(&cpu[0], td, secs);
-    let [f_ctrd, f_fwd, _] = per_call(&cpu[1], tf, secs);
-    let [a_ctrd, _, a_agent] = per_call(&cpu[2], ta, secs);
+    let [d_ctrd, _, _, d_self] = per_call(&cpu[0], td, secs);
+    let [f_ctrd, f_fwd, _, f_self] = per_call(&cpu[1], tf, secs);
+    let [a_ctrd, _, a_agent, a_self] = per_call(&cpu[2], ta, secs);
     println!(
-        "CPU per call, microseconds: containerd {d_ctrd:.1} (direct), {f_ctrd:.1} (via forwarder), {a_ctrd:.1} (via agent); forwarder {f_fwd:.1}; agent {a_agent:.1} (agent ÷ forwarder {:.2})",
+        "CPU per call, microseconds: containerd {d_ctrd:.1} (direct), {f_ctrd:.1} (via forwarder), {a_ctrd:.1} (via agent); forwarder {f_fwd:.1}; agent {a_agent:.1} (agent ÷ forwarder {:.2}); callers {d_self:.1} / {f_self:.1} / {a_self:.1}",
         a_agent / f_fwd
+    );
+    // With every core busy, calls per second are cores ÷ CPU per call: the
+    // ratio of the totals is what an extra process must cost at the least.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let total = [
+        d_ctrd + d_self,
+        f_ctrd + f_fwd + f_self,
+        a_ctrd + a_agent + a_self,
+    ];
+    let busy: Vec<String> = [td, tf, ta]
+        .iter()
+        .zip(&total)
+        .map(|(rate, us)| format!("{:.2}", rate * us / 1e6 / cores))
+        .collect();
+    println!(
+        "CPU per call, all three processes: direct {:.1}, via forwarder {:.1}, via agent {:.1} µs; share of the {cores} cores busy {}; so with the cores saturated the best a forwarder can do is {:.3} of direct, the agent {:.3}",
+        total[0],
+        total[1],
+        total[2],
+        busy.join(" / "),
+        total[0] / total[1],
+        total[0] / total[2]
     );
 
     println!(
@@ -288,9 +311,18 @@ async fn run(o: Options) -> anyhow::Result<()> {
 
     // Start-up on a full pod book: the agent stopped, then started again on
     // its own state dir (the book it kept of every container above).
-    // Its callers hang up first: a stop waits for open connections.
+    // Its callers hang up first: a stop waits for open connections, and
+    // a connection closes only once this runtime drives its end of the
+    // agent's GOAWAY (a blocking wait on this thread would leave the
+    // agent waiting for the ping it sends with it for its whole grace).
     drop((targets, via, k_via));
-    agent.stop()?;
+    let (agent, stopped) = tokio::task::spawn_blocking(move || {
+        let mut agent = agent;
+        let stopped = agent.stop();
+        (agent, stopped)
+    })
+    .await?;
+    stopped?;
     let (listening, answering) =
         measure_startup(&ctrd.socket(), &o.agent_args, 10, Some(&agent.state_dir())).await?;
     println!(
@@ -357,13 +389,13 @@ where
 /// target, the CPU microseconds each of `pids` spent during its blocks.
 async fn throughput(
     targets: &[Runtime],
-    pids: &[u32; 3],
+    pids: &[u32; 4],
     inflight: usize,
     block: Duration,
     rounds: usize,
-) -> anyhow::Result<(Vec<f64>, Vec<[f64; 3]>)> {
+) -> anyhow::Result<(Vec<f64>, Vec<[f64; 4]>)> {
     let mut totals = vec![(0u64, Duration::ZERO); targets.len()];
-    let mut cpu = vec![[0.0f64; 3]; targets.len()];
+    let mut cpu = vec![[0.0f64; 4]; targets.len()];
     for r in 0..rounds * targets.len() {
         let which = (r + r / targets.len()) % targets.len();
         let client = targets[which].clone();
@@ -545,6 +577,7 @@ async fn measure_startup(
 ) -> anyhow::Result<(Summary, Summary)> {
     let args: Vec<&str> = extra.iter().map(String::as_str).collect();
     let (mut listening, mut answering) = (vec![], vec![]);
+    let (mut in_run, mut store_open, mut features) = (vec![], vec![], vec![]);
     for _ in 0..n {
         let dir = tempfile::tempdir()?;
         let sock = dir.path().join("cri.sock");
@@ -560,7 +593,7 @@ async fn measure_startup(
             .arg("--admin-socket")
             .arg(dir.path().join("admin.sock"))
             .args(&args)
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("agent.log"))?)
             .spawn()?;
         while std::os::unix::net::UnixStream::connect(&sock).is_err() {
             if t.elapsed() > Duration::from_secs(10) {
@@ -578,6 +611,30 @@ async fn measure_startup(
         );
         answering.push(t.elapsed());
         keelson_integration::proc::stop_child(&mut child, Duration::from_secs(5));
+        // The agent's own account of its start, from its "serving CRI" line.
+        let log = std::fs::read_to_string(dir.path().join("agent.log"))?;
+        for (field, into) in [
+            ("startup_us", &mut in_run),
+            ("store_open_us", &mut store_open),
+            ("features_us", &mut features),
+        ] {
+            if let Some(us) = log_field(&log, field) {
+                into.push(Duration::from_micros(us));
+            }
+        }
+    }
+    if !in_run.is_empty() {
+        let (r, s, f) = (
+            summarize(&mut in_run),
+            summarize(&mut store_open),
+            summarize(&mut features),
+        );
+        println!(
+            "agent start as the agent logs it (p50): {:.2} ms from its run() to serving CRI, of which sled open {:.2} ms and the node features {:.2} ms",
+            r.p50 / 1e3,
+            s.p50 / 1e3,
+            f.p50 / 1e3
+        );
     }
     Ok((summarize(&mut listening), summarize(&mut answering)))
 }
@@ -596,4 +653,15 @@ fn rss_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
                 .ok()
         })
         .with_context(|| format!("{field} in /proc/{pid}/status"))
+}
+
+/// A numeric field of a text or JSON log line: `name=123` or `"name":123`.
+fn log_field(log: &str, name: &str) -> Option<u64> {
+    [format!("{name}="), format!("\"{name}\":")]
+        .iter()
+        .find_map(|key| {
+            let at = log.find(key.as_str())? + key.len();
+            let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
 }
