@@ -5,7 +5,7 @@
 
 use keelson_agent::cluster::readiness::PodReport;
 use keelson_agent::images::pulls::PullSpec;
-use keelson_agent::restart::envdeps::MetadataUpdate;
+use keelson_agent::envdeps::MetadataUpdate;
 use keelson_agent::restart::spec::RestartSpec;
 use libfuzzer_sys::fuzz_target;
 

@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(req) = call.decode::<cri::RunPodSandboxRequest>() {
                 let config = req.config.unwrap_or_default();
                 let sandbox = sandbox_from("sb".into(), &config);
-                let _ = keelson_agent::restart::envdeps::dependencies(&sandbox.annotations);
+                let _ = keelson_agent::envdeps::dependencies(&sandbox.annotations);
                 let view = PodView {
                     sandbox,
                     containers: vec![],
@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
                     &config,
                     &sandbox_config.annotations,
                 );
-                let names = keelson_agent::restart::envdeps::env_names(&sandbox.annotations, &c.name);
+                let names = keelson_agent::envdeps::env_names(&sandbox.annotations, &c.name);
                 let _ = names;
                 let view = PodView {
                     sandbox,

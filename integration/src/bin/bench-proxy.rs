@@ -9,7 +9,9 @@
 //! drift hits all equally. Prints p50/p99 per method and target, the
 //! ratios against direct, and the figure to drive down: what the agent
 //! adds over direct ÷ what the forwarder adds (1.00 = the agent costs no
-//! more than a process that does nothing). Then throughput with
+//! more than a process that does nothing). Then what one Version and one
+//! ListContainers call cost the forwarder and the agent in the kernel's
+//! accounting (context switches, CPU, syscalls), throughput with
 //! concurrent callers (and each process's CPU per call), pod start
 //! latency, and the agent's RSS and start-to-serving time, on an empty
 //! state dir and again on the pod book it kept of every container.
@@ -217,22 +219,26 @@ async fn run(o: Options) -> anyhow::Result<()> {
     .await?;
     row("ListPodSandbox", &sandboxes);
 
-    println!(
-        "\nper Version call on one connection ({} calls), forwarder vs agent: context switches (all threads, /proc/<pid>/task/*/status), CPU (/proc/<pid>/stat), syscalls (strace -f -c, attached for a second pass)",
-        o.calls
-    );
-    for (name, client, p) in [("forwarder", &fwd, forwarder.pid()), ("agent", &via, pid)] {
-        let costs = kernel_costs(client, p, o.calls).await?;
+    for (method, calls) in [
+        (Costed::Version, o.calls),
+        (Costed::ListContainers, o.calls / 5),
+    ] {
         println!(
-            "{name:<10} switches/call {:.2} (voluntary {:.2})   CPU µs/call {:.1}   syscalls/call {}",
-            costs.switches,
-            costs.voluntary,
-            costs.cpu_us,
-            costs.syscalls.map_or_else(
-                || "n/a (no strace)".to_string(),
-                |(n, top)| format!("{n:.2} ({top})")
-            )
+            "\nper {method:?} call on one connection ({calls} calls), forwarder vs agent: context switches (all threads, /proc/<pid>/task/*/status), CPU (/proc/<pid>/stat), syscalls (strace -f -c, attached for a second pass)",
         );
+        for (name, client, p) in [("forwarder", &fwd, forwarder.pid()), ("agent", &via, pid)] {
+            let costs = kernel_costs(client, p, calls, method).await?;
+            println!(
+                "{name:<10} switches/call {:.2} (voluntary {:.2})   CPU µs/call {:.1}   syscalls/call {}",
+                costs.switches,
+                costs.voluntary,
+                costs.cpu_us,
+                costs.syscalls.map_or_else(
+                    || "n/a (no strace)".to_string(),
+                    |(n, top)| format!("{n:.2} ({top})")
+                )
+            );
+        }
     }
 
     println!(
@@ -431,6 +437,14 @@ async fn throughput(
     Ok((rates, cpu))
 }
 
+/// The calls whose kernel costs are counted: the smallest reply, and a
+/// reply as long as the container list.
+#[derive(Clone, Copy, Debug)]
+enum Costed {
+    Version,
+    ListContainers,
+}
+
 /// What one call costs a process in the kernel's accounting.
 struct KernelCosts {
     switches: f64,
@@ -463,10 +477,23 @@ fn switches(pid: u32) -> anyhow::Result<(u64, u64)> {
 /// what they cost process `pid`; then, if strace is installed, a second
 /// pass under `strace -f -c -p` counts its syscalls (not timed: strace
 /// slows every syscall down).
-async fn kernel_costs(client: &Runtime, pid: u32, n: usize) -> anyhow::Result<KernelCosts> {
+async fn kernel_costs(
+    client: &Runtime,
+    pid: u32,
+    n: usize,
+    method: Costed,
+) -> anyhow::Result<KernelCosts> {
     let calls = |mut c: Runtime| async move {
         for _ in 0..n {
-            c.version(cri::VersionRequest::default()).await?;
+            match method {
+                Costed::Version => {
+                    c.version(cri::VersionRequest::default()).await?;
+                }
+                Costed::ListContainers => {
+                    c.list_containers(cri::ListContainersRequest::default())
+                        .await?;
+                }
+            }
         }
         Ok::<_, tonic::Status>(())
     };
