@@ -153,12 +153,9 @@ impl Agent {
         let _ = child.kill();
         let _ = child.wait();
         // What it was doing instead of exiting is at the end of its log.
-        let log = self.log_text();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         bail!(
             "agent ignored SIGTERM for 10 s; its log ends with:\n{}",
-            tail.join("\n")
+            crate::proc::last_lines(&self.log_text(), 20)
         )
     }
 }

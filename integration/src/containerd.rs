@@ -276,9 +276,7 @@ state = "{state}"
 
     /// The last lines of containerd's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let text = fs::read_to_string(self.log()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        crate::proc::last_lines(&fs::read_to_string(self.log()).unwrap_or_default(), 30)
     }
 
     /// Stops every pod through CRI, then containerd, its shims, mounts and

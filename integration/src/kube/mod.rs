@@ -484,21 +484,15 @@ impl Cluster {
             out += &format!("pods:\n{pods}\n");
         }
         if let Ok(ev) = self.kubectl(&["get", "events", "-A", "--sort-by=.lastTimestamp"]) {
-            let lines: Vec<&str> = ev.lines().collect();
-            out += &format!(
-                "events:\n{}\n",
-                lines[lines.len().saturating_sub(25)..].join("\n")
-            );
+            out += &format!("events:\n{}\n", crate::proc::last_lines(&ev, 25));
         }
         if let Some(k) = &self.kubelet {
             out += &format!("kubelet log tail:\n{}\n", k.daemon.log_tail(30));
         }
         if self.agent_guard().is_some() {
-            let text = self.agent_log();
-            let lines: Vec<&str> = text.lines().collect();
             out += &format!(
                 "agent log tail:\n{}\n",
-                lines[lines.len().saturating_sub(20)..].join("\n")
+                crate::proc::last_lines(&self.agent_log(), 20)
             );
         }
         out += &format!("logs of every component: {}\n", self.log_dir().display());
