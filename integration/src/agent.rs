@@ -1,6 +1,7 @@
 //! The `keelson-agent` binary under test: started against a runtime socket
 //! with its own listen socket and state dir, stopped by signal.
 
+use std::ffi::OsString;
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ use crate::proc::{signal, wait_until};
 pub struct Agent {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// A command the binary runs under (e.g. valgrind), if any.
+    wrapper: Vec<OsString>,
 }
 
 /// Where the built `keelson-agent` is: `$KEELSON_AGENT_BIN`, else next to
@@ -40,14 +43,27 @@ pub fn binary() -> crate::Result<PathBuf> {
 impl Agent {
     /// Starts the agent in front of `runtime` and waits until it serves.
     pub fn start(runtime: &Path, extra: &[&str]) -> crate::Result<Self> {
-        let me = Self::start_nowait(runtime, extra)?;
+        Self::start_under(&[], runtime, extra, Duration::from_secs(10))
+    }
+
+    /// Starts the agent under `wrapper` (a command and its arguments, e.g.
+    /// valgrind; none: the binary itself) and waits up to `wait` until it
+    /// serves.
+    pub fn start_under(
+        wrapper: &[OsString],
+        runtime: &Path,
+        extra: &[&str],
+        wait: Duration,
+    ) -> crate::Result<Self> {
+        let mut me = Self::unstarted(wrapper)?;
+        me.spawn(runtime, extra)?;
         let sock = me.socket();
-        let served = wait_until(Duration::from_secs(10), || {
+        let served = wait_until(wait, || {
             std::os::unix::net::UnixStream::connect(&sock).is_ok()
         });
         if !served {
             bail!(
-                "agent did not serve {} within 10 s; log:\n{}",
+                "agent did not serve {} within {wait:?}; log:\n{}",
                 sock.display(),
                 me.log_text()
             );
@@ -55,12 +71,20 @@ impl Agent {
         Ok(me)
     }
 
-    /// Spawns the agent without waiting for its socket.
-    pub fn start_nowait(runtime: &Path, extra: &[&str]) -> crate::Result<Self> {
+    fn unstarted(wrapper: &[OsString]) -> crate::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("keelson-agent-")
             .tempdir()?;
-        let mut me = Self { child: None, dir };
+        Ok(Self {
+            child: None,
+            dir,
+            wrapper: wrapper.to_vec(),
+        })
+    }
+
+    /// Spawns the agent without waiting for its socket.
+    pub fn start_nowait(runtime: &Path, extra: &[&str]) -> crate::Result<Self> {
+        let mut me = Self::unstarted(&[])?;
         me.spawn(runtime, extra)?;
         Ok(me)
     }
@@ -87,7 +111,15 @@ impl Agent {
             .create(true)
             .append(true)
             .open(self.log())?;
-        let child = Command::new(binary()?)
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary()?);
+                c
+            }
+            None => Command::new(binary()?),
+        };
+        let child = cmd
             // Own process group: a Ctrl-C in the terminal reaches only the
             // harness, which then stops this process itself.
             .process_group(0)

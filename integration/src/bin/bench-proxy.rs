@@ -64,65 +64,14 @@ fn options() -> anyhow::Result<Options> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let args: Vec<String> = std::env::args().collect();
-    if let [_, flag, listen, upstream] = &args[..]
-        && flag == "--serve-forwarder"
-    {
-        return Ok(rt.block_on(keelson_integration::forwarder::serve(
-            Path::new(listen),
-            Path::new(upstream),
-        ))?);
+    if let Some(served) = keelson_integration::forwarder::serve_if_asked() {
+        return Ok(served?);
     }
     let o = options()?;
-    rt.block_on(run(o))
-}
-
-/// The forwarder as a child process (this binary), killed on drop.
-struct Forwarder {
-    child: std::process::Child,
-    socket: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Forwarder {
-    fn start(upstream: &Path) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let socket = dir.path().join("forwarder.sock");
-        let child = std::process::Command::new(std::env::current_exe()?)
-            .arg("--serve-forwarder")
-            .arg(&socket)
-            .arg(upstream)
-            .spawn()?;
-        let t = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            anyhow::ensure!(
-                t.elapsed() < Duration::from_secs(10),
-                "forwarder did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Ok(Self {
-            child,
-            socket,
-            _dir: dir,
-        })
-    }
-}
-
-impl Forwarder {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Forwarder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(o))
 }
 
 async fn run(o: Options) -> anyhow::Result<()> {
@@ -133,11 +82,11 @@ async fn run(o: Options) -> anyhow::Result<()> {
     let args: Vec<&str> = o.agent_args.iter().map(String::as_str).collect();
     let agent = Agent::start(&ctrd.socket(), &args)?;
     let pid = agent.pid().context("agent pid")?;
-    let forwarder = Forwarder::start(&ctrd.socket())?;
+    let forwarder = keelson_integration::forwarder::Process::start(&ctrd.socket())?;
     let (mut via, mut direct, mut fwd) = (
         clients(&agent.socket()).await?.0,
         clients(&ctrd.socket()).await?.0,
-        clients(&forwarder.socket).await?.0,
+        clients(forwarder.socket()).await?.0,
     );
     // One warm-up call each so the connections exist.
     via.version(cri::VersionRequest::default()).await?;
