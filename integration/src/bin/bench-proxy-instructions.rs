@@ -19,8 +19,11 @@
 //! at it). Run: `cargo run --release -p keelson-integration --bin
 //! bench-proxy-instructions` (after `cargo build --release -p
 //! keelson-agent`). Options: `--calls N` (per method and target, default
-//! 300), `--containers N` (default 100), `--keep DIR`, `--agent-arg ARG`
-//! (repeatable, passed to the agent).
+//! 300), `--containers N` (default 100), `--keep DIR`, `--cache-sim`
+//! (callgrind's cache model too: first-level instruction and data misses
+//! and last-level misses per call, a model of this machine's caches, not
+//! a measurement of them), `--agent-arg ARG` (repeatable, passed to the
+//! agent).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -39,6 +42,7 @@ struct Options {
     calls: usize,
     containers: usize,
     keep: Option<PathBuf>,
+    cache_sim: bool,
     agent_args: Vec<String>,
 }
 
@@ -47,6 +51,7 @@ fn options() -> anyhow::Result<Options> {
         calls: 300,
         containers: 100,
         keep: None,
+        cache_sim: false,
         agent_args: vec![],
     };
     let mut args = std::env::args().skip(1);
@@ -56,6 +61,7 @@ fn options() -> anyhow::Result<Options> {
             "--calls" => o.calls = value("--calls")?.parse()?,
             "--containers" => o.containers = value("--containers")?.parse()?,
             "--keep" => o.keep = Some(value("--keep")?.into()),
+            "--cache-sim" => o.cache_sim = true,
             "--agent-arg" => o.agent_args.push(value("--agent-arg")?),
             other => anyhow::bail!(
                 "unknown option {other}; see the doc comment of bench-proxy-instructions.rs"
@@ -117,13 +123,17 @@ struct Counted {
 }
 
 impl Counted {
-    fn wrapper(dir: &Path, name: &str) -> Vec<OsString> {
-        vec![
+    fn wrapper(dir: &Path, name: &str, cache_sim: bool) -> Vec<OsString> {
+        let mut w: Vec<OsString> = vec![
             "valgrind".into(),
             "-q".into(),
             "--tool=callgrind".into(),
             format!("--callgrind-out-file={}/{name}.out", dir.display()).into(),
-        ]
+        ];
+        if cache_sim {
+            w.push("--cache-sim=yes".into());
+        }
+        w
     }
 
     /// Sends `callgrind_control` option `flag` (`-z` zero, `-d` dump).
@@ -162,9 +172,9 @@ impl Counted {
         Ok(found)
     }
 
-    /// Dumps the counters and returns the instructions since the last zero
-    /// and the dump's path.
-    async fn dump(&self) -> anyhow::Result<(u64, PathBuf)> {
+    /// Dumps the counters and returns the events since the last zero and
+    /// the dump's path.
+    async fn dump(&self) -> anyhow::Result<(Events, PathBuf)> {
         let before = self.dumps()?.last().map_or(0, |d| d.0);
         self.control("-d")?;
         // callgrind writes the file before it answers; allow for a slow disk.
@@ -174,8 +184,8 @@ impl Counted {
                 && n > before
             {
                 let text = std::fs::read_to_string(&path)?;
-                if let Some(ir) = instructions(&text) {
-                    return Ok((ir, path));
+                if let Some(events) = Events::parse(&text) {
+                    return Ok((events, path));
                 }
             }
             anyhow::ensure!(
@@ -189,15 +199,39 @@ impl Counted {
     }
 }
 
-/// The event total of a callgrind dump (its `totals:` line, else
-/// `summary:`), once the file is complete.
-fn instructions(dump: &str) -> Option<u64> {
-    let field = |key: &str| {
-        dump.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-    };
-    field("totals:").or_else(|| field("summary:"))
+/// The event totals of a callgrind dump, by event name (`Ir`, and with the
+/// cache model `I1mr`, `D1mr`, `D1mw`, `ILmr`, `DLmr`, `DLmw`).
+#[derive(Default)]
+struct Events(Vec<(String, u64)>);
+
+impl Events {
+    /// The totals of a complete dump (its `events:` names and its
+    /// `totals:` line, else `summary:`).
+    fn parse(dump: &str) -> Option<Self> {
+        let line = |key: &str| dump.lines().find_map(|l| l.strip_prefix(key));
+        let names = line("events:")?;
+        let values = line("totals:").or_else(|| line("summary:"))?;
+        let values: Vec<u64> = values
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        Some(Self(
+            names
+                .split_whitespace()
+                .map(str::to_string)
+                .zip(values)
+                .collect(),
+        ))
+    }
+
+    fn get(&self, names: &[&str]) -> u64 {
+        self.0
+            .iter()
+            .filter(|(n, _)| names.contains(&n.as_str()))
+            .map(|(_, v)| v)
+            .sum()
+    }
 }
 
 /// What `calls` calls of one method cost one process: instructions per
@@ -205,6 +239,9 @@ fn instructions(dump: &str) -> Option<u64> {
 struct Cost {
     per_call: f64,
     idle_per_call: f64,
+    /// Per call, with the cache model: first-level instruction misses,
+    /// first-level data misses (reads and writes), last-level misses.
+    misses: [f64; 3],
     dump: PathBuf,
 }
 
@@ -229,9 +266,15 @@ async fn count(
     p.control("-z")?;
     tokio::time::sleep(took).await;
     let (idle, _) = p.dump().await?;
+    let per = |n: u64| n as f64 / calls as f64;
     Ok(Cost {
-        per_call: busy as f64 / calls as f64,
-        idle_per_call: idle as f64 / calls as f64,
+        per_call: per(busy.get(&["Ir"])),
+        idle_per_call: per(idle.get(&["Ir"])),
+        misses: [
+            per(busy.get(&["I1mr"])),
+            per(busy.get(&["D1mr", "D1mw"])),
+            per(busy.get(&["ILmr", "DLmr", "DLmw"])),
+        ],
         dump,
     })
 }
@@ -260,13 +303,13 @@ async fn run(o: Options) -> anyhow::Result<()> {
     // Under callgrind a start takes seconds, not milliseconds.
     let wait = Duration::from_secs(120);
     let agent = Agent::start_under(
-        &Counted::wrapper(&dir, "agent"),
+        &Counted::wrapper(&dir, "agent", o.cache_sim),
         &ctrd.socket(),
         &args,
         wait,
     )?;
     let fwd = forwarder::Process::start_under(
-        &Counted::wrapper(&dir, "forwarder"),
+        &Counted::wrapper(&dir, "forwarder", o.cache_sim),
         &ctrd.socket(),
         wait,
     )?;
@@ -343,6 +386,19 @@ async fn run(o: Options) -> anyhow::Result<()> {
             f.idle_per_call,
             a.idle_per_call
         );
+        if o.cache_sim {
+            let m = |c: &Cost| {
+                format!(
+                    "I1 {:.0}, D1 {:.0}, LL {:.0}",
+                    c.misses[0], c.misses[1], c.misses[2]
+                )
+            };
+            println!(
+                "  cache misses per call (model): forwarder {}; agent {}",
+                m(f),
+                m(a)
+            );
+        }
         if o.keep.is_some() {
             println!("  dumps: {} {}", f.dump.display(), a.dump.display());
         }

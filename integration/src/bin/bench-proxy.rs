@@ -173,15 +173,17 @@ async fn run(o: Options) -> anyhow::Result<()> {
         (Costed::ListContainers, o.calls / 5),
     ] {
         println!(
-            "\nper {method:?} call on one connection ({calls} calls), forwarder vs agent: context switches (all threads, /proc/<pid>/task/*/status), CPU (/proc/<pid>/stat), syscalls (strace -f -c, attached for a second pass)",
+            "\nper {method:?} call on one connection ({calls} calls), forwarder vs agent: context switches (all threads, /proc/<pid>/task/*/status), CPU and minor page faults (/proc/<pid>/stat), syscalls (strace -f -c, attached for a second pass)",
         );
         for (name, client, p) in [("forwarder", &fwd, forwarder.pid()), ("agent", &via, pid)] {
             let costs = kernel_costs(client, p, calls, method).await?;
             println!(
-                "{name:<10} switches/call {:.2} (voluntary {:.2})   CPU µs/call {:.1}   syscalls/call {}",
+                "{name:<10} switches/call {:.2} (voluntary {:.2}; by thread: {})   CPU µs/call {:.1}   page faults/call {:.2}   syscalls/call {}",
                 costs.switches,
                 costs.voluntary,
+                costs.threads,
                 costs.cpu_us,
+                costs.faults,
                 costs.syscalls.map_or_else(
                     || "n/a (no strace)".to_string(),
                     |(n, top)| format!("{n:.2} ({top})")
@@ -398,28 +400,70 @@ enum Costed {
 struct KernelCosts {
     switches: f64,
     voluntary: f64,
+    /// Switches per call of each thread that switched, by name.
+    threads: String,
     cpu_us: f64,
+    /// Minor page faults (memory the process touched for the first time,
+    /// or again after giving it back).
+    faults: f64,
     /// Syscalls per call and the commonest ones, when strace is there.
     syscalls: Option<(f64, String)>,
 }
 
-/// Context switches of every thread of `pid` so far: (all, voluntary).
-fn switches(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let (mut all, mut voluntary) = (0, 0);
+/// Context switches of each thread of `pid` so far, by thread name
+/// (threads of one name summed): (all, voluntary).
+fn switches(pid: u32) -> anyhow::Result<std::collections::BTreeMap<String, (u64, u64)>> {
+    let mut by_name = std::collections::BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let status = std::fs::read_to_string(task?.path().join("status"))?;
+        let task = task?.path();
+        // A thread that ended between the listing and the read is skipped.
+        let (Ok(status), Ok(name)) = (
+            std::fs::read_to_string(task.join("status")),
+            std::fs::read_to_string(task.join("comm")),
+        ) else {
+            continue;
+        };
+        let slot: &mut (u64, u64) = by_name.entry(name.trim().to_string()).or_default();
         for line in status.lines() {
             let n = |l: &str| l.split_whitespace().nth(1)?.parse::<u64>().ok();
             if line.starts_with("voluntary_ctxt_switches") {
                 let v = n(line).unwrap_or(0);
-                all += v;
-                voluntary += v;
+                slot.0 += v;
+                slot.1 += v;
             } else if line.starts_with("nonvoluntary_ctxt_switches") {
-                all += n(line).unwrap_or(0);
+                slot.0 += n(line).unwrap_or(0);
             }
         }
     }
-    Ok((all, voluntary))
+    Ok(by_name)
+}
+
+/// Switches per call between two [`switches`] readings: the totals
+/// (all, voluntary) and the threads that switched at least once in 20
+/// calls, busiest first.
+fn switches_per_call(
+    before: &std::collections::BTreeMap<String, (u64, u64)>,
+    after: &std::collections::BTreeMap<String, (u64, u64)>,
+    n: usize,
+) -> (f64, f64, String) {
+    let mut rows: Vec<(f64, &str)> = vec![];
+    let (mut all, mut voluntary) = (0u64, 0u64);
+    for (name, (a1, v1)) in after {
+        let (a0, v0) = before.get(name).copied().unwrap_or_default();
+        all += a1.saturating_sub(a0);
+        voluntary += v1.saturating_sub(v0);
+        let per = a1.saturating_sub(a0) as f64 / n as f64;
+        if per >= 0.05 {
+            rows.push((per, name));
+        }
+    }
+    rows.sort_by(|x, y| y.0.total_cmp(&x.0));
+    let threads = rows
+        .iter()
+        .map(|(per, name)| format!("{name} {per:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (all as f64 / n as f64, voluntary as f64 / n as f64, threads)
 }
 
 /// Makes `n` Version calls one after another through `client` and reads
@@ -446,12 +490,15 @@ async fn kernel_costs(
         }
         Ok::<_, tonic::Status>(())
     };
-    let (s0, v0) = switches(pid)?;
+    let s0 = switches(pid)?;
     let cpu0 = cpu_us(pid)?;
+    let f0 = minor_faults(pid)?;
     calls(client.clone()).await?;
-    let (s1, v1) = switches(pid)?;
+    let s1 = switches(pid)?;
     let cpu1 = cpu_us(pid)?;
+    let f1 = minor_faults(pid)?;
     let per = |a: u64, b: u64| (b - a) as f64 / n as f64;
+    let (switches, voluntary, threads) = switches_per_call(&s0, &s1, n);
     let syscalls = match std::process::Command::new("strace")
         .args(["-f", "-c", "-p", &pid.to_string()])
         .stdout(std::process::Stdio::null())
@@ -470,9 +517,11 @@ async fn kernel_costs(
         Err(_) => None,
     };
     Ok(KernelCosts {
-        switches: per(s0, s1),
-        voluntary: per(v0, v1),
+        switches,
+        voluntary,
+        threads,
         cpu_us: (cpu1 - cpu0) / n as f64,
+        faults: per(f0, f1),
         syscalls,
     })
 }
@@ -501,12 +550,25 @@ fn strace_summary(table: &str, n: usize) -> Option<(f64, String)> {
     Some((total as f64 / n as f64, top))
 }
 
+/// The fields of `/proc/<pid>/stat` after the command name (which may
+/// hold spaces, in parens): `state` is the first.
+fn stat_fields(pid: u32) -> anyhow::Result<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').context("/proc/<pid>/stat")?.1;
+    Ok(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// Minor page faults of `pid` (all threads) so far.
+fn minor_faults(pid: u32) -> anyhow::Result<u64> {
+    stat_fields(pid)?
+        .get(7)
+        .and_then(|f| f.parse().ok())
+        .context("minflt in /proc/<pid>/stat")
+}
+
 /// User + system CPU time of `pid` so far, in microseconds.
 fn cpu_us(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) in parens.
-    let rest = stat.rsplit_once(')').context("/proc/<pid>/stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let fields = stat_fields(pid)?;
     let ticks: f64 = fields
         .get(11..13)
         .context("utime/stime in /proc/<pid>/stat")?
