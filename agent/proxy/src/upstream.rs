@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use h2::SendStream;
-use h2::client::{self, ResponseFuture, SendRequest};
-use http::Request;
+use h2::client::{self, SendRequest};
 use tokio::net::UnixStream;
 
 use super::window;
@@ -54,28 +52,34 @@ impl Upstream {
         &self.path
     }
 
-    /// Opens a stream to the runtime with `req`'s headers. A request that
-    /// could not be sent because the connection had gone away is sent once
-    /// more on a new connection (nothing reached the runtime the first time).
-    pub async fn open(
-        &self,
-        req: Request<()>,
-        end_of_stream: bool,
-    ) -> Result<(ResponseFuture, SendStream<Bytes>), UpstreamError> {
-        let sender = self.sender().await?;
-        let mut sender = match sender.ready().await {
-            Ok(s) => s,
-            Err(err) => {
-                // Nothing was sent on the dead connection: try a fresh one.
+    /// A sender ready for a new stream to the runtime. A connection found
+    /// gone is replaced once (nothing was sent on it). The caller sends its
+    /// request head with [`SendRequest::send_request`] once this resolves,
+    /// so that the head is not held in the future while it waits.
+    pub async fn ready(&self) -> Result<SendRequest<Bytes>, UpstreamError> {
+        // The common case, a live connection, inline; connecting and
+        // reconnecting boxed, so that their state is not part of every
+        // call's future (see `proxy::tests::call_futures_stay_small`).
+        let ready = match self.cached() {
+            Some(sender) => Some(sender.ready().await),
+            None => None,
+        };
+        match ready {
+            Some(Ok(sender)) => Ok(sender),
+            Some(Err(err)) => {
                 tracing::debug!(error = %err, "runtime connection unusable; reconnecting");
                 self.forget();
-                let sender = self.sender().await?;
-                sender.ready().await.map_err(UpstreamError::Send)?
+                Box::pin(self.ready_sender()).await
             }
-        };
-        sender
-            .send_request(req, end_of_stream)
-            .map_err(UpstreamError::Send)
+            None => Box::pin(self.ready_sender()).await,
+        }
+    }
+
+    /// A sender on the current connection (made if there is none), ready
+    /// for a new stream.
+    async fn ready_sender(&self) -> Result<SendRequest<Bytes>, UpstreamError> {
+        let sender = self.sender().await?;
+        sender.ready().await.map_err(UpstreamError::Send)
     }
 
     /// Opens the connection now (used at start-up to report a bad endpoint
