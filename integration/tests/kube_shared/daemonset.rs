@@ -335,11 +335,16 @@ fn nodes_matching_the_selector_without_untolerated_taints_get_a_pinned_pod() {
                 ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0],
         )
     };
-    c.wait_for("one pod for ads-fake-a", LIMIT, |c| {
+    // The reconcile that creates the pod writes a status from the pods it
+    // listed before (none scheduled yet); the pod's own event brings the
+    // next one. So wait for the status to count the pod, not only for it.
+    c.wait_for("ads-fake-a's pod, counted", LIMIT, |c| {
         let ps = pods(c, ns, "placed");
         let st = status(c, ns, "placed");
-        let ok =
-            ps.len() == 1 && target(&ps[0]) == "ads-fake-a" && st["desiredNumberScheduled"] == 1;
+        let ok = ps.len() == 1
+            && target(&ps[0]) == "ads-fake-a"
+            && st["desiredNumberScheduled"] == 1
+            && st["currentNumberScheduled"] == 1;
         Ok(ok.then_some(()))
     })
     .unwrap();
