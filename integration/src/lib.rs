@@ -7,6 +7,7 @@
 //! from Debian's packages (`.ci/run` installs them). Everything a test
 //! starts is stopped and unmounted when its guard drops, also on panic.
 
+pub mod accounting;
 pub mod activated;
 pub mod agent;
 pub mod client;

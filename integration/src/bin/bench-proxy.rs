@@ -11,7 +11,10 @@
 //! adds over direct ÷ what the forwarder adds (1.00 = the agent costs no
 //! more than a process that does nothing). Then what one Version and one
 //! ListContainers call cost the forwarder and the agent in the kernel's
-//! accounting (context switches, CPU, syscalls), throughput with
+//! accounting (context switches, CPU, syscalls) and, where `perf sched
+//! record` works, where the whole chain's wall time went (each process's
+//! runs, time on CPU, and wake-up-to-running delay, split by whether the
+//! CPU had gone idle first), throughput with
 //! concurrent callers (and each process's CPU per call), pod start
 //! latency, and the agent's RSS and start-to-serving time, on an empty
 //! state dir and again on the pod book it kept of every container.
@@ -28,6 +31,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cri_proto as cri;
+use keelson_integration::accounting::{
+    SchedProfile, SchedRecording, cpu_us, minor_faults, status_kib, strace_summary, switches,
+    switches_per_call,
+};
 use keelson_integration::agent::{Agent, binary};
 use keelson_integration::client::{Runtime, clients, raw_call};
 use keelson_integration::containerd::Containerd;
@@ -92,7 +99,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
     via.version(cri::VersionRequest::default()).await?;
     direct.version(cri::VersionRequest::default()).await?;
     fwd.version(cri::VersionRequest::default()).await?;
-    let rss_idle = rss_kib(pid, "VmRSS")?;
+    let rss_idle = status_kib(pid, "VmRSS")?;
 
     let mut kubelet = Kubelet::connect(&ctrd.socket(), ctrd.pod_env()).await?;
     let per_pod = 25;
@@ -176,7 +183,12 @@ async fn run(o: Options) -> anyhow::Result<()> {
             "\nper {method:?} call on one connection ({calls} calls), forwarder vs agent: context switches (all threads, /proc/<pid>/task/*/status), CPU and minor page faults (/proc/<pid>/stat), syscalls (strace -f -c, attached for a second pass)",
         );
         for (name, client, p) in [("forwarder", &fwd, forwarder.pid()), ("agent", &via, pid)] {
-            let costs = kernel_costs(client, p, calls, method).await?;
+            let chain = [
+                ("caller", std::process::id()),
+                (name, p),
+                ("containerd", ctrd.pid()),
+            ];
+            let costs = kernel_costs(client, &chain, calls, method).await?;
             println!(
                 "{name:<10} switches/call {:.2} (voluntary {:.2}; by thread: {})   CPU µs/call {:.1}   page faults/call {:.2}   syscalls/call {}",
                 costs.switches,
@@ -189,6 +201,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
                     |(n, top)| format!("{n:.2} ({top})")
                 )
             );
+            print_sched(costs.wall_us, &costs.sched);
         }
     }
 
@@ -254,7 +267,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         pa.p50 / pd.p50
     );
 
-    let rss_peak = rss_kib(pid, "VmHWM")?;
+    let rss_peak = status_kib(pid, "VmHWM")?;
     println!("\nagent RSS: idle {} KiB, peak {} KiB", rss_idle, rss_peak);
     let (listening, answering) = startup;
     println!(
@@ -408,74 +421,58 @@ struct KernelCosts {
     faults: f64,
     /// Syscalls per call and the commonest ones, when strace is there.
     syscalls: Option<(f64, String)>,
+    /// Wall time per call of the first (unobserved) pass.
+    wall_us: f64,
+    /// The whole chain's scheduling in a third pass (`perf sched`), with
+    /// its wall time per call; or why there is none.
+    sched: Result<(SchedProfile, f64), String>,
 }
 
-/// Context switches of each thread of `pid` so far, by thread name
-/// (threads of one name summed): (all, voluntary).
-fn switches(pid: u32) -> anyhow::Result<std::collections::BTreeMap<String, (u64, u64)>> {
-    let mut by_name = std::collections::BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let task = task?.path();
-        // A thread that ended between the listing and the read is skipped.
-        let (Ok(status), Ok(name)) = (
-            std::fs::read_to_string(task.join("status")),
-            std::fs::read_to_string(task.join("comm")),
-        ) else {
-            continue;
-        };
-        let slot: &mut (u64, u64) = by_name.entry(name.trim().to_string()).or_default();
-        for line in status.lines() {
-            let n = |l: &str| l.split_whitespace().nth(1)?.parse::<u64>().ok();
-            if line.starts_with("voluntary_ctxt_switches") {
-                let v = n(line).unwrap_or(0);
-                slot.0 += v;
-                slot.1 += v;
-            } else if line.starts_with("nonvoluntary_ctxt_switches") {
-                slot.0 += n(line).unwrap_or(0);
-            }
+/// Prints where a call's wall time went in [`KernelCosts::sched`]: per
+/// process of the chain, how often its threads ran per call, for how long,
+/// and how long their wake-ups waited for a CPU (of which, wake-ups that
+/// found the CPU idle).
+fn print_sched(wall_us: f64, sched: &Result<(SchedProfile, f64), String>) {
+    let (profile, traced_wall) = match sched {
+        Ok(s) => s,
+        Err(why) => {
+            println!("{:<10} scheduling: n/a ({why})", "");
+            return;
         }
-    }
-    Ok(by_name)
-}
-
-/// Switches per call between two [`switches`] readings: the totals
-/// (all, voluntary) and the threads that switched at least once in 20
-/// calls, busiest first.
-fn switches_per_call(
-    before: &std::collections::BTreeMap<String, (u64, u64)>,
-    after: &std::collections::BTreeMap<String, (u64, u64)>,
-    n: usize,
-) -> (f64, f64, String) {
-    let mut rows: Vec<(f64, &str)> = vec![];
-    let (mut all, mut voluntary) = (0u64, 0u64);
-    for (name, (a1, v1)) in after {
-        let (a0, v0) = before.get(name).copied().unwrap_or_default();
-        all += a1.saturating_sub(a0);
-        voluntary += v1.saturating_sub(v0);
-        let per = a1.saturating_sub(a0) as f64 / n as f64;
-        if per >= 0.05 {
-            rows.push((per, name));
-        }
-    }
-    rows.sort_by(|x, y| y.0.total_cmp(&x.0));
-    let threads = rows
+    };
+    let rows: Vec<String> = profile
+        .rows
         .iter()
-        .map(|(per, name)| format!("{name} {per:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    (all as f64 / n as f64, voluntary as f64 / n as f64, threads)
+        .map(|r| {
+            format!(
+                "{} runs {:.2} on-CPU {:.1} µs, wake-up to running {:.1} µs ({:.2} from idle, {:.1} µs)",
+                r.name, r.runs, r.run_us, r.delay_us, r.from_idle, r.from_idle_delay_us
+            )
+        })
+        .collect();
+    println!(
+        "{:<10} scheduling (perf sched, third pass; wall µs/call {:.1} unobserved, {:.1} recorded; CPUs idle {:.1} µs/call): {}",
+        "",
+        wall_us,
+        traced_wall,
+        profile.idle_us,
+        rows.join("; ")
+    );
 }
 
-/// Makes `n` Version calls one after another through `client` and reads
-/// what they cost process `pid`; then, if strace is installed, a second
-/// pass under `strace -f -c -p` counts its syscalls (not timed: strace
-/// slows every syscall down).
+/// Makes `n` calls one after another through `client` and reads what
+/// they cost the proxy, `chain[1]` (caller, proxy, runtime); then, if
+/// strace is installed, a second pass under `strace -f -c -p` counts its
+/// syscalls (not timed: strace slows every syscall down); then, if `perf`
+/// can record the scheduler, a third pass accounts the wall time of the
+/// whole chain.
 async fn kernel_costs(
     client: &Runtime,
-    pid: u32,
+    chain: &[(&str, u32); 3],
     n: usize,
     method: Costed,
 ) -> anyhow::Result<KernelCosts> {
+    let pid = chain[1].1;
     let calls = |mut c: Runtime| async move {
         for _ in 0..n {
             match method {
@@ -493,7 +490,9 @@ async fn kernel_costs(
     let s0 = switches(pid)?;
     let cpu0 = cpu_us(pid)?;
     let f0 = minor_faults(pid)?;
+    let t = Instant::now();
     calls(client.clone()).await?;
+    let wall_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
     let s1 = switches(pid)?;
     let cpu1 = cpu_us(pid)?;
     let f1 = minor_faults(pid)?;
@@ -516,6 +515,18 @@ async fn kernel_costs(
         }
         Err(_) => None,
     };
+    let sched = match SchedRecording::start() {
+        Ok(recording) => {
+            let t = Instant::now();
+            calls(client.clone()).await?;
+            let traced_wall = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+            recording
+                .finish(chain, n)
+                .map(|p| (p, traced_wall))
+                .map_err(|e| format!("{e:#}"))
+        }
+        Err(e) => Err(format!("{e:#}")),
+    };
     Ok(KernelCosts {
         switches,
         voluntary,
@@ -523,61 +534,9 @@ async fn kernel_costs(
         cpu_us: (cpu1 - cpu0) / n as f64,
         faults: per(f0, f1),
         syscalls,
+        wall_us,
+        sched,
     })
-}
-
-/// Calls per `n` and the three commonest syscalls from `strace -c`'s table.
-fn strace_summary(table: &str, n: usize) -> Option<(f64, String)> {
-    // Rows: % time, seconds, usecs/call, calls, [errors,] syscall.
-    let rows: Vec<(u64, &str)> = table
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let name = *f.last()?;
-            let calls = f.get(3)?.parse::<u64>().ok()?;
-            Some((calls, name))
-        })
-        .collect();
-    let total = rows.iter().find(|(_, name)| *name == "total")?.0;
-    let mut top: Vec<_> = rows.iter().filter(|(_, name)| *name != "total").collect();
-    top.sort_by_key(|r| std::cmp::Reverse(r.0));
-    let top = top
-        .iter()
-        .take(3)
-        .map(|(c, name)| format!("{name} {:.2}", *c as f64 / n as f64))
-        .collect::<Vec<_>>()
-        .join(", ");
-    Some((total as f64 / n as f64, top))
-}
-
-/// The fields of `/proc/<pid>/stat` after the command name (which may
-/// hold spaces, in parens): `state` is the first.
-fn stat_fields(pid: u32) -> anyhow::Result<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').context("/proc/<pid>/stat")?.1;
-    Ok(rest.split_whitespace().map(str::to_string).collect())
-}
-
-/// Minor page faults of `pid` (all threads) so far.
-fn minor_faults(pid: u32) -> anyhow::Result<u64> {
-    stat_fields(pid)?
-        .get(7)
-        .and_then(|f| f.parse().ok())
-        .context("minflt in /proc/<pid>/stat")
-}
-
-/// User + system CPU time of `pid` so far, in microseconds.
-fn cpu_us(pid: u32) -> anyhow::Result<f64> {
-    let fields = stat_fields(pid)?;
-    let ticks: f64 = fields
-        .get(11..13)
-        .context("utime/stime in /proc/<pid>/stat")?
-        .iter()
-        .map(|f| f.parse::<f64>().unwrap_or(0.0))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks * 1e6 / hz)
 }
 
 async fn pod_starts(
@@ -675,22 +634,6 @@ async fn measure_startup(
         );
     }
     Ok((summarize(&mut listening), summarize(&mut answering)))
-}
-
-fn rss_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim_start_matches(':')
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .with_context(|| format!("{field} in /proc/{pid}/status"))
 }
 
 /// A numeric field of a text or JSON log line: `name=123` or `"name":123`.
