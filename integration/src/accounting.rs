@@ -142,6 +142,7 @@ pub fn status_kib(pid: u32, field: &str) -> crate::Result<u64> {
 /// stopped and read by [`SchedRecording::finish`].
 pub struct SchedRecording {
     child: Child,
+    perf: PathBuf,
     file: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -153,7 +154,7 @@ impl SchedRecording {
         let perf = crate::proc::which("perf").context("perf is not installed")?;
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("sched.data");
-        let mut child = Command::new(perf)
+        let mut child = Command::new(&perf)
             .args(["sched", "record", "-a", "-o"])
             .arg(&file)
             .stdout(Stdio::null())
@@ -173,6 +174,7 @@ impl SchedRecording {
         }
         Ok(Self {
             child,
+            perf,
             file,
             _dir: dir,
         })
@@ -188,9 +190,8 @@ impl SchedRecording {
             status.success() || status.signal() == Some(libc::SIGINT),
             "perf sched record: {status}"
         );
-        let perf = crate::proc::which("perf").context("perf is not installed")?;
         let text = crate::proc::run(
-            Command::new(perf)
+            Command::new(&self.perf)
                 .args(["sched", "timehist", "-i"])
                 .arg(&self.file)
                 .stderr(Stdio::null()),
