@@ -39,9 +39,11 @@ use config::Config;
 use cri::server::{Drained, serve};
 use cri::{Proxy, Upstream};
 
-/// Runs the agent until SIGTERM or SIGINT: opens the state, the socket
-/// and the runtime connection, installs the node features, serves, then
-/// drains in-flight calls.
+/// Runs the agent until SIGTERM or SIGINT: opens the socket and the
+/// runtime connection and serves at once, while the node thread opens the
+/// state and builds the node features; their hooks are installed into the
+/// running proxy (calls on hooked methods wait for them, every other call
+/// is forwarded from the start). Then drains in-flight calls.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let stop = stop_signal();
@@ -56,62 +58,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 format!("making state dir {} root-only", config.state_dir.display())
             })?;
     }
-    let store = store::Store::open(&config.state_dir)?;
-    let store_opened = started.elapsed();
-    // The CRI is served on this thread; the rest runs on the node thread.
+    // The CRI is served on this thread; the rest runs on the node thread,
+    // starting with what takes longest: the state (sled's recovery) and
+    // the features loaded from it.
     let node_thread = node_thread::NodeThread::start().context("starting the node thread")?;
-    let (hooks, features) = {
-        let (config, store, runtime) = (config.clone(), store.clone(), runtime.clone());
-        node_thread
-            .spawn(async move { node::install(&config, &store, &runtime).await })
-            .await
-            .context("installing the node features")??
-    };
-    let features_installed = started.elapsed();
-    let admin = listener::bind(&config.admin_socket, &listener::SocketAccess::default())
-        .with_context(|| format!("admin socket {}", config.admin_socket.display()))?;
-    let mut admin_listening = listener::Listening::Bound(admin);
-    let admin_std = admin_listening.take().context("admin listener")?;
-    let exit = Arc::new(tokio::sync::Notify::new());
-    let metrics = metrics::Metrics::new();
-    let admin_task = {
-        let (pulls, restarts) = (features.pulls.clone(), features.restarts.clone());
-        let (readiness, book) = (features.readiness.clone(), features.book.clone());
-        let (exit, metrics) = (exit.clone(), metrics.clone());
-        let cluster_side_of = config.cluster.as_ref().map(|c| c.node_name.clone());
-        // Built there, so the listener's I/O and the feed's task stay on
-        // the node thread.
+    let starting = {
+        let (config, runtime) = (config.clone(), runtime.clone());
         node_thread.spawn(async move {
-            let feed = Arc::new(admin::feed::Feed::start(&pulls, &restarts, book.clone()));
-            let services = admin::Services {
-                pulls,
-                restarts,
-                readiness,
-                book,
-                feed,
-                exit,
-                cluster_side_of,
-                metrics,
-            };
-            match tokio::net::UnixListener::from_std(admin_std) {
-                Ok(l) => admin::serve(l, services).await,
-                Err(e) => tracing::error!(error = %e, "registering the admin listener failed"),
-            }
+            let at = std::time::Instant::now();
+            let store = store::Store::open(&config.state_dir)?;
+            let store_opened = at.elapsed();
+            let (hooks, features) = node::install(&config, &store, &runtime)
+                .await
+                .context("installing the node features")?;
+            anyhow::Ok((hooks, features, store_opened, at.elapsed() - store_opened))
         })
-    };
-    // Cluster mode in this process: the cluster side drives the node
-    // features through the admin API, as the DaemonSet pod does.
-    let cluster_task = config.cluster.clone().map(|c| {
-        node_thread.spawn(cluster::run(
-            c,
-            cluster::node::NodeClient::new(&config.admin_socket),
-        ))
-    });
-    let stop = async move {
-        tokio::select! {
-            () = stop => {}
-            () = exit.notified() => {}
-        }
     };
 
     let mut listening = listener::open(
@@ -123,36 +84,140 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let std_listener = listening.take().context("taking listener")?;
     let listener =
         tokio::net::UnixListener::from_std(std_listener).context("registering listener")?;
-
     let upstream = Upstream::new(&runtime);
     if let Err(err) = upstream.warm_up().await {
         tracing::warn!(error = %err, "runtime not reachable yet; calls will retry the connection");
     }
-    let proxy = Arc::new(Proxy::new(upstream, hooks).with_observer(metrics));
+    let metrics = metrics::Metrics::new();
+    let proxy =
+        Arc::new(Proxy::starting(upstream, node::HOOKED_METHODS).with_observer(metrics.clone()));
     tracing::info!(
         listen = %config.listen.display(),
         activated = listening.is_activated(),
         runtime = %runtime.display(),
         startup_us = started.elapsed().as_micros() as u64,
-        store_open_us = store_opened.as_micros() as u64,
-        features_us = (features_installed - store_opened).as_micros() as u64,
         "serving CRI"
     );
 
-    let drained = serve(listener, proxy.clone(), stop, config.shutdown_timeout).await;
+    let exit = Arc::new(tokio::sync::Notify::new());
+    let stop = {
+        let exit = exit.clone();
+        async move {
+            tokio::select! {
+                () = stop => {}
+                () = exit.notified() => {}
+            }
+        }
+    };
+    let serving = serve(listener, proxy.clone(), stop, config.shutdown_timeout);
+    tokio::pin!(serving);
+    let mut failed = None;
+    let mut background = vec![];
+    let mut features = None;
+    let drained = tokio::select! {
+        drained = &mut serving => drained,
+        started_up = starting => {
+            match started_up.map_err(anyhow::Error::from).and_then(|r| r) {
+                Ok((hooks, f, store_opened, loaded)) => {
+                    match proxy.install_hooks(hooks) {
+                        Ok(unheld) if unheld.is_empty() => {}
+                        Ok(unheld) => tracing::error!(
+                            methods = ?unheld,
+                            "hooked methods missing from the held list: their calls went unhooked until now"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "installing the hooks"),
+                    }
+                    match beside_the_proxy(&config, &node_thread, &f, exit.clone(), metrics) {
+                        Ok(tasks) => background = tasks,
+                        Err(e) => failed = Some(e),
+                    }
+                    tracing::info!(
+                        ready_us = started.elapsed().as_micros() as u64,
+                        store_open_us = store_opened.as_micros() as u64,
+                        features_us = loaded.as_micros() as u64,
+                        "node features ready"
+                    );
+                    features = Some(f);
+                }
+                Err(e) => {
+                    let _ = proxy.hooks_failed(format!("{e:#}"));
+                    failed = Some(e);
+                }
+            }
+            if failed.is_some() {
+                exit.notify_one();
+            }
+            serving.await
+        }
+    };
     match drained {
-        Drained::Clean => tracing::info!(hook_faults = proxy.hooks().faults(), "stopped cleanly"),
+        Drained::Clean if failed.is_some() => {
+            tracing::info!("stopped: the node features did not start")
+        }
+        Drained::Clean => tracing::info!(
+            hook_faults = proxy.hooks().map_or(0, |h| h.faults()),
+            "stopped cleanly"
+        ),
         Drained::TimedOut { connections } => {
             tracing::warn!(connections, "grace period over; abandoning in-flight calls")
         }
     }
-    admin_task.abort();
-    if let Some(t) = cluster_task {
+    for t in background {
         t.abort();
     }
-    drop(admin_listening);
+    drop(features);
     drop(listening);
-    Ok(())
+    failed.map_or(Ok(()), Err)
+}
+
+/// Starts what serves beside the proxy once the features exist: the admin
+/// API and, in cluster mode, the in-process cluster side. Both run on the
+/// node thread.
+fn beside_the_proxy(
+    config: &Config,
+    node_thread: &node_thread::NodeThread,
+    features: &node::Features,
+    exit: Arc<tokio::sync::Notify>,
+    metrics: Arc<metrics::Metrics>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let admin = listener::bind(&config.admin_socket, &listener::SocketAccess::default())
+        .with_context(|| format!("admin socket {}", config.admin_socket.display()))?;
+    let mut admin_listening = listener::Listening::Bound(admin);
+    let admin_std = admin_listening.take().context("admin listener")?;
+    let (pulls, restarts) = (features.pulls.clone(), features.restarts.clone());
+    let (readiness, book) = (features.readiness.clone(), features.book.clone());
+    let cluster_side_of = config.cluster.as_ref().map(|c| c.node_name.clone());
+    // Built there, so the listener's I/O and the feed's task stay on the
+    // node thread. The task keeps the listening socket (removed when it
+    // ends).
+    let admin_task = node_thread.spawn(async move {
+        let _listening = admin_listening;
+        let feed = Arc::new(admin::feed::Feed::start(&pulls, &restarts, book.clone()));
+        let services = admin::Services {
+            pulls,
+            restarts,
+            readiness,
+            book,
+            feed,
+            exit,
+            cluster_side_of,
+            metrics,
+        };
+        match tokio::net::UnixListener::from_std(admin_std) {
+            Ok(l) => admin::serve(l, services).await,
+            Err(e) => tracing::error!(error = %e, "registering the admin listener failed"),
+        }
+    });
+    let mut tasks = vec![admin_task];
+    // Cluster mode in this process: the cluster side drives the node
+    // features through the admin API, as the DaemonSet pod does.
+    if let Some(c) = config.cluster.clone() {
+        tasks.push(node_thread.spawn(cluster::run(
+            c,
+            cluster::node::NodeClient::new(&config.admin_socket),
+        )));
+    }
+    Ok(tasks)
 }
 
 /// Wall-clock time in microseconds since the Unix epoch (for log fields

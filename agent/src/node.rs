@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::cri::HookSet;
+use crate::cri::methods::runtime as m;
 use crate::events::RuntimeEvents;
 use crate::images::credentials::Credentials;
 use crate::images::provider;
@@ -20,6 +21,19 @@ use crate::restart::engine::{EngineConfig as RestartConfig, RestartEngine};
 use crate::runtime_conn::RuntimeConn;
 use crate::sidecar::SidecarTerminator;
 use crate::store::Store;
+
+/// Every method the hooks [`install`] builds take. The proxy serves before
+/// they exist and holds calls on these until they are installed; the
+/// agent logs an error if the hooks take a method missing here (and a
+/// test below checks that none is).
+pub const HOOKED_METHODS: &[&str] = &[
+    m::RunPodSandbox,
+    m::CreateContainer,
+    m::StartContainer,
+    m::ContainerStatus,
+    m::RemoveContainer,
+    m::RemovePodSandbox,
+];
 
 /// How often finished pulls and restarts past their TTL are forgotten.
 const GC_EVERY: Duration = Duration::from_secs(60);
@@ -151,4 +165,28 @@ pub async fn install(
             tasks,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    /// The proxy holds calls on [`HOOKED_METHODS`] while the features
+    /// load; a method the hooks take that the list lacks would go
+    /// unhooked during every start.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_held_list_names_every_hooked_method() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::merge(Settings::default(), Settings::default()).unwrap();
+        let store = Store::open(&dir.path().join("state")).unwrap();
+        let (hooks, _features) = install(&config, &store, &dir.path().join("runtime.sock"))
+            .await
+            .unwrap();
+        let mut taken: Vec<&str> = hooks.methods().collect();
+        taken.sort_unstable();
+        let mut held = HOOKED_METHODS.to_vec();
+        held.sort_unstable();
+        assert_eq!(taken, held, "the hooks take exactly the held methods");
+    }
 }

@@ -22,12 +22,17 @@ pub const FSYNC_EVERY_MS: u64 = 500;
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("opening state database at {path}: {source}")]
+    #[error("opening state database at {path}")]
     Open {
         path: PathBuf,
         #[source]
         source: sled::Error,
     },
+    /// Another process (another agent on the same state dir) holds it.
+    #[error(
+        "state database at {path} is in use by another process (another keelson-agent on this --state-dir?); waited 5 s for it"
+    )]
+    Locked { path: PathBuf },
     #[error("state database: {0}")]
     Db(#[from] sled::Error),
     #[error("table {table} is full ({limit} entries); not storing {key}")]
@@ -146,10 +151,10 @@ impl Store {
                         flusher: Default::default(),
                     });
                 }
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked { path });
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 Err(source) => return Err(StoreError::Open { path, source }),

@@ -228,6 +228,57 @@ async fn an_answering_hook_keeps_the_call_from_the_runtime() {
     assert!(rt.calls().is_empty(), "runtime saw nothing");
 }
 
+#[tokio::test]
+async fn calls_on_hooked_methods_wait_for_hooks_installed_after_the_start() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let proxy =
+        RunningProxy::starting(dir.path(), &rt.socket, &[m::Status, m::StartContainer]).await;
+    // A method no hook will take is forwarded before the hooks exist.
+    let version = call(&proxy.socket, m::Version, &[], grpc::frame(b"v")).await;
+    assert_eq!((version.status().0, version.body), (0, grpc::frame(b"v")));
+    let sock = proxy.socket.clone();
+    let held = tokio::spawn(async move { call(&sock, m::Status, &[], grpc::frame(b"")).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!held.is_finished(), "Status waits for its hooks");
+    assert!(rt.calls().iter().all(|c| c.path != m::Status));
+
+    let mut hooks = HookSet::new();
+    hooks.register(Arc::new(Answerer));
+    let unheld = proxy.proxy.install_hooks(hooks).unwrap();
+    assert!(unheld.is_empty(), "{unheld:?}");
+    // Released into the hook, which answers it itself.
+    let got = held.await.unwrap();
+    assert_eq!((got.status().0, got.body), (0, grpc::frame(b"\x12\x00")));
+    assert!(
+        rt.calls().iter().all(|c| c.path != m::Status),
+        "the hook answered"
+    );
+    assert_eq!(proxy.proxy.hooks().map(|h| h.methods().count()), Some(2));
+}
+
+#[tokio::test]
+async fn held_calls_are_unavailable_when_the_hooks_never_come() {
+    let dir = tmp();
+    let rt = FakeRuntime::start(dir.path()).await;
+    let proxy = RunningProxy::starting(dir.path(), &rt.socket, &[m::StartContainer]).await;
+    let sock = proxy.socket.clone();
+    let held =
+        tokio::spawn(async move { call(&sock, m::StartContainer, &[], grpc::frame(b"")).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    proxy.proxy.hooks_failed("state dir locked").unwrap();
+    let (code, message) = held.await.unwrap().status();
+    assert_eq!(code, Code::Unavailable as u16);
+    assert!(
+        message.contains("node features did not start: state dir locked"),
+        "{message}"
+    );
+    assert!(rt.calls().is_empty(), "the runtime saw nothing");
+    // Methods that were never held still pass.
+    let version = call(&proxy.socket, m::Version, &[], grpc::frame(b"")).await;
+    assert_eq!(version.status().0, 0);
+}
+
 /// Rewrites ContainerStatus replies to exit code 0 / reason Completed by
 /// appending fields, and StopContainer requests to a 2 s timeout.
 struct Rewriter;
@@ -356,7 +407,7 @@ async fn a_failing_hook_lets_the_call_through_and_is_counted() {
     assert_eq!(got.body, body);
     assert_eq!(rt.calls().len(), 2);
     assert_eq!(
-        proxy.proxy.hooks().faults(),
+        proxy.proxy.hooks().map_or(0, |h| h.faults()),
         3,
         "before+after on Version, before on Status"
     );

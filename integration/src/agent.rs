@@ -57,18 +57,27 @@ impl Agent {
     ) -> crate::Result<Self> {
         let mut me = Self::unstarted(wrapper)?;
         me.spawn(runtime, extra)?;
-        let sock = me.socket();
-        let served = wait_until(wait, || {
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
-        });
-        if !served {
-            bail!(
-                "agent did not serve {} within {wait:?}; log:\n{}",
-                sock.display(),
-                me.log_text()
-            );
-        }
+        me.wait_ready(wait)?;
         Ok(me)
+    }
+
+    /// Waits until the agent serves the CRI and its admin API: the CRI
+    /// socket comes first (calls on hooked methods wait inside it until
+    /// the features have loaded), the admin socket once they have.
+    fn wait_ready(&self, wait: Duration) -> crate::Result<()> {
+        for sock in [self.socket(), self.admin_socket()] {
+            let served = wait_until(wait, || {
+                std::os::unix::net::UnixStream::connect(&sock).is_ok()
+            });
+            if !served {
+                bail!(
+                    "agent did not serve {} within {wait:?}; log:\n{}",
+                    sock.display(),
+                    self.log_text()
+                );
+            }
+        }
+        Ok(())
     }
 
     fn unstarted(wrapper: &[OsString]) -> crate::Result<Self> {
@@ -97,13 +106,7 @@ impl Agent {
             let _ = c.wait();
         }
         self.spawn(runtime, extra)?;
-        let sock = self.socket();
-        if !wait_until(Duration::from_secs(10), || {
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
-        }) {
-            bail!("restarted agent did not serve; log:\n{}", self.log_text());
-        }
-        Ok(())
+        self.wait_ready(Duration::from_secs(10))
     }
 
     fn spawn(&mut self, runtime: &Path, extra: &[&str]) -> crate::Result<()> {

@@ -125,6 +125,40 @@ fn a_second_agent_on_the_same_socket_is_refused() {
     );
 }
 
+/// The CRI socket is served before the state opens; a state dir another
+/// agent holds still stops the second agent, with a message that says so,
+/// and takes its socket with it.
+#[test]
+fn a_second_agent_on_the_same_state_dir_stops_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("runtime.sock");
+    let _runtime = UnixListener::bind(&runtime).unwrap();
+    let first = Agent::start(&runtime, &[]).unwrap();
+    let second_sock = dir.path().join("second.sock");
+    let out = Command::new(binary().unwrap())
+        .arg("--listen")
+        .arg(&second_sock)
+        .arg("--runtime-endpoint")
+        .arg(&runtime)
+        .arg("--state-dir")
+        .arg(first.state_dir())
+        .arg("--admin-socket")
+        .arg(dir.path().join("second-admin.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&first.state_dir().display().to_string()),
+        "{err}"
+    );
+    assert!(!second_sock.exists(), "its CRI socket is removed");
+    assert!(
+        std::os::unix::net::UnixStream::connect(first.socket()).is_ok(),
+        "first agent still serves"
+    );
+}
+
 #[test]
 fn start_up_errors_say_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();

@@ -233,6 +233,11 @@ impl HookSet {
         self.chains.get(method).filter(|c| c.engaged())
     }
 
+    /// The methods some hook is registered for (engaged or not).
+    pub fn methods(&self) -> impl Iterator<Item = &str> {
+        self.chains.keys().map(|m| &**m)
+    }
+
     /// Whether no hook is registered at all.
     pub fn is_empty(&self) -> bool {
         self.chains.is_empty()

@@ -13,6 +13,7 @@ pub mod observe;
 pub mod proxy;
 pub mod relay;
 pub mod server;
+mod slot;
 pub mod upstream;
 
 pub use hook::{
@@ -20,6 +21,7 @@ pub use hook::{
 };
 pub use observe::CallObserver;
 pub use proxy::Proxy;
+pub use slot::AlreadyInstalled;
 pub use upstream::Upstream;
 
 /// HTTP/2 settings used on both sides. Windows are large enough that a big

@@ -25,11 +25,15 @@ use super::CallObserver;
 use super::grpc::{self, Code, Status};
 use super::hook::{After, Before, Call, Chain, HookSet, Outcome, Reply, append_fields};
 use super::relay::{self, Collected, Limited, RelayError};
+use super::slot::{AlreadyInstalled, HookSlot, Lookup};
 use super::upstream::{Upstream, UpstreamError};
 
 /// Largest request or reply the hooked path buffers (CRI messages are capped
 /// at 16 MiB by kubelet). Larger bodies bypass the hooks and stream.
 pub const DEFAULT_BUFFER_LIMIT: usize = (16 << 20) + grpc::FRAME_HEADER_LEN;
+
+/// The hooked or held path's future (boxed: see [`Proxy::decide`]).
+type Decided<'a> = Pin<Box<dyn Future<Output = Result<Ready, String>> + Send + 'a>>;
 
 /// The rest of a request still being relayed to the runtime.
 type Pending = Pin<Box<dyn Future<Output = Result<(), RelayError>> + Send>>;
@@ -62,7 +66,7 @@ pub struct Proxy {
     runtime: std::path::PathBuf,
     /// The connection opened at start-up, for the first caller.
     spare: std::sync::Mutex<Option<Arc<Upstream>>>,
-    hooks: HookSet,
+    hooks: HookSlot,
     buffer_limit: usize,
     /// Told about each call and hook fault (metrics), if set.
     observer: Option<Arc<dyn CallObserver>>,
@@ -71,6 +75,18 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy to `upstream` running `hooks`.
     pub fn new(upstream: Upstream, hooks: HookSet) -> Self {
+        Self::with_slot(upstream, HookSlot::ready(hooks))
+    }
+
+    /// A proxy to `upstream` whose hooks come later
+    /// ([`Proxy::install_hooks`]): until then calls on the `held` methods
+    /// wait, and every other call is forwarded at once. `held` must name
+    /// every method the hooks will take.
+    pub fn starting(upstream: Upstream, held: &[&'static str]) -> Self {
+        Self::with_slot(upstream, HookSlot::pending(held))
+    }
+
+    fn with_slot(upstream: Upstream, hooks: HookSlot) -> Self {
         Self {
             runtime: upstream.path().to_path_buf(),
             spare: std::sync::Mutex::new(Some(Arc::new(upstream))),
@@ -78,6 +94,20 @@ impl Proxy {
             buffer_limit: DEFAULT_BUFFER_LIMIT,
             observer: None,
         }
+    }
+
+    /// Installs the hooks of a proxy made with [`Proxy::starting`] and
+    /// releases the calls held for them. Returns the methods the hooks
+    /// take that were not held (calls on them until now went without
+    /// hooks: a bug in the caller's list).
+    pub fn install_hooks(&self, hooks: HookSet) -> Result<Vec<String>, AlreadyInstalled> {
+        self.hooks.install(hooks)
+    }
+
+    /// Tells a proxy made with [`Proxy::starting`] that its hooks will not
+    /// come: held calls are answered UNAVAILABLE with `why`.
+    pub fn hooks_failed(&self, why: impl Into<String>) -> Result<(), AlreadyInstalled> {
+        self.hooks.fail(why.into())
     }
 
     /// The same proxy, telling `observer` about every call it serves.
@@ -101,9 +131,9 @@ impl Proxy {
             .unwrap_or_else(|| Arc::new(Upstream::new(&self.runtime)))
     }
 
-    /// The registered hooks (and their fault count).
-    pub fn hooks(&self) -> &HookSet {
-        &self.hooks
+    /// The registered hooks (and their fault count), once installed.
+    pub fn hooks(&self) -> Option<&HookSet> {
+        self.hooks.hooks()
     }
 
     /// Handles one call until its reply is complete.
@@ -156,14 +186,31 @@ impl Proxy {
         up: &'a Upstream,
         req: Request<RecvStream>,
     ) -> impl Future<Output = Result<Ready, String>> + Send + 'a {
-        match self.hooks.chain(req.uri().path()) {
-            // Boxed: the hooked path's state (buffers, hook futures) stays
-            // out of the un-hooked calls' futures, which every call moves
-            // several times on its way into its task.
-            Some(chain) if grpc::is_grpc(req.headers()) => {
-                Either::Left(Box::pin(self.hooked(up, req, chain)))
+        // Boxed: the hooked path's state (buffers, hook futures) stays out
+        // of the un-hooked calls' futures, which every call moves several
+        // times on its way into its task.
+        match self.hooks.lookup(req.uri().path()) {
+            Lookup::Hooked(set, chain) if grpc::is_grpc(req.headers()) => {
+                Either::Left(Box::pin(self.hooked(up, req, set, chain)) as Decided<'a>)
+            }
+            Lookup::Held if grpc::is_grpc(req.headers()) => {
+                Either::Left(Box::pin(self.held(up, req)) as Decided<'a>)
             }
             _ => Either::Right(self.forward(up, req)),
+        }
+    }
+
+    /// A call on a method the hooks will take, before they are installed:
+    /// wait for them, then go the way the call would have gone.
+    async fn held(&self, up: &Upstream, req: Request<RecvStream>) -> Result<Ready, String> {
+        let set = self
+            .hooks
+            .wait()
+            .await
+            .map_err(|why| format!("keelson-agent: node features did not start: {why}"))?;
+        match set.chain(req.uri().path()) {
+            Some(chain) => self.hooked(up, req, set, chain).await,
+            None => self.forward(up, req).await,
         }
     }
 
@@ -173,6 +220,7 @@ impl Proxy {
         &self,
         up: &Upstream,
         req: Request<RecvStream>,
+        set: &HookSet,
         chain: &Chain,
     ) -> Result<Ready, String> {
         let (parts, mut body) = req.into_parts();
@@ -196,8 +244,7 @@ impl Proxy {
         let mut call = Call::new(method.clone(), parts.headers.clone(), message);
         let mut rewritten = false;
         for hook in &chain.before {
-            let decided = self
-                .hooks
+            let decided = set
                 .guard(
                     hook.as_ref(),
                     "before",
@@ -224,7 +271,7 @@ impl Proxy {
             collected
         };
         let wanted = chain.after.iter().any(|h| h.wants_reply(&call));
-        let after = wanted.then_some((&call, chain));
+        let after = wanted.then_some((set, &call, chain));
         self.forward_whole(up, &parts, collected, after).await
     }
 
@@ -290,7 +337,7 @@ impl Proxy {
         up: &Upstream,
         parts: &http::request::Parts,
         body: Collected,
-        after: Option<(&Call, &Chain)>,
+        after: Option<(&HookSet, &Call, &Chain)>,
     ) -> Result<Ready, String> {
         let eos = body.data.is_empty() && body.trailers.is_none();
         let (resp, mut up_send) = up
@@ -314,7 +361,7 @@ impl Proxy {
                 let (parts, body) = resp.into_parts();
                 Ok(Ready::Relay(parts, None, body, None))
             }
-            Some((call, chain)) => self.after(resp, call, chain).await,
+            Some((set, call, chain)) => self.after(resp, set, call, chain).await,
         }
     }
 
@@ -322,6 +369,7 @@ impl Proxy {
     async fn after(
         &self,
         resp: Response<RecvStream>,
+        set: &HookSet,
         call: &Call,
         chain: &Chain,
     ) -> Result<Ready, String> {
@@ -349,8 +397,7 @@ impl Proxy {
         let mut outcome = Outcome { status, message };
         let mut changed = false;
         for hook in &chain.after {
-            let decided = self
-                .hooks
+            let decided = set
                 .guard(
                     hook.as_ref(),
                     "after",

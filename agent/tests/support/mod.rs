@@ -175,9 +175,19 @@ pub struct RunningProxy {
 
 impl RunningProxy {
     pub async fn start(dir: &Path, runtime: &Path, hooks: HookSet) -> Self {
+        Self::serving(dir, Proxy::new(Upstream::new(runtime), hooks))
+    }
+
+    /// A proxy whose hooks come later ([`Proxy::install_hooks`]), holding
+    /// calls on `held` until then.
+    pub async fn starting(dir: &Path, runtime: &Path, held: &[&'static str]) -> Self {
+        Self::serving(dir, Proxy::starting(Upstream::new(runtime), held))
+    }
+
+    fn serving(dir: &Path, proxy: Proxy) -> Self {
         let socket = dir.join("agent.sock");
         let listener = UnixListener::bind(&socket).unwrap();
-        let proxy = Arc::new(Proxy::new(Upstream::new(runtime), hooks));
+        let proxy = Arc::new(proxy);
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(serve(
             listener,
