@@ -58,9 +58,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 format!("making state dir {} root-only", config.state_dir.display())
             })?;
     }
-    // The CRI is served on this thread; the rest runs on the node thread,
-    // starting with what takes longest: the state (sled's recovery) and
-    // the features loaded from it.
+    let mut listening = listener::open(
+        &config.listen,
+        &listener::SocketAccess {
+            group: config.socket_group.clone(),
+        },
+    )?;
+    let std_listener = listening.take().context("taking listener")?;
+    let listener =
+        tokio::net::UnixListener::from_std(std_listener).context("registering listener")?;
+    // The socket is ours (a second agent on it has stopped above, before
+    // touching the state). The CRI is served on this thread; the rest
+    // runs on the node thread, starting with what takes longest: the
+    // state (sled's recovery) and the features loaded from it.
     let node_thread = node_thread::NodeThread::start().context("starting the node thread")?;
     let starting = {
         let (config, runtime) = (config.clone(), runtime.clone());
@@ -75,15 +85,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
     };
 
-    let mut listening = listener::open(
-        &config.listen,
-        &listener::SocketAccess {
-            group: config.socket_group.clone(),
-        },
-    )?;
-    let std_listener = listening.take().context("taking listener")?;
-    let listener =
-        tokio::net::UnixListener::from_std(std_listener).context("registering listener")?;
     let upstream = Upstream::new(&runtime);
     if let Err(err) = upstream.warm_up().await {
         tracing::warn!(error = %err, "runtime not reachable yet; calls will retry the connection");
@@ -128,15 +129,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         Err(e) => tracing::error!(error = %e, "installing the hooks"),
                     }
                     match beside_the_proxy(&config, &node_thread, &f, exit.clone(), metrics) {
-                        Ok(tasks) => background = tasks,
+                        Ok(tasks) => {
+                            background = tasks;
+                            tracing::info!(
+                                ready_us = started.elapsed().as_micros() as u64,
+                                store_open_us = store_opened.as_micros() as u64,
+                                features_us = loaded.as_micros() as u64,
+                                "node features ready"
+                            );
+                        }
                         Err(e) => failed = Some(e),
                     }
-                    tracing::info!(
-                        ready_us = started.elapsed().as_micros() as u64,
-                        store_open_us = store_opened.as_micros() as u64,
-                        features_us = loaded.as_micros() as u64,
-                        "node features ready"
-                    );
                     features = Some(f);
                 }
                 Err(e) => {
@@ -152,7 +155,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     match drained {
         Drained::Clean if failed.is_some() => {
-            tracing::info!("stopped: the node features did not start")
+            tracing::info!("stopped: start-up failed")
         }
         Drained::Clean => tracing::info!(
             hook_faults = proxy.hooks().map_or(0, |h| h.faults()),
