@@ -9,7 +9,7 @@
 //! kept for a process that runs as root). `KEELSON_NO_RELR=1` leaves it out
 //! for a toolchain that lacks it.
 //!
-//! In an optimised build on x86_64 Linux, the functions the agent runs
+//! In a release build on x86_64 Linux, the functions the agent runs
 //! (start-up, serving, the hooks: ~1,500 of ~15,000, 2.5 of 13.5 MB of
 //! code) are placed together at the front of its code, hottest first, from
 //! the list in `link-order/symbols.txt` (written by `link-order/refresh`).
@@ -38,7 +38,8 @@ fn main() {
     println!("cargo:rerun-if-changed=link-order/symbols.txt");
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let set = |name: &str| std::env::var_os(name).is_some();
-    let linux_gnu = var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu";
+    let linux = var("CARGO_CFG_TARGET_OS") == "linux";
+    let linux_gnu = linux && var("CARGO_CFG_TARGET_ENV") == "gnu";
     let release = var("PROFILE") == "release";
     if linux_gnu && !set("KEELSON_NO_RELR") {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
@@ -55,7 +56,7 @@ fn main() {
         );
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     }
-    if var("CARGO_CFG_TARGET_OS") == "linux" && release && !set("KEELSON_KEEP_SYMBOLS") {
+    if linux && release && !set("KEELSON_KEEP_SYMBOLS") {
         println!("cargo:rustc-link-arg-bins=-Wl,--strip-all");
     }
 }
